@@ -1,0 +1,219 @@
+//! The compiled graph: every spec compiled into a node and every link resolved to a target.
+//!
+//! Compiling happens once per load. It reports every problem at once: bad env, unknown kinds,
+//! bad fields, duplicate names, and links to nodes or ports that do not exist. The result is
+//! immutable; a request reads it through an `Arc` and never takes a lock or looks up a name.
+//! A reload (later) compiles a new graph beside the old one and swaps the `Arc`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use uniflow_spec::{bind, check, Diagnostic, Diagnostics, PortRef, SecretLookup, Spec};
+
+use crate::node::{Cx, InPort, LoadCx, Node, NodeId, OutPort};
+use crate::packet::Packet;
+use crate::process::Process;
+use crate::registry::Registry;
+use crate::{port, Error};
+
+/// A link's far end: an input port of a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target {
+    /// The node.
+    pub node: NodeId,
+    /// Its input port.
+    pub port: InPort,
+}
+
+/// A spec with its compiled node.
+pub struct Symbol {
+    /// The spec as loaded (after env templating).
+    pub spec: Spec,
+    /// The node.
+    pub node: Box<dyn Node>,
+}
+
+/// The compiled, linked graph of one namespace.
+pub struct Graph {
+    symbols: Vec<Symbol>,
+    /// Per node, per output port number: the targets in link order.
+    links: Vec<Box<[Box<[Target]>]>>,
+    /// Per node: the targets of its `init` port, written once after the graph loads.
+    init: Vec<Box<[Target]>>,
+}
+
+impl Graph {
+    /// Compiles and links `specs`.
+    ///
+    /// # Errors
+    /// Every problem found, each naming the spec and the field.
+    pub fn compile(specs: Vec<Spec>, registry: &Registry, secrets: &SecretLookup<'_>) -> Result<Arc<Graph>, Diagnostics> {
+        let mut problems = Diagnostics(check(&specs));
+        let labels: Vec<String> = specs.iter().enumerate().map(|(i, s)| s.label(i)).collect();
+        let mut symbols = Vec::with_capacity(specs.len());
+        for (spec, label) in specs.into_iter().zip(&labels) {
+            let bound = match bind(&spec, label, secrets) {
+                Ok(b) => b,
+                Err(ds) => {
+                    problems.extend(ds);
+                    continue;
+                }
+            };
+            match registry.compile(&bound, label) {
+                Ok(node) => symbols.push((label.clone(), Symbol { spec: bound, node })),
+                Err(ds) => problems.extend(ds),
+            }
+        }
+        // Links are resolved only when every spec compiled: a port check against a node that
+        // failed would add noise to the real problem.
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let mut index: HashMap<(&str, &str), usize> = HashMap::new();
+        for (i, (_, sym)) in symbols.iter().enumerate() {
+            if let Some(id) = &sym.spec.id {
+                index.insert(("id", id), i);
+            }
+            if let Some(name) = &sym.spec.name {
+                index.insert(("name", name), i);
+            }
+        }
+        let resolve = |r: &PortRef| match (&r.id, &r.name) {
+            (Some(id), _) => index.get(&("id", id.as_str())).copied(),
+            (None, Some(name)) => index.get(&("name", name.as_str())).copied(),
+            (None, None) => None,
+        };
+        let mut links = Vec::with_capacity(symbols.len());
+        let mut init = Vec::with_capacity(symbols.len());
+        for (label, sym) in &symbols {
+            let mut table: Vec<Vec<Target>> = Vec::new();
+            let mut init_targets = Vec::new();
+            for (name, refs) in &sym.spec.ports {
+                let slot = if name == port::INIT {
+                    None
+                } else if let Some(out) = sym.node.out_port(name) {
+                    Some(out.0 as usize)
+                } else {
+                    problems.0.push(Diagnostic::new(
+                        label,
+                        format!("ports.{name}"),
+                        format!("kind `{}` has no output port `{name}`", sym.spec.kind),
+                    ));
+                    continue;
+                };
+                for (j, r) in refs.iter().enumerate() {
+                    // `check` already reported links to missing nodes.
+                    let Some(t) = resolve(r) else { continue };
+                    let (target_label, target) = &symbols[t];
+                    let Some(in_port) = target.node.in_port(&r.port) else {
+                        problems.0.push(Diagnostic::new(
+                            label,
+                            format!("ports.{name}[{j}].port"),
+                            format!(
+                                "node `{target_label}` (kind `{}`) has no input port `{}`",
+                                target.spec.kind, r.port
+                            ),
+                        ));
+                        continue;
+                    };
+                    let target = Target { node: NodeId(t as u32), port: in_port };
+                    match slot {
+                        None => init_targets.push(target),
+                        Some(slot) => {
+                            if table.len() <= slot {
+                                table.resize_with(slot + 1, Vec::new);
+                            }
+                            table[slot].push(target);
+                        }
+                    }
+                }
+            }
+            links.push(table.into_iter().map(Vec::into_boxed_slice).collect());
+            init.push(init_targets.into_boxed_slice());
+        }
+        problems.into_result(())?;
+        Ok(Arc::new(Graph {
+            symbols: symbols.into_iter().map(|(_, s)| s).collect(),
+            links,
+            init,
+        }))
+    }
+
+    /// The node with this id.
+    ///
+    /// # Panics
+    /// If the id is not of this graph (ids come from the graph itself).
+    #[inline]
+    pub fn node(&self, id: NodeId) -> &dyn Node {
+        &*self.symbols[id.0 as usize].node
+    }
+
+    /// The targets of a node's output port, in link order.
+    #[inline]
+    pub fn targets(&self, node: NodeId, port: OutPort) -> &[Target] {
+        match self.links[node.0 as usize].get(port.0 as usize) {
+            Some(targets) => targets,
+            None => &[],
+        }
+    }
+
+    /// How many output port numbers of `node` have a link table slot.
+    pub fn port_slots(&self, node: NodeId) -> usize {
+        self.links[node.0 as usize].len()
+    }
+
+    /// Every symbol, by id.
+    pub fn symbols(&self) -> &[Symbol] {
+        &self.symbols
+    }
+
+    /// The id of the node with this name.
+    pub fn find(&self, name: &str) -> Option<NodeId> {
+        self.symbols
+            .iter()
+            .position(|s| s.spec.name.as_deref() == Some(name))
+            .map(|i| NodeId(i as u32))
+    }
+
+    /// Starts every node (sources begin serving), then writes to every `init` port once.
+    ///
+    /// # Errors
+    /// When a node fails to start; the nodes started before it are stopped again.
+    pub async fn load(self: &Arc<Self>) -> Result<(), Error> {
+        for (i, sym) in self.symbols.iter().enumerate() {
+            let cx = LoadCx { graph: Arc::clone(self), node: NodeId(i as u32) };
+            if let Err(e) = sym.node.load(cx) {
+                for started in self.symbols[..i].iter().rev() {
+                    started.node.unload().await;
+                }
+                return Err(Error::Load { spec: sym.spec.label(i), source: Box::new(e) });
+            }
+        }
+        for (i, targets) in self.init.iter().enumerate() {
+            if targets.is_empty() {
+                continue;
+            }
+            let proc = Process::new();
+            let cx = Cx::new(self, &proc, NodeId(i as u32));
+            let answer = cx.write_to(targets, Packet::Data(uniflow_value::Value::Null)).await;
+            if let Packet::Data(uniflow_value::Value::Error(e)) = &answer {
+                tracing::warn!(spec = %self.symbols[i].spec.label(i), error = %e, "init port answered an error");
+            }
+            proc.exit(answer.value().and_then(|v| v.as_error()).cloned());
+        }
+        Ok(())
+    }
+
+    /// Stops every node, last loaded first.
+    pub async fn unload(&self) {
+        for sym in self.symbols.iter().rev() {
+            sym.node.unload().await;
+        }
+    }
+}
+
+impl std::fmt::Debug for Graph {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Graph").field("nodes", &self.symbols.len()).finish_non_exhaustive()
+    }
+}

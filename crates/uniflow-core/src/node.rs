@@ -1,0 +1,260 @@
+//! The node contract and the call that carries a packet from an output port to its targets.
+//!
+//! A write is a call that returns the answer (see `ARCHITECTURE.md`): with no link the packet
+//! itself is the answer (the implicit response); with one link the target's `handle` is called
+//! directly; with several the targets' answers are gathered in link order and merged. Most nodes
+//! finish without awaiting, so an answer is usually [`Flow::Ready`] and a hop costs a virtual
+//! call; only a node that must wait returns a boxed [`Flow::Pending`].
+
+use std::any::Any;
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use uniflow_value::{ErrorValue, Value};
+
+use crate::graph::{Graph, Target};
+use crate::packet::{merge, Packet};
+use crate::process::Process;
+use crate::Error;
+
+/// An input port of a node, as the node numbers them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct InPort(pub u32);
+
+/// An output port of a node, as the node numbers them. Numbers should be small and dense: the
+/// graph keeps a link table slot per number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct OutPort(pub u32);
+
+/// A node's index in its graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId(pub u32);
+
+/// How deep a chain of writes may nest before it is cut with an error. A cycle in the graph
+/// (an `error` port wired back upstream) would otherwise recurse until the stack overflows and
+/// take the whole server down.
+pub const MAX_DEPTH: u32 = 256;
+
+/// A boxed answer future, for nodes that wait (timers, I/O, joins).
+pub type BoxFlow<'a> = Pin<Box<dyn Future<Output = Packet> + Send + 'a>>;
+
+/// The answer to a packet, ready now or later.
+#[must_use = "an answer must be awaited or returned, or the writer waits forever"]
+pub enum Flow<'a> {
+    /// The answer is known.
+    Ready(Packet),
+    /// The answer comes later.
+    Pending(BoxFlow<'a>),
+}
+
+impl<'a> Flow<'a> {
+    /// A flow that waits for `future`.
+    pub fn pending(future: impl Future<Output = Packet> + Send + 'a) -> Flow<'a> {
+        Flow::Pending(Box::pin(future))
+    }
+
+    /// Transforms the answer once known, without boxing when it is known already.
+    pub fn map(self, f: impl FnOnce(Packet) -> Packet + Send + 'a) -> Flow<'a> {
+        match self {
+            Flow::Ready(p) => Flow::Ready(f(p)),
+            Flow::Pending(fut) => Flow::pending(async move { f(fut.await) }),
+        }
+    }
+
+    /// Continues with another flow once the answer is known (for nodes that write again
+    /// depending on the answer, such as `call` or the listener's error port).
+    pub fn then(self, f: impl FnOnce(Packet) -> Flow<'a> + Send + 'a) -> Flow<'a> {
+        match self {
+            Flow::Ready(p) => f(p),
+            Flow::Pending(fut) => Flow::pending(async move { f(fut.await).await }),
+        }
+    }
+}
+
+impl<'a> IntoFuture for Flow<'a> {
+    type Output = Packet;
+    type IntoFuture = FlowFuture<'a>;
+
+    fn into_future(self) -> FlowFuture<'a> {
+        match self {
+            Flow::Ready(p) => FlowFuture::Ready(Some(p)),
+            Flow::Pending(fut) => FlowFuture::Pending(fut),
+        }
+    }
+}
+
+/// The future of a [`Flow`].
+pub enum FlowFuture<'a> {
+    /// Resolves at the first poll.
+    Ready(Option<Packet>),
+    /// Polls the boxed future.
+    Pending(BoxFlow<'a>),
+}
+
+impl Future for FlowFuture<'_> {
+    type Output = Packet;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Packet> {
+        match self.get_mut() {
+            FlowFuture::Ready(p) => Poll::Ready(p.take().expect("FlowFuture polled after completion")),
+            FlowFuture::Pending(fut) => fut.as_mut().poll(cx),
+        }
+    }
+}
+
+/// A compiled node.
+///
+/// A node names its ports ([`in_port`](Node::in_port), [`out_port`](Node::out_port)) and
+/// answers packets ([`handle`](Node::handle)). It never holds a reference to another node:
+/// it writes through its [`Cx`], and the graph resolves the targets.
+pub trait Node: Send + Sync + 'static {
+    /// The number of an input port, or `None` if the node has no such port.
+    fn in_port(&self, name: &str) -> Option<InPort>;
+
+    /// The number of an output port, or `None` if the node has no such port.
+    fn out_port(&self, name: &str) -> Option<OutPort>;
+
+    /// Handles one packet arriving on `port` and returns its answer.
+    fn handle<'a>(&'a self, cx: Cx<'a>, port: InPort, packet: Packet) -> Flow<'a>;
+
+    /// Called once the whole graph is compiled and linked: a source node (a listener) starts
+    /// here.
+    ///
+    /// # Errors
+    /// When the node cannot start (a port already in use); the graph then fails to load.
+    fn load(&self, cx: LoadCx) -> Result<(), Error> {
+        let _ = cx;
+        Ok(())
+    }
+
+    /// Called when the graph is unloaded: a source stops accepting work and finishes what it
+    /// has.
+    fn unload(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(std::future::ready(()))
+    }
+
+    /// The node as `Any`, so tools (tests, the CLI) can reach a concrete kind's extras.
+    fn as_any(&self) -> &dyn Any;
+}
+
+/// What a node gets at load: the graph it belongs to and its own id in it.
+#[derive(Clone)]
+pub struct LoadCx {
+    /// The graph.
+    pub graph: Arc<Graph>,
+    /// The node's id.
+    pub node: NodeId,
+}
+
+/// The context of one packet's handling: the graph, the process and the node handling it.
+///
+/// It is `Copy` and lives on the stack; writing through it costs no allocation.
+#[derive(Clone, Copy)]
+pub struct Cx<'a> {
+    graph: &'a Arc<Graph>,
+    proc: &'a Arc<Process>,
+    node: NodeId,
+    depth: u32,
+}
+
+impl<'a> Cx<'a> {
+    /// The context of `node` handling work for `proc`; sources (listeners, `init`) start here.
+    pub fn new(graph: &'a Arc<Graph>, proc: &'a Arc<Process>, node: NodeId) -> Cx<'a> {
+        Cx { graph, proc, node, depth: 0 }
+    }
+
+    /// The process this packet belongs to.
+    pub fn proc(&self) -> &'a Arc<Process> {
+        self.proc
+    }
+
+    /// The graph.
+    pub fn graph(&self) -> &'a Arc<Graph> {
+        self.graph
+    }
+
+    /// The node handling the packet.
+    pub fn node(&self) -> NodeId {
+        self.node
+    }
+
+    /// The same node working for another process (a forked child).
+    pub fn with_proc<'b>(&self, proc: &'b Arc<Process>) -> Cx<'b>
+    where
+        'a: 'b,
+    {
+        Cx { graph: self.graph, proc, node: self.node, depth: self.depth }
+    }
+
+    /// Whether `port` exists in the link table: it has links, or a higher-numbered port of
+    /// this node does. Nodes with lazily numbered outputs (`out[N]`) answer `None` for a
+    /// write to a port that does not exist, as upstream did.
+    pub fn port_exists(&self, port: OutPort) -> bool {
+        self.graph.port_slots(self.node) > port.0 as usize
+    }
+
+    /// Whether `port` has at least one link.
+    pub fn is_linked(&self, port: OutPort) -> bool {
+        !self.graph.targets(self.node, port).is_empty()
+    }
+
+    /// Writes `packet` to this node's output `port` and returns the answer: the packet itself
+    /// when the port has no links (the implicit response), the target's answer for one link,
+    /// the merge of all answers in link order for several.
+    #[inline]
+    pub fn write(self, port: OutPort, packet: Packet) -> Flow<'a> {
+        self.write_to(self.graph.targets(self.node, port), packet)
+    }
+
+    /// Writes to an explicit list of targets (the graph's `init` links).
+    #[inline]
+    pub(crate) fn write_to(self, targets: &'a [Target], packet: Packet) -> Flow<'a> {
+        match targets {
+            [] => Flow::Ready(packet),
+            [target] => self.deliver(*target, packet),
+            targets => self.fan_out(targets, packet),
+        }
+    }
+
+    /// Writes a payload; shorthand for `write(port, Packet::Data(value))`.
+    #[inline]
+    pub fn send(self, port: OutPort, value: Value) -> Flow<'a> {
+        self.write(port, Packet::Data(value))
+    }
+
+    #[inline]
+    fn deliver(self, target: Target, packet: Packet) -> Flow<'a> {
+        if self.depth >= MAX_DEPTH {
+            return Flow::Ready(Packet::Data(Value::Error(ErrorValue::new(format!(
+                "flow nested deeper than {MAX_DEPTH} hops; is there a cycle in the graph?"
+            )))));
+        }
+        let cx = Cx { graph: self.graph, proc: self.proc, node: target.node, depth: self.depth + 1 };
+        self.graph.node(target.node).handle(cx, target.port, packet)
+    }
+
+    fn fan_out(self, targets: &'a [Target], packet: Packet) -> Flow<'a> {
+        let mut flows = Vec::with_capacity(targets.len());
+        let mut pending = false;
+        for target in targets {
+            // Values are reference-counted, so each target's copy is a pointer bump.
+            let flow = self.deliver(*target, packet.clone());
+            pending |= matches!(flow, Flow::Pending(_));
+            flows.push(flow);
+        }
+        if !pending {
+            let answers = flows
+                .into_iter()
+                .map(|f| match f {
+                    Flow::Ready(p) => p,
+                    Flow::Pending(_) => unreachable!("checked above"),
+                })
+                .collect();
+            return Flow::Ready(merge(answers));
+        }
+        let futures = flows.into_iter().map(IntoFuture::into_future);
+        Flow::pending(async move { merge(futures_util::future::join_all(futures).await) })
+    }
+}

@@ -1,0 +1,266 @@
+//! Processes: one per request or event (reference §2.3).
+//!
+//! A process is one allocation. Its id (a UUID v7) is generated only when something reads it,
+//! and its data and exit hooks live behind one per-process mutex that is never held across an
+//! `.await`, so requests never contend with each other.
+
+use std::any::Any;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+
+use tokio::sync::Notify;
+use uniflow_value::ErrorValue;
+
+type ExitHook = Box<dyn FnOnce(Option<&ErrorValue>) + Send>;
+
+/// A unit of work flowing through the graph: a request, an event, or a child forked from one.
+pub struct Process {
+    id: OnceLock<uuid::Uuid>,
+    parent: Option<Arc<Process>>,
+    exited: AtomicBool,
+    state: Mutex<State>,
+    // Wakes `exited()` and `join()` waiters; a `Notify` needs no allocation until waited on.
+    changed: Notify,
+}
+
+#[derive(Default)]
+struct State {
+    data: Vec<(usize, Box<dyn Any + Send>)>,
+    hooks: Vec<ExitHook>,
+    children: usize,
+    error: Option<ErrorValue>,
+}
+
+impl Process {
+    /// A new root process.
+    pub fn new() -> Arc<Process> {
+        Arc::new(Process {
+            id: OnceLock::new(),
+            parent: None,
+            exited: AtomicBool::new(false),
+            state: Mutex::new(State::default()),
+            changed: Notify::new(),
+        })
+    }
+
+    /// A child process with its own empty data. The parent's exit exits the child, and the
+    /// parent's [`join`](Process::join) waits for it.
+    pub fn fork(self: &Arc<Self>) -> Arc<Process> {
+        let child = Arc::new(Process {
+            id: OnceLock::new(),
+            parent: Some(Arc::clone(self)),
+            exited: AtomicBool::new(false),
+            state: Mutex::new(State::default()),
+            changed: Notify::new(),
+        });
+        self.lock().children += 1;
+        let weak: Weak<Process> = Arc::downgrade(&child);
+        self.on_exit(move |err| {
+            if let Some(child) = weak.upgrade() {
+                child.exit(err.cloned());
+            }
+        });
+        child
+    }
+
+    /// The process id, generated on first use.
+    pub fn id(&self) -> uuid::Uuid {
+        *self.id.get_or_init(uuid::Uuid::now_v7)
+    }
+
+    /// The parent, for a forked process.
+    pub fn parent(&self) -> Option<&Arc<Process>> {
+        self.parent.as_ref()
+    }
+
+    /// Whether the process has exited.
+    pub fn is_exited(&self) -> bool {
+        self.exited.load(Ordering::Acquire)
+    }
+
+    /// The error the process exited with, if any.
+    pub fn exit_error(&self) -> Option<ErrorValue> {
+        self.lock().error.clone()
+    }
+
+    /// Ends the process: drops its data and runs its exit hooks in reverse order of
+    /// registration. Only the first call has an effect.
+    pub fn exit(&self, error: Option<ErrorValue>) {
+        if self.exited.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (hooks, data) = {
+            let mut state = self.lock();
+            state.error.clone_from(&error);
+            (std::mem::take(&mut state.hooks), std::mem::take(&mut state.data))
+        };
+        // Hooks run outside the lock, so a hook may touch this process (or its parent).
+        for hook in hooks.into_iter().rev() {
+            hook(error.as_ref());
+        }
+        drop(data);
+        if let Some(parent) = &self.parent {
+            parent.lock().children -= 1;
+            parent.changed.notify_waiters();
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// Runs `hook` when the process exits, or now if it already has.
+    pub fn on_exit(&self, hook: impl FnOnce(Option<&ErrorValue>) + Send + 'static) {
+        {
+            let mut state = self.lock();
+            if !self.is_exited() {
+                state.hooks.push(Box::new(hook));
+                return;
+            }
+        }
+        let error = self.exit_error();
+        hook(error.as_ref());
+    }
+
+    /// Waits until the process has exited.
+    pub async fn exited(&self) {
+        loop {
+            let notified = self.changed.notified();
+            if self.is_exited() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Waits until every child forked from this process has exited.
+    pub async fn join(&self) {
+        loop {
+            let notified = self.changed.notified();
+            if self.lock().children == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Runs `f` on this process's value under `key`, created with `Default` on first use.
+    ///
+    /// Nodes that keep state per process (merge tuples, reduce accumulators) key it by their
+    /// own address, which is unique while the node lives. The closure runs under the
+    /// per-process lock, so it must not block or await.
+    pub fn with_local<T, R>(&self, key: usize, f: impl FnOnce(&mut T) -> R) -> R
+    where
+        T: Any + Send + Default,
+    {
+        let mut state = self.lock();
+        let index = match state.data.iter().position(|(k, _)| *k == key) {
+            Some(i) => i,
+            None => {
+                state.data.push((key, Box::new(T::default())));
+                state.data.len() - 1
+            }
+        };
+        let value = state.data[index]
+            .1
+            .downcast_mut::<T>()
+            .expect("a process-local key is used with one type only");
+        f(value)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic in a hook must not poison the process for everyone else.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        // A process dropped without an explicit exit (a client that disconnected mid-request,
+        // a dropped task) still runs its hooks, so resources it holds are released.
+        if !self.is_exited() {
+            self.exit(Some(ErrorValue::new("process dropped before exit")));
+        }
+    }
+}
+
+impl std::fmt::Debug for Process {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Process")
+            .field("exited", &self.is_exited())
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    #[test]
+    fn exit_runs_hooks_once_in_reverse_order() {
+        let p = Process::new();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        for i in 0..3 {
+            let order = Arc::clone(&order);
+            p.on_exit(move |_| order.lock().unwrap().push(i));
+        }
+        p.exit(None);
+        p.exit(Some(ErrorValue::new("again")));
+        assert_eq!(*order.lock().unwrap(), [2, 1, 0]);
+        assert!(p.exit_error().is_none());
+    }
+
+    #[test]
+    fn hook_added_after_exit_runs_at_once_with_the_error() {
+        let p = Process::new();
+        p.exit(Some(ErrorValue::new("boom")));
+        let seen = Arc::new(Mutex::new(None));
+        let s = Arc::clone(&seen);
+        p.on_exit(move |e| *s.lock().unwrap() = e.map(|e| e.message().to_string()));
+        assert_eq!(seen.lock().unwrap().as_deref(), Some("boom"));
+    }
+
+    #[test]
+    fn parent_exit_exits_children_and_data_is_dropped() {
+        let parent = Process::new();
+        let child = parent.fork();
+        child.with_local::<Vec<i32>, _>(1, |v| v.push(1));
+        assert_eq!(child.with_local::<Vec<i32>, _>(1, |v| v.len()), 1);
+        parent.exit(None);
+        assert!(child.is_exited());
+        assert_eq!(child.with_local::<Vec<i32>, _>(1, |v| v.len()), 0);
+    }
+
+    #[test]
+    fn dropping_an_unexited_process_runs_its_hooks() {
+        let ran = Arc::new(AtomicUsize::new(0));
+        let r = Arc::clone(&ran);
+        let p = Process::new();
+        p.on_exit(move |e| {
+            assert!(e.is_some());
+            r.fetch_add(1, Ordering::SeqCst);
+        });
+        drop(p);
+        assert_eq!(ran.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn join_waits_for_children() {
+        let parent = Process::new();
+        let child = parent.fork();
+        let c = Arc::clone(&child);
+        let handle = tokio::spawn(async move {
+            tokio::task::yield_now().await;
+            c.exit(None);
+        });
+        parent.join().await;
+        assert!(child.is_exited());
+        handle.await.unwrap();
+    }
+
+    #[test]
+    fn id_is_v7_and_stable() {
+        let p = Process::new();
+        assert_eq!(p.id().get_version_num(), 7);
+        assert_eq!(p.id(), p.id());
+    }
+}

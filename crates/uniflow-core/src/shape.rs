@@ -1,0 +1,80 @@
+//! Node shapes shared by many kinds (reference §2.7).
+//!
+//! [`OneToOne`] turns a [`Transform`] (a function of the payload) into a node with an `in`
+//! port and `out`/`error` outputs: a result goes to `out`, a failure to `error`, and whichever
+//! port is unlinked sends the packet back as the answer. Most kinds are one of these.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use uniflow_value::{ErrorValue, Value};
+
+use crate::node::{Cx, Flow, InPort, Node, OutPort};
+use crate::packet::Packet;
+use crate::port;
+use crate::process::Process;
+
+/// The input port of a one-to-one node.
+pub const IN: InPort = InPort(0);
+/// The `out` port of a one-to-one node.
+pub const OUT: OutPort = OutPort(0);
+/// The `error` port of a one-to-one node.
+pub const ERROR: OutPort = OutPort(1);
+
+/// A synchronous function of the payload.
+pub trait Transform: Send + Sync + 'static {
+    /// Computes the output for one input.
+    ///
+    /// # Errors
+    /// A failure, sent to the `error` port.
+    fn transform(&self, proc: &Arc<Process>, input: Value) -> Result<Value, ErrorValue>;
+}
+
+/// A node with one input, computing one output per packet.
+pub struct OneToOne<T>(pub T);
+
+impl<T> OneToOne<T> {
+    /// The transform inside.
+    pub fn inner(&self) -> &T {
+        &self.0
+    }
+}
+
+/// The input ports of any node shaped `in -> out | error`.
+pub fn in_port(name: &str) -> Option<InPort> {
+    (name == port::IN).then_some(IN)
+}
+
+/// The output ports of any node shaped `in -> out | error`.
+pub fn out_port(name: &str) -> Option<OutPort> {
+    match name {
+        port::OUT => Some(OUT),
+        port::ERROR => Some(ERROR),
+        _ => None,
+    }
+}
+
+impl<T: Transform> Node for OneToOne<T> {
+    fn in_port(&self, name: &str) -> Option<InPort> {
+        in_port(name)
+    }
+
+    fn out_port(&self, name: &str) -> Option<OutPort> {
+        out_port(name)
+    }
+
+    #[inline]
+    fn handle<'a>(&'a self, cx: Cx<'a>, _port: InPort, packet: Packet) -> Flow<'a> {
+        let Packet::Data(input) = packet else {
+            return Flow::Ready(Packet::None);
+        };
+        match self.0.transform(cx.proc(), input) {
+            Ok(output) => cx.send(OUT, output),
+            Err(e) => cx.send(ERROR, Value::Error(e)),
+        }
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}

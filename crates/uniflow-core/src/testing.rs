@@ -1,0 +1,144 @@
+//! Mock node kinds for tests: they exercise the protocol without any real node crate.
+//!
+//! | kind | fields | behaviour |
+//! |---|---|---|
+//! | `test-echo` | | writes its input to `out` |
+//! | `test-const` | `value` | writes `value` to `out` |
+//! | `test-fail` | `message` | writes an error with `message` to `error` |
+//! | `test-panic` | | panics (a node bug); the listener must answer 500 and keep serving |
+//! | `test-delay` | `millis` | waits, then writes its input to `out` (the pending path) |
+//! | `test-record` | `tag` | appends `tag` to the process's [`recorded`] list, then echoes |
+//! | `test-log` | `tag` | appends `tag` to a global log read by [`logged`], then echoes |
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use uniflow_spec::Diagnostic;
+use uniflow_value::{ErrorValue, Value};
+
+use crate::node::{Cx, Flow, InPort, Node, OutPort};
+use crate::packet::Packet;
+use crate::process::Process;
+use crate::registry::{CompileCx, NodeSpec, Registry};
+use crate::shape::{OneToOne, Transform, OUT};
+
+/// Adds the mock kinds.
+pub fn register(registry: &mut Registry) {
+    registry.add::<EchoSpec>();
+    registry.add::<ConstSpec>();
+    registry.add::<FailSpec>();
+    registry.add::<PanicSpec>();
+    registry.add::<DelaySpec>();
+    registry.add::<RecordSpec>();
+    registry.add::<LogSpec>();
+}
+
+/// How many times `test-log` nodes with this tag have run, in any process.
+pub fn logged(tag: &str) -> usize {
+    LOG.lock().unwrap_or_else(|e| e.into_inner()).iter().filter(|t| *t == tag).count()
+}
+
+static LOG: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// The tags `test-record` nodes appended for this process, in order.
+pub fn recorded(proc: &Process) -> Vec<String> {
+    proc.with_local::<Vec<String>, _>(RECORD_KEY, |v| v.clone())
+}
+
+const RECORD_KEY: usize = 0x7265_636f_7264;
+
+macro_rules! one_to_one_kind {
+    ($spec:ident, $kind:literal, |$this:ident, $proc:ident, $input:ident| $body:expr) => {
+        impl NodeSpec for $spec {
+            const KIND: &'static str = $kind;
+            fn compile(self, _cx: &CompileCx<'_>) -> Result<Box<dyn Node>, Vec<Diagnostic>> {
+                Ok(Box::new(OneToOne(self)))
+            }
+        }
+        impl Transform for $spec {
+            fn transform(&self, $proc: &Arc<Process>, $input: Value) -> Result<Value, ErrorValue> {
+                let $this = self;
+                let _ = $proc;
+                $body
+            }
+        }
+    };
+}
+
+/// `test-echo`.
+#[derive(Deserialize)]
+pub struct EchoSpec {}
+one_to_one_kind!(EchoSpec, "test-echo", |_this, _proc, input| Ok(input));
+
+/// `test-const`.
+#[derive(Deserialize)]
+pub struct ConstSpec {
+    value: Value,
+}
+one_to_one_kind!(ConstSpec, "test-const", |this, _proc, _input| Ok(this.value.clone()));
+
+/// `test-fail`.
+#[derive(Deserialize)]
+pub struct FailSpec {
+    message: String,
+}
+one_to_one_kind!(FailSpec, "test-fail", |this, _proc, _input| Err(ErrorValue::new(this.message.clone())));
+
+/// `test-panic`.
+#[derive(Deserialize)]
+pub struct PanicSpec {}
+one_to_one_kind!(PanicSpec, "test-panic", |_this, _proc, _input| panic!("test-panic node was asked to panic"));
+
+/// `test-record`.
+#[derive(Deserialize)]
+pub struct RecordSpec {
+    tag: String,
+}
+one_to_one_kind!(RecordSpec, "test-record", |this, proc, input| {
+    proc.with_local::<Vec<String>, _>(RECORD_KEY, |v| v.push(this.tag.clone()));
+    Ok(input)
+});
+
+/// `test-log`.
+#[derive(Deserialize)]
+pub struct LogSpec {
+    tag: String,
+}
+one_to_one_kind!(LogSpec, "test-log", |this, _proc, input| {
+    LOG.lock().unwrap_or_else(|e| e.into_inner()).push(this.tag.clone());
+    Ok(input)
+});
+
+/// `test-delay`.
+#[derive(Deserialize)]
+pub struct DelaySpec {
+    millis: u64,
+}
+
+impl NodeSpec for DelaySpec {
+    const KIND: &'static str = "test-delay";
+    fn compile(self, _cx: &CompileCx<'_>) -> Result<Box<dyn Node>, Vec<Diagnostic>> {
+        Ok(Box::new(DelayNode(Duration::from_millis(self.millis))))
+    }
+}
+
+struct DelayNode(Duration);
+
+impl Node for DelayNode {
+    fn in_port(&self, name: &str) -> Option<InPort> {
+        crate::shape::in_port(name)
+    }
+    fn out_port(&self, name: &str) -> Option<OutPort> {
+        crate::shape::out_port(name)
+    }
+    fn handle<'a>(&'a self, cx: Cx<'a>, _port: InPort, packet: Packet) -> Flow<'a> {
+        Flow::pending(async move {
+            tokio::time::sleep(self.0).await;
+            cx.write(OUT, packet).await
+        })
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}

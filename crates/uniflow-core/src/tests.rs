@@ -1,0 +1,144 @@
+//! Protocol tests: YAML cases in `tests/protocol.yaml` run through one `check` helper, plus the
+//! cases that need more than one write.
+
+use std::sync::Arc;
+
+use uniflow_spec::{parse, Format};
+use uniflow_value::Value;
+
+use crate::testing::{self, recorded};
+use crate::{Cx, Graph, Packet, Process, Registry};
+
+fn registry() -> Registry {
+    let mut r = Registry::new();
+    testing::register(&mut r);
+    r
+}
+
+fn compile(specs: &Value) -> Arc<Graph> {
+    let text = yaml_serde::to_string(specs).expect("specs serialize");
+    let specs = parse(&text, Format::Yaml, None).expect("specs parse");
+    Graph::compile(specs, &registry(), &|_, _| None).unwrap_or_else(|d| panic!("{d}"))
+}
+
+async fn write(graph: &Arc<Graph>, proc: &Arc<Process>, node: &str, port: &str, value: Value) -> Packet {
+    let id = graph.find(node).expect("entry node exists");
+    let node = graph.node(id);
+    let port = node.in_port(port).expect("entry port exists");
+    node.handle(Cx::new(graph, proc, id), port, Packet::Data(value)).await
+}
+
+async fn check(case: &Value) {
+    let name = case.get("name").and_then(Value::as_str).unwrap_or("?");
+    let graph = compile(case.get("specs").expect("case has specs"));
+    let proc = Process::new();
+    let node = case.get("node").and_then(Value::as_str).expect("case has node");
+    let port = case.get("port").and_then(Value::as_str).unwrap_or("in");
+    let value = case.get("value").cloned().unwrap_or_default();
+    let answer = write(&graph, &proc, node, port, value).await;
+    if let Some(want) = case.get("answer") {
+        assert_eq!(answer, Packet::Data(want.clone()), "case `{name}`");
+    } else if let Some(want) = case.get("error").and_then(Value::as_str) {
+        let got = answer.value().and_then(Value::as_error).map(|e| e.message().to_string());
+        assert_eq!(got.as_deref(), Some(want), "case `{name}`: {answer:?}");
+    } else if case.get("none").is_some() {
+        assert!(answer.is_none(), "case `{name}`: {answer:?}");
+    } else {
+        panic!("case `{name}` states no expected answer");
+    }
+    if let Some(want) = case.get("recorded").and_then(Value::as_list) {
+        let want: Vec<String> = want.iter().filter_map(Value::as_str).map(str::to_owned).collect();
+        assert_eq!(recorded(&proc), want, "case `{name}`");
+    }
+}
+
+#[tokio::test]
+async fn protocol_cases() {
+    let cases: Value = yaml_serde::from_str(include_str!("tests/protocol.yaml")).expect("cases parse");
+    let cases = cases.as_list().expect("a list of cases");
+    assert!(cases.len() >= 10);
+    for case in cases.iter() {
+        check(case).await;
+    }
+}
+
+#[tokio::test]
+async fn answers_come_back_in_write_order_per_process() {
+    let graph = compile(&yaml_serde::from_str(
+        "- {kind: test-record, name: a, tag: a, ports: {out: [{name: d, port: in}]}}\n\
+         - {kind: test-delay, name: d, millis: 1}\n",
+    ).unwrap());
+    let proc = Process::new();
+    let mut answers = Vec::new();
+    for i in 0..5 {
+        answers.push(write(&graph, &proc, "a", "in", Value::Int(i)).await);
+    }
+    let want: Vec<Packet> = (0..5).map(|i| Packet::Data(Value::Int(i))).collect();
+    assert_eq!(answers, want);
+    assert_eq!(recorded(&proc), ["a"; 5]);
+}
+
+#[tokio::test]
+async fn concurrent_processes_do_not_see_each_others_state() {
+    let graph = compile(&yaml_serde::from_str(
+        "- {kind: test-record, name: a, tag: a, ports: {out: [{name: d, port: in}]}}\n\
+         - {kind: test-delay, name: d, millis: 5, ports: {out: [{name: b, port: in}]}}\n\
+         - {kind: test-record, name: b, tag: b}\n",
+    ).unwrap());
+    let procs: Vec<_> = (0..8).map(|_| Process::new()).collect();
+    let answers = futures_util::future::join_all(
+        procs.iter().enumerate().map(|(i, p)| write(&graph, p, "a", "in", Value::from(i))),
+    )
+    .await;
+    for (i, (answer, proc)) in answers.iter().zip(&procs).enumerate() {
+        assert_eq!(answer, &Packet::Data(Value::from(i)));
+        assert_eq!(recorded(proc), ["a", "b"]);
+    }
+}
+
+#[tokio::test]
+async fn init_port_runs_once_after_load() {
+    let graph = compile(&yaml_serde::from_str(
+        "- {kind: test-echo, name: init, ports: {init: [{name: hello, port: in}]}}\n\
+         - {kind: test-log, name: hello, tag: init_port_runs_once_after_load}\n",
+    ).unwrap());
+    assert_eq!(testing::logged("init_port_runs_once_after_load"), 0);
+    graph.load().await.unwrap();
+    assert_eq!(testing::logged("init_port_runs_once_after_load"), 1);
+    graph.unload().await;
+}
+
+#[test]
+fn compile_reports_every_problem_at_once() {
+    let specs = parse(
+        "- {kind: test-echo, name: a, ports: {out: [{name: b, port: nope}], sideways: [{name: b, port: in}]}}\n\
+         - {kind: test-echo, name: b, ports: {out: [{name: ghost, port: in}]}}\n\
+         - {kind: wat, name: c}\n\
+         - {kind: test-const, name: d}\n\
+         - {kind: test-echo, name: b}\n",
+        Format::Yaml,
+        Some("flow.yaml"),
+    )
+    .unwrap();
+    let err = Graph::compile(specs, &registry(), &|_, _| None).unwrap_err();
+    let text = err.to_string();
+    for want in [
+        "spec `b` field `name`: duplicate name `b`",
+        "spec `b` field `ports.out[0]`: links to `ghost.in`, but no node `ghost` exists",
+        "spec `c` field `kind`: unknown kind `wat` (known kinds: test-const,",
+        "spec `d` field `value`: missing required field",
+    ] {
+        assert!(text.contains(want), "missing `{want}` in:\n{text}");
+    }
+    // Port checks run once every spec compiles.
+    let specs = parse(
+        "- {kind: test-echo, name: a, ports: {out: [{name: b, port: nope}], sideways: [{name: b, port: in}]}}\n\
+         - {kind: test-echo, name: b}\n",
+        Format::Yaml,
+        None,
+    )
+    .unwrap();
+    let text = Graph::compile(specs, &registry(), &|_, _| None).unwrap_err().to_string();
+    assert!(text.contains("spec `a` field `ports.out[0].port`: node `b` (kind `test-echo`) has no input port `nope`"), "{text}");
+    assert!(text.contains("spec `a` field `ports.sideways`: kind `test-echo` has no output port `sideways`"), "{text}");
+}

@@ -1,0 +1,22 @@
+//! Node specs: what a workflow file declares, before anything is compiled.
+//!
+//! A spec is `id, kind, namespace, name, annotations, ports, env` plus the kind's own fields
+//! (reference §1.1). This crate reads specs from YAML or JSON ([`parse`], [`load_file`]),
+//! resolves `env` templating ([`bind`]), decodes a kind's fields into its typed struct
+//! ([`decode`]) and runs the checks that need no node ([`check`]). Every problem is a
+//! [`Diagnostic`] naming the file, the spec and the field, and every function that can find
+//! several problems reports them all at once.
+//!
+//! The crate knows nothing about nodes: which ports a kind has is checked by the runtime.
+
+mod check;
+mod diagnostic;
+mod load;
+mod spec;
+mod template;
+
+pub use check::check;
+pub use diagnostic::{Diagnostic, Diagnostics};
+pub use load::{load_file, parse, Format};
+pub use spec::{decode, EnvValue, PortName, PortRef, Spec, DEFAULT_NAMESPACE};
+pub use template::{bind, render, SecretLookup};

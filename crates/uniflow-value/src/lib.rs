@@ -1,0 +1,613 @@
+//! The value that travels inside packets.
+//!
+//! A [`Value`] is immutable and cheap to clone: strings and bytes are reference-counted
+//! [`Bytes`], lists and maps are reference-counted slices, so a fan-out to many nodes copies
+//! nothing but pointers. Integers stay integers (`Int`/`Uint`) and floats stay floats, which
+//! upstream's JSON decoding lost. Maps are kept sorted by key, as Go's persistent maps were, so
+//! rendering is deterministic and lookup is a binary search.
+//!
+//! The crate depends on serde and bytes only: [`Value`] implements `Serialize`/`Deserialize`
+//! for any serde format, and [`from_value`] decodes a typed struct out of a `Value` with the
+//! lenient scalar conversions upstream specs rely on (`port: "8000"` decodes into an integer).
+
+mod de;
+mod error;
+mod from;
+mod ser;
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::sync::Arc;
+
+pub use bytes::Bytes;
+pub use bytestring::ByteString as Str;
+
+pub use error::Error;
+pub use from::from_value;
+pub use ser::write_base64;
+
+/// A packet payload.
+#[derive(Clone, Default)]
+pub enum Value {
+    /// The absent value (Go `nil`). Renders as JSON `null`.
+    #[default]
+    Null,
+    /// A boolean.
+    Bool(bool),
+    /// A signed integer; every integer that fits in `i64` is one of these.
+    Int(i64),
+    /// An unsigned integer too large for `i64`.
+    Uint(u64),
+    /// A floating-point number.
+    Float(f64),
+    /// A UTF-8 string.
+    String(Str),
+    /// Raw bytes (a request body of an unknown type, for example).
+    Bytes(Bytes),
+    /// An ordered list.
+    List(List),
+    /// A map sorted by key.
+    Map(Map),
+    /// An error travelling as a packet, on its way to an `error` port or back as an answer.
+    Error(ErrorValue),
+}
+
+impl Value {
+    /// A string value built from a static string without allocating.
+    pub const fn from_static(s: &'static str) -> Value {
+        Value::String(Str::from_static(s))
+    }
+
+    /// The name of the value's kind, for error messages.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Value::Null => "null",
+            Value::Bool(_) => "bool",
+            Value::Int(_) => "int",
+            Value::Uint(_) => "uint",
+            Value::Float(_) => "float",
+            Value::String(_) => "string",
+            Value::Bytes(_) => "bytes",
+            Value::List(_) => "list",
+            Value::Map(_) => "map",
+            Value::Error(_) => "error",
+        }
+    }
+
+    /// Rank of the kind in the total order: values of different kinds compare by kind first.
+    fn rank(&self) -> u8 {
+        match self {
+            Value::Null => 0,
+            Value::Bool(_) => 1,
+            Value::Int(_) => 2,
+            Value::Uint(_) => 3,
+            Value::Float(_) => 4,
+            Value::String(_) => 5,
+            Value::Bytes(_) => 6,
+            Value::List(_) => 7,
+            Value::Map(_) => 8,
+            Value::Error(_) => 9,
+        }
+    }
+
+    /// Whether a condition yielding this value counts as true: `null`, `false`, zero, the empty
+    /// string and empty collections are false, everything else (errors included) is true.
+    pub fn is_truthy(&self) -> bool {
+        match self {
+            Value::Null => false,
+            Value::Bool(b) => *b,
+            Value::Int(i) => *i != 0,
+            Value::Uint(u) => *u != 0,
+            Value::Float(f) => *f != 0.0,
+            Value::String(s) => !s.is_empty(),
+            Value::Bytes(b) => !b.is_empty(),
+            Value::List(l) => !l.is_empty(),
+            Value::Map(m) => !m.is_empty(),
+            Value::Error(_) => true,
+        }
+    }
+
+    /// The string, if this is one.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The map, if this is one.
+    pub fn as_map(&self) -> Option<&Map> {
+        match self {
+            Value::Map(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// The list, if this is one.
+    pub fn as_list(&self) -> Option<&List> {
+        match self {
+            Value::List(l) => Some(l),
+            _ => None,
+        }
+    }
+
+    /// The error, if this is one.
+    pub fn as_error(&self) -> Option<&ErrorValue> {
+        match self {
+            Value::Error(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Whether this is an error value.
+    pub fn is_error(&self) -> bool {
+        matches!(self, Value::Error(_))
+    }
+
+    /// The value as an `i64`, if it is an integer (or an integral float) that fits.
+    pub fn as_i64(&self) -> Option<i64> {
+        match *self {
+            Value::Int(i) => Some(i),
+            Value::Uint(u) => i64::try_from(u).ok(),
+            Value::Float(f) if f.fract() == 0.0 && f >= i64::MIN as f64 && f <= i64::MAX as f64 => {
+                Some(f as i64)
+            }
+            _ => None,
+        }
+    }
+
+    /// Looks up `key` when this is a map.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.as_map().and_then(|m| m.get(key))
+    }
+
+    /// Walks string keys through nested maps (`["a", "b"]` reads `a.b`).
+    pub fn pick<'a>(&'a self, path: &[&str]) -> Option<&'a Value> {
+        path.iter().try_fold(self, |v, k| v.get(k))
+    }
+}
+
+impl PartialEq for Value {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Value {}
+
+impl PartialOrd for Value {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Value {
+    fn cmp(&self, other: &Self) -> Ordering {
+        match (self, other) {
+            (Value::Null, Value::Null) => Ordering::Equal,
+            (Value::Bool(a), Value::Bool(b)) => a.cmp(b),
+            (Value::Int(a), Value::Int(b)) => a.cmp(b),
+            (Value::Uint(a), Value::Uint(b)) => a.cmp(b),
+            (Value::Float(a), Value::Float(b)) => a.total_cmp(b),
+            (Value::String(a), Value::String(b)) => a.as_bytes().cmp(b.as_bytes()),
+            (Value::Bytes(a), Value::Bytes(b)) => a.cmp(b),
+            (Value::List(a), Value::List(b)) => a.as_slice().cmp(b.as_slice()),
+            (Value::Map(a), Value::Map(b)) => a.entries().cmp(b.entries()),
+            (Value::Error(a), Value::Error(b)) => a.message().cmp(b.message()),
+            _ => self.rank().cmp(&other.rank()),
+        }
+    }
+}
+
+impl fmt::Debug for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Null => f.write_str("null"),
+            Value::Bool(b) => write!(f, "{b}"),
+            Value::Int(i) => write!(f, "{i}"),
+            Value::Uint(u) => write!(f, "{u}u"),
+            Value::Float(x) => write!(f, "{x:?}"),
+            Value::String(s) => write!(f, "{:?}", &**s),
+            Value::Bytes(b) => write!(f, "b{b:?}"),
+            Value::List(l) => f.debug_list().entries(l.iter()).finish(),
+            Value::Map(m) => f.debug_map().entries(m.iter().map(|(k, v)| (k, v))).finish(),
+            Value::Error(e) => write!(f, "error({:?})", e.message()),
+        }
+    }
+}
+
+impl PartialEq for List {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for List {}
+
+impl PartialEq for Map {
+    fn eq(&self, other: &Self) -> bool {
+        self.entries() == other.entries()
+    }
+}
+
+impl Eq for Map {}
+
+/// An immutable list; the empty list does not allocate.
+#[derive(Clone, Default)]
+pub struct List(Option<Arc<[Value]>>);
+
+impl List {
+    /// The empty list.
+    pub const fn new() -> List {
+        List(None)
+    }
+
+    /// The elements.
+    pub fn as_slice(&self) -> &[Value] {
+        self.0.as_deref().unwrap_or(&[])
+    }
+}
+
+impl std::ops::Deref for List {
+    type Target = [Value];
+    fn deref(&self) -> &[Value] {
+        self.as_slice()
+    }
+}
+
+impl FromIterator<Value> for List {
+    fn from_iter<I: IntoIterator<Item = Value>>(iter: I) -> Self {
+        let items: Arc<[Value]> = iter.into_iter().collect();
+        if items.is_empty() { List(None) } else { List(Some(items)) }
+    }
+}
+
+impl From<Vec<Value>> for List {
+    fn from(items: Vec<Value>) -> Self {
+        if items.is_empty() { List(None) } else { List(Some(items.into())) }
+    }
+}
+
+impl fmt::Debug for List {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+/// An immutable map sorted by key, with unique keys; the empty map does not allocate.
+///
+/// Requests carry a handful of keys, so a sorted slice with binary search beats a hash map
+/// both in lookup time and in allocations.
+#[derive(Clone, Default)]
+pub struct Map(Option<Arc<[(Value, Value)]>>);
+
+impl Map {
+    /// The empty map.
+    pub const fn new() -> Map {
+        Map(None)
+    }
+
+    /// Builds a map from entries that are already sorted by key and unique, in one allocation.
+    ///
+    /// The caller promises the order (the listener builds its request map from a fixed set of
+    /// keys); debug builds check it.
+    pub fn from_sorted<I>(entries: I) -> Map
+    where
+        I: IntoIterator<Item = (Value, Value)>,
+    {
+        let entries: Arc<[(Value, Value)]> = entries.into_iter().collect();
+        debug_assert!(
+            entries.windows(2).all(|w| w[0].0 < w[1].0),
+            "Map::from_sorted needs sorted, unique keys"
+        );
+        if entries.is_empty() { Map(None) } else { Map(Some(entries)) }
+    }
+
+    /// The entries in key order.
+    pub fn entries(&self) -> &[(Value, Value)] {
+        self.0.as_deref().unwrap_or(&[])
+    }
+
+    /// Iterates over `(key, value)` in key order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&Value, &Value)> {
+        self.entries().iter().map(|(k, v)| (k, v))
+    }
+
+    /// The number of entries.
+    pub fn len(&self) -> usize {
+        self.entries().len()
+    }
+
+    /// Whether the map has no entries.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// The value under a string key.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        let entries = self.entries();
+        entries
+            .binary_search_by(|(k, _)| cmp_with_str(k, key))
+            .ok()
+            .map(|i| &entries[i].1)
+    }
+
+    /// The value under any key.
+    pub fn get_value(&self, key: &Value) -> Option<&Value> {
+        let entries = self.entries();
+        entries
+            .binary_search_by(|(k, _)| k.cmp(key))
+            .ok()
+            .map(|i| &entries[i].1)
+    }
+
+    /// A new map with `key` set to `value`; `self` is unchanged (values are immutable).
+    pub fn insert(&self, key: impl Into<Value>, value: impl Into<Value>) -> Map {
+        let key = key.into();
+        let value = value.into();
+        let entries = self.entries();
+        let mut out = Vec::with_capacity(entries.len() + 1);
+        match entries.binary_search_by(|(k, _)| k.cmp(&key)) {
+            Ok(i) => {
+                out.extend_from_slice(&entries[..i]);
+                out.push((key, value));
+                out.extend_from_slice(&entries[i + 1..]);
+            }
+            Err(i) => {
+                out.extend_from_slice(&entries[..i]);
+                out.push((key, value));
+                out.extend_from_slice(&entries[i..]);
+            }
+        }
+        Map(Some(out.into()))
+    }
+}
+
+/// Compares a map key with a string key without building a `Value` for the latter.
+fn cmp_with_str(key: &Value, s: &str) -> Ordering {
+    match key {
+        Value::String(k) => (**k).cmp(s),
+        other => other.rank().cmp(&Value::String(Str::new()).rank()),
+    }
+}
+
+impl FromIterator<(Value, Value)> for Map {
+    /// Sorts the entries; when a key repeats, the last value wins (as in a JSON object).
+    fn from_iter<I: IntoIterator<Item = (Value, Value)>>(iter: I) -> Self {
+        let mut entries: Vec<(Value, Value)> = iter.into_iter().collect();
+        // A stable sort keeps equal keys in input order, so keeping the last of each run
+        // implements "last wins".
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut unique: Vec<(Value, Value)> = Vec::with_capacity(entries.len());
+        for entry in entries {
+            match unique.last_mut() {
+                Some(last) if last.0 == entry.0 => *last = entry,
+                _ => unique.push(entry),
+            }
+        }
+        if unique.is_empty() { Map(None) } else { Map(Some(unique.into())) }
+    }
+}
+
+impl<K: Into<Value>, V: Into<Value>, const N: usize> From<[(K, V); N]> for Map {
+    fn from(entries: [(K, V); N]) -> Self {
+        entries
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect()
+    }
+}
+
+impl fmt::Debug for Map {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+/// An error carried as a value. Joined errors keep their parts, so a condition can ask whether
+/// any of them has a given message (upstream's `self == "unsupported type"`).
+#[derive(Clone)]
+pub struct ErrorValue(Arc<ErrorInner>);
+
+struct ErrorInner {
+    message: Str,
+    causes: Box<[ErrorValue]>,
+}
+
+impl ErrorValue {
+    /// An error with a message.
+    pub fn new(message: impl Into<Str>) -> ErrorValue {
+        ErrorValue(Arc::new(ErrorInner {
+            message: message.into(),
+            causes: Box::new([]),
+        }))
+    }
+
+    /// Joins several errors into one whose message is theirs, one per line (Go's
+    /// `errors.Join`). A single error is returned as it is.
+    pub fn join(mut errors: Vec<ErrorValue>) -> ErrorValue {
+        if errors.len() == 1 {
+            return errors.pop().expect("one element");
+        }
+        let message = errors
+            .iter()
+            .map(|e| &**e.message())
+            .collect::<Vec<_>>()
+            .join("\n");
+        ErrorValue(Arc::new(ErrorInner {
+            message: message.into(),
+            causes: errors.into_boxed_slice(),
+        }))
+    }
+
+    /// The message.
+    pub fn message(&self) -> &Str {
+        &self.0.message
+    }
+
+    /// The errors this one joins (empty for a plain error).
+    pub fn causes(&self) -> &[ErrorValue] {
+        &self.0.causes
+    }
+
+    /// Whether this error or any error it joins has exactly this message.
+    pub fn is(&self, message: &str) -> bool {
+        &*self.0.message == message || self.0.causes.iter().any(|c| c.is(message))
+    }
+}
+
+impl fmt::Debug for ErrorValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ErrorValue({:?})", &**self.message())
+    }
+}
+
+impl fmt::Display for ErrorValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
+impl From<bool> for Value {
+    fn from(b: bool) -> Self {
+        Value::Bool(b)
+    }
+}
+
+macro_rules! from_signed {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Value {
+            fn from(i: $t) -> Self {
+                Value::Int(i64::from(i))
+            }
+        }
+    )*};
+}
+from_signed!(i8, i16, i32, i64, u8, u16, u32);
+
+impl From<u64> for Value {
+    fn from(u: u64) -> Self {
+        i64::try_from(u).map_or(Value::Uint(u), Value::Int)
+    }
+}
+
+impl From<usize> for Value {
+    fn from(u: usize) -> Self {
+        Value::from(u as u64)
+    }
+}
+
+impl From<f64> for Value {
+    fn from(f: f64) -> Self {
+        Value::Float(f)
+    }
+}
+
+impl From<&'static str> for Value {
+    fn from(s: &'static str) -> Self {
+        Value::from_static(s)
+    }
+}
+
+impl From<String> for Value {
+    fn from(s: String) -> Self {
+        Value::String(s.into())
+    }
+}
+
+impl From<Str> for Value {
+    fn from(s: Str) -> Self {
+        Value::String(s)
+    }
+}
+
+impl From<Bytes> for Value {
+    fn from(b: Bytes) -> Self {
+        Value::Bytes(b)
+    }
+}
+
+impl From<Vec<Value>> for Value {
+    fn from(items: Vec<Value>) -> Self {
+        Value::List(items.into())
+    }
+}
+
+impl From<List> for Value {
+    fn from(l: List) -> Self {
+        Value::List(l)
+    }
+}
+
+impl From<Map> for Value {
+    fn from(m: Map) -> Self {
+        Value::Map(m)
+    }
+}
+
+impl From<ErrorValue> for Value {
+    fn from(e: ErrorValue) -> Self {
+        Value::Error(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn map_keeps_keys_sorted_and_last_duplicate_wins() {
+        let m: Map = [("b", 1), ("a", 2), ("b", 3)].into();
+        let keys: Vec<_> = m.iter().map(|(k, _)| k.as_str().unwrap()).collect();
+        assert_eq!(keys, ["a", "b"]);
+        assert_eq!(m.get("b"), Some(&Value::Int(3)));
+        assert_eq!(m.get("c"), None);
+    }
+
+    #[test]
+    fn map_insert_is_persistent() {
+        let m: Map = [("a", 1)].into();
+        let n = m.insert("b", 2).insert("a", 0);
+        assert_eq!(m.len(), 1);
+        assert_eq!(m.get("a"), Some(&Value::Int(1)));
+        assert_eq!(n.get("a"), Some(&Value::Int(0)));
+        assert_eq!(n.get("b"), Some(&Value::Int(2)));
+    }
+
+    #[test]
+    fn kinds_order_before_values() {
+        assert_ne!(Value::Int(1), Value::Float(1.0));
+        assert!(Value::Null < Value::Bool(false));
+        assert!(Value::Int(5) < Value::from("a"));
+    }
+
+    #[test]
+    fn empty_collections_do_not_allocate_and_are_falsy() {
+        let l: List = Vec::new().into();
+        let m: Map = Map::from_iter(std::iter::empty());
+        assert!(l.0.is_none() && m.0.is_none());
+        assert!(!Value::List(l).is_truthy());
+        assert!(!Value::Map(m).is_truthy());
+        assert!(!Value::from("").is_truthy());
+        assert!(Value::from("x").is_truthy());
+        assert!(!Value::Int(0).is_truthy());
+    }
+
+    #[test]
+    fn joined_error_matches_any_part() {
+        let e = ErrorValue::join(vec![
+            ErrorValue::new("unsupported type"),
+            ErrorValue::new("boom"),
+        ]);
+        assert_eq!(&**e.message(), "unsupported type\nboom");
+        assert!(e.is("boom"));
+        assert!(e.is("unsupported type"));
+        assert!(!e.is("other"));
+    }
+
+    #[test]
+    fn large_u64_stays_unsigned() {
+        assert_eq!(Value::from(u64::MAX), Value::Uint(u64::MAX));
+        assert_eq!(Value::from(7u64), Value::Int(7));
+    }
+}
