@@ -9,6 +9,8 @@
 //!
 //! The crate knows nothing about nodes: which ports a kind has is checked by the runtime.
 
+pub mod duration;
+
 mod check;
 mod diagnostic;
 mod load;

@@ -1,0 +1,95 @@
+//! `snippet`: runs code in a language of the registry on each packet.
+//!
+//! The code compiles once, at load; a syntax error fails the spec with the language's message.
+//! The result goes to `out`, a failure to `error`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use uniflow_core::shape::{OneToOne, Transform};
+use uniflow_core::{Process, Registry};
+use uniflow_lang::{Languages, Program};
+use uniflow_value::{ErrorValue, Value};
+
+/// The kind name.
+pub const KIND: &str = "snippet";
+
+/// The fields of a `snippet` spec.
+#[derive(Debug, Deserialize)]
+pub struct SnippetSpec {
+    /// The language: `text`, `json`, `yaml` (more as they are registered).
+    pub language: String,
+    /// The code.
+    pub code: String,
+    /// How long one run may take; scripting languages interrupt a run past it.
+    #[serde(default, deserialize_with = "uniflow_spec::duration::option")]
+    pub timeout: Option<Duration>,
+}
+
+/// The compiled `snippet`.
+pub struct SnippetNode {
+    program: Arc<dyn Program>,
+}
+
+impl Transform for SnippetNode {
+    #[inline]
+    fn transform(&self, _proc: &Arc<Process>, input: Value) -> Result<Value, ErrorValue> {
+        self.program.run(input)
+    }
+}
+
+pub(crate) fn register(registry: &mut Registry, languages: Arc<Languages>) {
+    registry.add_with(KIND, move |spec: SnippetSpec, cx| {
+        let program = languages
+            .compile(&spec.language, &spec.code)
+            .map_err(|e| vec![cx.error(if matches!(e, uniflow_lang::Error::UnknownLanguage { .. }) { "language" } else { "code" }, e.to_string())])?;
+        Ok(Box::new(OneToOne(SnippetNode { program })))
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use uniflow_core::{Cx, Graph, Packet, Process};
+    use uniflow_spec::{parse, Format};
+
+    use super::*;
+
+    fn registry() -> Registry {
+        let mut r = Registry::new();
+        crate::register(&mut r, Arc::new(Languages::default()));
+        uniflow_core::testing::register(&mut r);
+        r
+    }
+
+    #[tokio::test]
+    async fn snippet_answers_its_constant_and_nop_answers_none() {
+        let specs = parse(
+            "- {kind: snippet, name: s, language: yaml, code: 'a: 1'}\n- {kind: nop, name: n}\n",
+            Format::Yaml,
+            None,
+        )
+        .unwrap();
+        let graph = Graph::compile(specs, &registry(), &|_, _| None).unwrap();
+        let proc = Process::new();
+        for (name, want) in [("s", Packet::Data(Value::Map([("a", 1)].into()))), ("n", Packet::None)] {
+            let id = graph.find(name).unwrap();
+            let answer = graph.node(id).handle(Cx::new(&graph, &proc, id), uniflow_core::shape::IN, Packet::Data(Value::Null)).await;
+            assert_eq!(answer, want, "{name}");
+        }
+    }
+
+    #[test]
+    fn bad_code_and_language_fail_the_spec_with_their_field() {
+        let specs = parse(
+            "- {kind: snippet, name: a, language: json, code: '{'}\n- {kind: snippet, name: b, language: lua, code: x}\n- {kind: snippet, name: c, language: text}\n",
+            Format::Yaml,
+            None,
+        )
+        .unwrap();
+        let text = Graph::compile(specs, &registry(), &|_, _| None).unwrap_err().to_string();
+        assert!(text.contains("spec `a` field `code`: invalid json: EOF while parsing"), "{text}");
+        assert!(text.contains("spec `b` field `language`: unknown language `lua`"), "{text}");
+        assert!(text.contains("spec `c` field `code`: missing required field"), "{text}");
+    }
+}

@@ -1,0 +1,481 @@
+//! HTTP requests as values and answers as responses (reference §4, decisions.md).
+//!
+//! A request becomes the map `{body, header, host, method, path, protocol, query, status: 0}`
+//! (keys sorted, built in one allocation). An answer becomes a response: `None` is an empty
+//! 200; an error is a 500 whose text goes to the log, never to the client; a map with a
+//! `status` key sets the status, headers and body; anything else is a 200 whose body is the
+//! whole answer. Without an explicit `Content-Type` the type is negotiated from `Accept` among
+//! the offers for the body's kind.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Response, StatusCode, Version};
+use http_body_util::Full;
+use uniflow_core::Packet;
+use uniflow_value::{List, Map, Str, Value};
+
+const TEXT: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
+const JSON: HeaderValue = HeaderValue::from_static("application/json; charset=utf-8");
+const OCTET: HeaderValue = HeaderValue::from_static("application/octet-stream");
+const FORM: HeaderValue = HeaderValue::from_static("application/x-www-form-urlencoded");
+
+/// Builds the request payload. Keys are inserted in sorted order, so the map is one
+/// allocation.
+pub fn request_payload(method: &Method, uri: &http::Uri, version: Version, headers: &HeaderMap, body: Value) -> Value {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| uri.authority().map(http::uri::Authority::as_str))
+        .map_or(Value::from_static(""), |h| Value::String(Str::from(h)));
+    let entries = [
+        (Value::from_static("body"), body),
+        (Value::from_static("header"), Value::Map(header_map(headers))),
+        (Value::from_static("host"), host),
+        (Value::from_static("method"), method_value(method)),
+        (Value::from_static("path"), Value::String(decode_path(uri.path()))),
+        (Value::from_static("protocol"), Value::from_static(protocol(version))),
+        (Value::from_static("query"), Value::Map(query_map(uri.query()))),
+        (Value::from_static("status"), Value::Int(0)),
+    ];
+    Value::Map(Map::from_sorted(entries))
+}
+
+fn method_value(method: &Method) -> Value {
+    // Standard methods are static strings: no allocation for them.
+    let name = match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => return Value::String(Str::from(method.as_str())),
+    };
+    Value::from_static(name)
+}
+
+fn protocol(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
+    }
+}
+
+fn decode_path(path: &str) -> Str {
+    if path.contains('%') {
+        Str::from(percent_encoding::percent_decode_str(path).decode_utf8_lossy().into_owned())
+    } else {
+        Str::from(path)
+    }
+}
+
+fn query_map(query: Option<&str>) -> Map {
+    let Some(query) = query.filter(|q| !q.is_empty()) else { return Map::new() };
+    let mut grouped: Vec<(String, Vec<Value>)> = Vec::new();
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        let value = Value::from(v.into_owned());
+        match grouped.iter_mut().find(|(name, _)| *name == k) {
+            Some((_, values)) => values.push(value),
+            None => grouped.push((k.into_owned(), vec![value])),
+        }
+    }
+    grouped.into_iter().map(|(k, v)| (Value::from(k), Value::from(v))).collect()
+}
+
+fn header_map(headers: &HeaderMap) -> Map {
+    if headers.is_empty() {
+        return Map::new();
+    }
+    let mut entries: Vec<(Value, Value)> = Vec::with_capacity(headers.keys_len());
+    for name in headers.keys() {
+        let values: List = headers
+            .get_all(name)
+            .iter()
+            .map(|v| Value::String(Str::from(String::from_utf8_lossy(v.as_bytes()).into_owned())))
+            .collect();
+        entries.push((canonical_name(name), Value::List(values)));
+    }
+    entries.into_iter().collect()
+}
+
+/// The Go-canonical spelling of a header name (`content-type` -> `Content-Type`); common names
+/// are static strings.
+fn canonical_name(name: &HeaderName) -> Value {
+    let known = match name.as_str() {
+        "accept" => "Accept",
+        "accept-encoding" => "Accept-Encoding",
+        "accept-language" => "Accept-Language",
+        "authorization" => "Authorization",
+        "cache-control" => "Cache-Control",
+        "connection" => "Connection",
+        "content-length" => "Content-Length",
+        "content-type" => "Content-Type",
+        "cookie" => "Cookie",
+        "host" => "Host",
+        "origin" => "Origin",
+        "referer" => "Referer",
+        "user-agent" => "User-Agent",
+        other => {
+            let mut out = String::with_capacity(other.len());
+            let mut upper = true;
+            for c in other.chars() {
+                out.push(if upper { c.to_ascii_uppercase() } else { c });
+                upper = c == '-';
+            }
+            return Value::from(out);
+        }
+    };
+    Value::from_static(known)
+}
+
+/// Why a request body could not be decoded (answered with 400).
+#[derive(Debug)]
+pub struct BodyError(pub String);
+
+/// Decodes a request body by its `Content-Type`: JSON, form, text, otherwise bytes.
+///
+/// # Errors
+/// A body that does not parse as its declared type.
+pub fn decode_body(headers: &HeaderMap, bytes: Bytes) -> Result<Value, BodyError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+    match content_type.as_deref() {
+        Some("application/json") => {
+            if bytes.is_empty() {
+                return Ok(Value::Null);
+            }
+            serde_json::from_slice(&bytes).map_err(|e| BodyError(format!("invalid JSON body: {e}")))
+        }
+        Some("application/x-www-form-urlencoded") => {
+            let text = std::str::from_utf8(&bytes).map_err(|_| BodyError("form body is not UTF-8".into()))?;
+            Ok(Value::Map(query_map(Some(text))))
+        }
+        Some(t) if t.starts_with("text/") => match String::from_utf8(bytes.to_vec()) {
+            Ok(s) => Ok(Value::from(s)),
+            Err(_) => Err(BodyError(format!("{t} body is not UTF-8"))),
+        },
+        _ => Ok(Value::Bytes(bytes)),
+    }
+}
+
+/// A response with a text body.
+pub fn text_response(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, TEXT);
+    response
+}
+
+/// Turns an answer into a response, negotiating the body's type against `accept`.
+pub fn response(answer: Packet, accept: Option<&HeaderValue>) -> Response<Full<Bytes>> {
+    let value = match answer {
+        Packet::None => return Response::new(Full::new(Bytes::new())),
+        Packet::Data(Value::Error(e)) => {
+            tracing::warn!(error = %e, "request answered with an unhandled error");
+            return text_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
+        }
+        Packet::Data(v) => v,
+    };
+    let (status, headers, body) = match &value {
+        Value::Map(m) if m.get("status").is_some() => {
+            let status = match m.get("status").and_then(Value::as_i64) {
+                Some(0) => StatusCode::OK,
+                Some(code) => match u16::try_from(code).ok().and_then(|c| StatusCode::from_u16(c).ok()) {
+                    Some(s) => s,
+                    None => return invalid_answer(format!("status {code} is not an HTTP status")),
+                },
+                None => return invalid_answer("`status` is not an integer".into()),
+            };
+            (status, m.get("header"), m.get("body").cloned().unwrap_or(Value::Null))
+        }
+        _ => (StatusCode::OK, None, value),
+    };
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = status;
+    if let Some(headers) = headers {
+        copy_headers(headers, response.headers_mut());
+    }
+    if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        return response;
+    }
+    let content_type = match response.headers().get(header::CONTENT_TYPE) {
+        Some(t) => t.clone(),
+        None => {
+            let chosen = negotiate(offers(&body), accept);
+            response.headers_mut().insert(header::CONTENT_TYPE, chosen.clone());
+            chosen
+        }
+    };
+    match encode(&body, &content_type) {
+        Ok(bytes) => {
+            *response.body_mut() = Full::new(bytes);
+            response
+        }
+        Err(message) => invalid_answer(message),
+    }
+}
+
+fn invalid_answer(message: String) -> Response<Full<Bytes>> {
+    tracing::warn!(%message, "cannot turn the answer into a response");
+    text_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
+}
+
+/// Headers a response never carries: request-only headers and those the server computes.
+/// The match is on the whole name, so `Set-Cookie` or `Access-Control-Allow-Origin` pass
+/// (upstream's unanchored patterns dropped them).
+fn is_blocked(name: &str) -> bool {
+    const BLOCKED: &[&str] = &[
+        "accept", "accept-charset", "accept-encoding", "accept-language", "authorization",
+        "connection", "content-length", "cookie", "date", "expect", "host", "keep-alive",
+        "max-forwards", "origin", "proxy-authorization", "proxy-connection", "range", "referer",
+        "te", "trailer", "transfer-encoding", "upgrade", "user-agent", "via",
+    ];
+    BLOCKED.contains(&name) || name.starts_with("sec-") || name.starts_with("x-forwarded-") || name.starts_with("if-")
+}
+
+fn copy_headers(headers: &Value, out: &mut HeaderMap) {
+    let Some(map) = headers.as_map() else { return };
+    for (name, values) in map.iter() {
+        let Some(name) = name.as_str() else { continue };
+        let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
+            tracing::warn!(%name, "answer header has an invalid name; dropped");
+            continue;
+        };
+        if is_blocked(name.as_str()) {
+            continue;
+        }
+        let values: &[Value] = match values {
+            Value::List(l) => l,
+            single => std::slice::from_ref(single),
+        };
+        for v in values {
+            let text = match v {
+                Value::String(s) => HeaderValue::from_maybe_shared(s.as_bytes().clone()),
+                Value::Int(i) => HeaderValue::try_from(i.to_string()),
+                Value::Uint(u) => HeaderValue::try_from(u.to_string()),
+                Value::Float(f) => HeaderValue::try_from(f.to_string()),
+                Value::Bool(b) => HeaderValue::try_from(b.to_string()),
+                _ => continue,
+            };
+            match text {
+                Ok(value) => {
+                    out.append(name.clone(), value);
+                }
+                Err(_) => tracing::warn!(header = %name, "answer header has an invalid value; dropped"),
+            }
+        }
+    }
+}
+
+/// A content type the response can take.
+#[derive(Clone, Copy)]
+enum Offer {
+    Text,
+    Json,
+    Octet,
+    Form,
+}
+
+impl Offer {
+    fn media(self) -> (&'static str, &'static str) {
+        match self {
+            Offer::Text => ("text", "plain"),
+            Offer::Json => ("application", "json"),
+            Offer::Octet => ("application", "octet-stream"),
+            Offer::Form => ("application", "x-www-form-urlencoded"),
+        }
+    }
+
+    fn header(self) -> HeaderValue {
+        match self {
+            Offer::Text => TEXT,
+            Offer::Json => JSON,
+            Offer::Octet => OCTET,
+            Offer::Form => FORM,
+        }
+    }
+}
+
+fn offers(body: &Value) -> &'static [Offer] {
+    match body {
+        Value::String(_) => &[Offer::Text, Offer::Json],
+        Value::Bytes(_) => &[Offer::Octet],
+        Value::List(_) | Value::Null => &[Offer::Json],
+        _ => &[Offer::Json, Offer::Form],
+    }
+}
+
+/// Picks the offer the `Accept` header prefers: for each media range, in order, the first
+/// compatible offer; the highest `q` wins and `q=1` stops the search. Parameters such as
+/// `charset` are ignored when comparing (upstream compared them and so never matched
+/// `application/json`). No match, or no header, picks the first offer.
+fn negotiate(offers: &[Offer], accept: Option<&HeaderValue>) -> HeaderValue {
+    let first = offers[0].header();
+    let Some(accept) = accept.and_then(|a| a.to_str().ok()) else { return first };
+    let mut best: Option<(Offer, f32)> = None;
+    for range in accept.split(',') {
+        let mut parts = range.split(';');
+        let media = parts.next().unwrap_or("").trim();
+        let q = parts
+            .filter_map(|p| p.trim().strip_prefix("q="))
+            .find_map(|q| q.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        if q <= 0.0 {
+            continue;
+        }
+        let Some(offer) = offers.iter().find(|o| media_matches(media, **o)) else { continue };
+        if best.is_none_or(|(_, bq)| q > bq) {
+            best = Some((*offer, q));
+            if q >= 1.0 {
+                break;
+            }
+        }
+    }
+    best.map_or(first, |(o, _)| o.header())
+}
+
+fn media_matches(range: &str, offer: Offer) -> bool {
+    let (ot, os) = offer.media();
+    let (rt, rs) = range.split_once('/').unwrap_or((range, "*"));
+    (rt == "*" || rt.eq_ignore_ascii_case(ot)) && (rs == "*" || rs.eq_ignore_ascii_case(os))
+}
+
+fn encode(body: &Value, content_type: &HeaderValue) -> Result<Bytes, String> {
+    let media = content_type.to_str().unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if media == "application/json" || media.ends_with("+json") {
+        let mut out = BytesMut::with_capacity(64).writer();
+        serde_json::to_writer(&mut out, body).map_err(|e| format!("cannot encode the body as JSON: {e}"))?;
+        let mut out = out.into_inner();
+        out.put_u8(b'\n');
+        return Ok(out.freeze());
+    }
+    if media == "application/x-www-form-urlencoded"
+        && let Value::Map(m) = body
+    {
+        let mut form = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in m.iter() {
+            let Some(k) = k.as_str() else { continue };
+            let values: &[Value] = match v {
+                Value::List(l) => l,
+                single => std::slice::from_ref(single),
+            };
+            for v in values {
+                form.append_pair(k, &scalar_text(v));
+            }
+        }
+        return Ok(Bytes::from(form.finish()));
+    }
+    match body {
+        // A string's bytes are shared, not copied: a constant `pong` costs a reference count.
+        Value::String(s) => Ok(s.as_bytes().clone()),
+        Value::Bytes(b) => Ok(b.clone()),
+        Value::Null => Ok(Bytes::new()),
+        other => Err(format!("cannot encode a {} body as {media}", other.kind_name())),
+    }
+}
+
+fn scalar_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.to_string(),
+        Value::Int(i) => i.to_string(),
+        Value::Uint(u) => u.to_string(),
+        Value::Float(f) => f.to_string(),
+        Value::Bool(b) => b.to_string(),
+        other => serde_json::to_string(other).unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    async fn render(answer: Packet, accept: Option<&str>) -> (u16, Option<String>, String) {
+        let accept = accept.map(|a| HeaderValue::from_str(a).unwrap());
+        let r = response(answer, accept.as_ref());
+        let status = r.status().as_u16();
+        let ct = r.headers().get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap().to_owned());
+        let body = r.into_body().collect().await.unwrap().to_bytes();
+        (status, ct, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn answers_map_to_responses() {
+        assert_eq!(render(Packet::None, None).await, (200, None, String::new()));
+        assert_eq!(render(Packet::error("secret detail"), None).await, (500, Some("text/plain; charset=utf-8".into()), "Internal Server Error".into()));
+        assert_eq!(render(Packet::Data(Value::Null), None).await, (200, Some("application/json; charset=utf-8".into()), "null\n".into()));
+        assert_eq!(render(Packet::Data(Value::from("pong")), Some("*/*")).await, (200, Some("text/plain; charset=utf-8".into()), "pong".into()));
+        let m: Value = yaml_serde::from_str("{status: 201, header: {X-A: yes}, body: {a: [1, 2]}}").unwrap();
+        assert_eq!(render(Packet::Data(m), None).await, (201, Some("application/json; charset=utf-8".into()), "{\"a\":[1,2]}\n".into()));
+        let m: Value = yaml_serde::from_str("{status: 204, header: {Allow: 'OPTIONS, GET'}}").unwrap();
+        assert_eq!(render(Packet::Data(m), None).await, (204, None, String::new()));
+        let m: Value = yaml_serde::from_str("{a: 1}").unwrap();
+        assert_eq!(render(Packet::Data(m), None).await.2, "{\"a\":1}\n");
+        let m: Value = yaml_serde::from_str("{status: 99999}").unwrap();
+        assert_eq!(render(Packet::Data(m), None).await.0, 500);
+    }
+
+    #[tokio::test]
+    async fn accept_json_matches_despite_charset() {
+        let (_, ct, body) = render(Packet::Data(Value::from("hi")), Some("application/json")).await;
+        assert_eq!(ct.as_deref(), Some("application/json; charset=utf-8"));
+        assert_eq!(body, "\"hi\"\n");
+        let (_, ct, _) = render(Packet::Data(Value::from("hi")), Some("text/html;q=0.9, application/json;q=0.5")).await;
+        assert_eq!(ct.as_deref(), Some("application/json; charset=utf-8"));
+        let (_, ct, _) = render(Packet::Data(Value::from("hi")), Some("image/png")).await;
+        assert_eq!(ct.as_deref(), Some("text/plain; charset=utf-8"));
+    }
+
+    #[test]
+    fn blocklist_is_anchored() {
+        for passes in ["set-cookie", "access-control-allow-origin", "content-range", "accept-ranges", "x-greeting"] {
+            assert!(!is_blocked(passes), "{passes}");
+        }
+        for blocked in ["cookie", "accept", "host", "x-forwarded-for", "sec-fetch-mode", "content-length"] {
+            assert!(is_blocked(blocked), "{blocked}");
+        }
+    }
+
+    #[test]
+    fn request_payload_shape() {
+        let req = http::Request::builder()
+            .method("POST")
+            .uri("/a%20b?x=1&x=2&y=")
+            .header("content-type", "application/json")
+            .header("x-custom-thing", "v")
+            .header("host", "example")
+            .body(())
+            .unwrap();
+        let (parts, ()) = req.into_parts();
+        let body = decode_body(&parts.headers, Bytes::from_static(b"{\"n\": 1}")).unwrap();
+        let v = request_payload(&parts.method, &parts.uri, parts.version, &parts.headers, body);
+        let want: Value = yaml_serde::from_str(
+            "{body: {n: 1}, header: {Content-Type: [application/json], Host: [example], X-Custom-Thing: [v]}, host: example, method: POST, path: /a b, protocol: HTTP/1.1, query: {x: ['1', '2'], y: ['']}, status: 0}",
+        )
+        .unwrap();
+        assert_eq!(v, want);
+    }
+
+    #[test]
+    fn bodies_decode_by_content_type() {
+        let mut h = HeaderMap::new();
+        assert_eq!(decode_body(&h, Bytes::from_static(b"raw")).unwrap(), Value::Bytes(Bytes::from_static(b"raw")));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-www-form-urlencoded"));
+        let want: Value = yaml_serde::from_str("{x: ['1', '2']}").unwrap();
+        assert_eq!(decode_body(&h, Bytes::from_static(b"x=1&x=2")).unwrap(), want);
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        assert_eq!(decode_body(&h, Bytes::from_static(b"hi")).unwrap(), Value::from("hi"));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let err = decode_body(&h, Bytes::from_static(b"{nope")).unwrap_err();
+        assert!(err.0.starts_with("invalid JSON body"), "{}", err.0);
+    }
+}
