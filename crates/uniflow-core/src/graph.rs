@@ -8,13 +8,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use uniflow_spec::{bind, check, Diagnostic, Diagnostics, PortRef, SecretLookup, Spec};
+use uniflow_spec::{Diagnostic, Diagnostics, PortRef, SecretLookup, Spec, bind, check};
 
 use crate::node::{Cx, InPort, LoadCx, Node, NodeId, OutPort};
 use crate::packet::Packet;
 use crate::process::Process;
 use crate::registry::Registry;
-use crate::{port, Error};
+use crate::{Error, port};
 
 /// A link's far end: an input port of a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +47,11 @@ impl Graph {
     ///
     /// # Errors
     /// Every problem found, each naming the spec and the field.
-    pub fn compile(specs: Vec<Spec>, registry: &Registry, secrets: &SecretLookup<'_>) -> Result<Arc<Graph>, Diagnostics> {
+    pub fn compile(
+        specs: Vec<Spec>,
+        registry: &Registry,
+        secrets: &SecretLookup<'_>,
+    ) -> Result<Arc<Graph>, Diagnostics> {
         let mut problems = Diagnostics(check(&specs));
         let labels: Vec<String> = specs.iter().enumerate().map(|(i, s)| s.label(i)).collect();
         let mut symbols = Vec::with_capacity(specs.len());
@@ -116,7 +120,10 @@ impl Graph {
                         ));
                         continue;
                     };
-                    let target = Target { node: NodeId(t as u32), port: in_port };
+                    let target = Target {
+                        node: NodeId(t as u32),
+                        port: in_port,
+                    };
                     match slot {
                         None => init_targets.push(target),
                         Some(slot) => {
@@ -181,12 +188,18 @@ impl Graph {
     /// When a node fails to start; the nodes started before it are stopped again.
     pub async fn load(self: &Arc<Self>) -> Result<(), Error> {
         for (i, sym) in self.symbols.iter().enumerate() {
-            let cx = LoadCx { graph: Arc::clone(self), node: NodeId(i as u32) };
+            let cx = LoadCx {
+                graph: Arc::clone(self),
+                node: NodeId(i as u32),
+            };
             if let Err(e) = sym.node.load(cx) {
                 for started in self.symbols[..i].iter().rev() {
                     started.node.unload().await;
                 }
-                return Err(Error::Load { spec: sym.spec.label(i), source: Box::new(e) });
+                return Err(Error::Load {
+                    spec: sym.spec.label(i),
+                    source: Box::new(e),
+                });
             }
         }
         for (i, targets) in self.init.iter().enumerate() {
@@ -195,7 +208,9 @@ impl Graph {
             }
             let proc = Process::new();
             let cx = Cx::new(self, &proc, NodeId(i as u32));
-            let answer = cx.write_to(targets, Packet::Data(uniflow_value::Value::Null)).await;
+            let answer = cx
+                .write_to(targets, Packet::Data(uniflow_value::Value::Null))
+                .await;
             if let Packet::Data(uniflow_value::Value::Error(e)) = &answer {
                 tracing::warn!(spec = %self.symbols[i].spec.label(i), error = %e, "init port answered an error");
             }
@@ -214,6 +229,8 @@ impl Graph {
 
 impl std::fmt::Debug for Graph {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Graph").field("nodes", &self.symbols.len()).finish_non_exhaustive()
+        f.debug_struct("Graph")
+            .field("nodes", &self.symbols.len())
+            .finish_non_exhaustive()
     }
 }

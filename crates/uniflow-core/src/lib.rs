@@ -26,8 +26,8 @@ pub mod testing;
 
 pub use error::Error;
 pub use graph::{Graph, Symbol, Target};
-pub use node::{BoxFlow, Cx, Flow, FlowFuture, InPort, LoadCx, Node, NodeId, OutPort, MAX_DEPTH};
-pub use packet::{merge, Packet};
+pub use node::{BoxFlow, Cx, Flow, FlowFuture, InPort, LoadCx, MAX_DEPTH, Node, NodeId, OutPort};
+pub use packet::{Packet, merge};
 pub use process::Process;
 pub use registry::{CompileCx, NodeSpec, Registry};
 

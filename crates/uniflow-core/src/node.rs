@@ -14,10 +14,10 @@ use std::task::{Context, Poll};
 
 use uniflow_value::{ErrorValue, Value};
 
-use crate::graph::{Graph, Target};
-use crate::packet::{merge, Packet};
-use crate::process::Process;
 use crate::Error;
+use crate::graph::{Graph, Target};
+use crate::packet::{Packet, merge};
+use crate::process::Process;
 
 /// An input port of a node, as the node numbers them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -98,7 +98,9 @@ impl Future for FlowFuture<'_> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Packet> {
         match self.get_mut() {
-            FlowFuture::Ready(p) => Poll::Ready(p.take().expect("FlowFuture polled after completion")),
+            FlowFuture::Ready(p) => {
+                Poll::Ready(p.take().expect("FlowFuture polled after completion"))
+            }
             FlowFuture::Pending(fut) => fut.as_mut().poll(cx),
         }
     }
@@ -162,7 +164,12 @@ pub struct Cx<'a> {
 impl<'a> Cx<'a> {
     /// The context of `node` handling work for `proc`; sources (listeners, `init`) start here.
     pub fn new(graph: &'a Arc<Graph>, proc: &'a Arc<Process>, node: NodeId) -> Cx<'a> {
-        Cx { graph, proc, node, depth: 0 }
+        Cx {
+            graph,
+            proc,
+            node,
+            depth: 0,
+        }
     }
 
     /// The process this packet belongs to.
@@ -185,7 +192,12 @@ impl<'a> Cx<'a> {
     where
         'a: 'b,
     {
-        Cx { graph: self.graph, proc, node: self.node, depth: self.depth }
+        Cx {
+            graph: self.graph,
+            proc,
+            node: self.node,
+            depth: self.depth,
+        }
     }
 
     /// Whether `port` exists in the link table: it has links, or a higher-numbered port of
@@ -231,7 +243,12 @@ impl<'a> Cx<'a> {
                 "flow nested deeper than {MAX_DEPTH} hops; is there a cycle in the graph?"
             )))));
         }
-        let cx = Cx { graph: self.graph, proc: self.proc, node: target.node, depth: self.depth + 1 };
+        let cx = Cx {
+            graph: self.graph,
+            proc: self.proc,
+            node: target.node,
+            depth: self.depth + 1,
+        };
         self.graph.node(target.node).handle(cx, target.port, packet)
     }
 

@@ -105,12 +105,17 @@ mod tests {
             Packet::error("x"),
             Packet::error("y"),
         ]);
-        let Packet::Data(Value::Error(e)) = merged else { panic!("not an error: {merged:?}") };
+        let Packet::Data(Value::Error(e)) = merged else {
+            panic!("not an error: {merged:?}")
+        };
         assert!(e.is("x") && e.is("y"));
     }
 
     #[test]
     fn null_payload_is_not_none() {
-        assert_eq!(merge(vec![Packet::Data(Value::Null)]), Packet::Data(Value::Null));
+        assert_eq!(
+            merge(vec![Packet::Data(Value::Null)]),
+            Packet::Data(Value::Null)
+        );
     }
 }

@@ -92,7 +92,10 @@ impl Process {
         let (hooks, data) = {
             let mut state = self.lock();
             state.error.clone_from(&error);
-            (std::mem::take(&mut state.hooks), std::mem::take(&mut state.data))
+            (
+                std::mem::take(&mut state.hooks),
+                std::mem::take(&mut state.data),
+            )
         };
         // Hooks run outside the lock, so a hook may touch this process (or its parent).
         for hook in hooks.into_iter().rev() {

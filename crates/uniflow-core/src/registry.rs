@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
-use uniflow_spec::{decode, Diagnostic, Spec};
+use uniflow_spec::{Diagnostic, Spec, decode};
 
 use crate::node::Node;
 
@@ -65,8 +65,12 @@ impl Registry {
         F: Fn(S, &CompileCx<'_>) -> Result<Box<dyn Node>, Vec<Diagnostic>> + Send + Sync + 'static,
     {
         let f = move |cx: &CompileCx<'_>| {
-            let typed: S = decode(&uniflow_value::Value::Map(cx.spec.fields.clone()), cx.label, "")
-                .map_err(|d| vec![d])?;
+            let typed: S = decode(
+                &uniflow_value::Value::Map(cx.spec.fields.clone()),
+                cx.label,
+                "",
+            )
+            .map_err(|d| vec![d])?;
             compile(typed, cx)
         };
         self.kinds.insert(kind.to_owned(), Arc::new(f));
@@ -95,6 +99,10 @@ impl Registry {
                 format!("unknown kind `{}` (known kinds: {known})", spec.kind),
             )]);
         };
-        compile(&CompileCx { spec, label, registry: self })
+        compile(&CompileCx {
+            spec,
+            label,
+            registry: self,
+        })
     }
 }

@@ -8,6 +8,7 @@
 //! | `test-panic` | | panics (a node bug); the listener must answer 500 and keep serving |
 //! | `test-delay` | `millis` | waits, then writes its input to `out` (the pending path) |
 //! | `test-record` | `tag` | appends `tag` to the process's [`recorded`] list, then echoes |
+//! | `test-wrap` | `key` | writes `{key: input}` to `out` (shows a request without its `status`) |
 //! | `test-log` | `tag` | appends `tag` to a global log read by [`logged`], then echoes |
 
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use crate::node::{Cx, Flow, InPort, Node, OutPort};
 use crate::packet::Packet;
 use crate::process::Process;
 use crate::registry::{CompileCx, NodeSpec, Registry};
-use crate::shape::{OneToOne, Transform, OUT};
+use crate::shape::{OUT, OneToOne, Transform};
 
 /// Adds the mock kinds.
 pub fn register(registry: &mut Registry) {
@@ -32,11 +33,16 @@ pub fn register(registry: &mut Registry) {
     registry.add::<DelaySpec>();
     registry.add::<RecordSpec>();
     registry.add::<LogSpec>();
+    registry.add::<WrapSpec>();
 }
 
 /// How many times `test-log` nodes with this tag have run, in any process.
 pub fn logged(tag: &str) -> usize {
-    LOG.lock().unwrap_or_else(|e| e.into_inner()).iter().filter(|t| *t == tag).count()
+    LOG.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .filter(|t| *t == tag)
+        .count()
 }
 
 static LOG: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
@@ -76,19 +82,25 @@ one_to_one_kind!(EchoSpec, "test-echo", |_this, _proc, input| Ok(input));
 pub struct ConstSpec {
     value: Value,
 }
-one_to_one_kind!(ConstSpec, "test-const", |this, _proc, _input| Ok(this.value.clone()));
+one_to_one_kind!(ConstSpec, "test-const", |this, _proc, _input| Ok(this
+    .value
+    .clone()));
 
 /// `test-fail`.
 #[derive(Deserialize)]
 pub struct FailSpec {
     message: String,
 }
-one_to_one_kind!(FailSpec, "test-fail", |this, _proc, _input| Err(ErrorValue::new(this.message.clone())));
+one_to_one_kind!(FailSpec, "test-fail", |this, _proc, _input| Err(
+    ErrorValue::new(this.message.clone())
+));
 
 /// `test-panic`.
 #[derive(Deserialize)]
 pub struct PanicSpec {}
-one_to_one_kind!(PanicSpec, "test-panic", |_this, _proc, _input| panic!("test-panic node was asked to panic"));
+one_to_one_kind!(PanicSpec, "test-panic", |_this, _proc, _input| panic!(
+    "test-panic node was asked to panic"
+));
 
 /// `test-record`.
 #[derive(Deserialize)]
@@ -100,13 +112,26 @@ one_to_one_kind!(RecordSpec, "test-record", |this, proc, input| {
     Ok(input)
 });
 
+/// `test-wrap`.
+#[derive(Deserialize)]
+pub struct WrapSpec {
+    key: String,
+}
+one_to_one_kind!(WrapSpec, "test-wrap", |this, _proc, input| Ok(Value::Map(
+    [(Value::from(this.key.clone()), input)]
+        .into_iter()
+        .collect()
+)));
+
 /// `test-log`.
 #[derive(Deserialize)]
 pub struct LogSpec {
     tag: String,
 }
 one_to_one_kind!(LogSpec, "test-log", |this, _proc, input| {
-    LOG.lock().unwrap_or_else(|e| e.into_inner()).push(this.tag.clone());
+    LOG.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(this.tag.clone());
     Ok(input)
 });
 

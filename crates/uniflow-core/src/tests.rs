@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use uniflow_spec::{parse, Format};
+use uniflow_spec::{Format, parse};
 use uniflow_value::Value;
 
 use crate::testing::{self, recorded};
@@ -21,25 +21,38 @@ fn compile(specs: &Value) -> Arc<Graph> {
     Graph::compile(specs, &registry(), &|_, _| None).unwrap_or_else(|d| panic!("{d}"))
 }
 
-async fn write(graph: &Arc<Graph>, proc: &Arc<Process>, node: &str, port: &str, value: Value) -> Packet {
+async fn write(
+    graph: &Arc<Graph>,
+    proc: &Arc<Process>,
+    node: &str,
+    port: &str,
+    value: Value,
+) -> Packet {
     let id = graph.find(node).expect("entry node exists");
     let node = graph.node(id);
     let port = node.in_port(port).expect("entry port exists");
-    node.handle(Cx::new(graph, proc, id), port, Packet::Data(value)).await
+    node.handle(Cx::new(graph, proc, id), port, Packet::Data(value))
+        .await
 }
 
 async fn check(case: &Value) {
     let name = case.get("name").and_then(Value::as_str).unwrap_or("?");
     let graph = compile(case.get("specs").expect("case has specs"));
     let proc = Process::new();
-    let node = case.get("node").and_then(Value::as_str).expect("case has node");
+    let node = case
+        .get("node")
+        .and_then(Value::as_str)
+        .expect("case has node");
     let port = case.get("port").and_then(Value::as_str).unwrap_or("in");
     let value = case.get("value").cloned().unwrap_or_default();
     let answer = write(&graph, &proc, node, port, value).await;
     if let Some(want) = case.get("answer") {
         assert_eq!(answer, Packet::Data(want.clone()), "case `{name}`");
     } else if let Some(want) = case.get("error").and_then(Value::as_str) {
-        let got = answer.value().and_then(Value::as_error).map(|e| e.message().to_string());
+        let got = answer
+            .value()
+            .and_then(Value::as_error)
+            .map(|e| e.message().to_string());
         assert_eq!(got.as_deref(), Some(want), "case `{name}`: {answer:?}");
     } else if case.get("none").is_some() {
         assert!(answer.is_none(), "case `{name}`: {answer:?}");
@@ -47,14 +60,19 @@ async fn check(case: &Value) {
         panic!("case `{name}` states no expected answer");
     }
     if let Some(want) = case.get("recorded").and_then(Value::as_list) {
-        let want: Vec<String> = want.iter().filter_map(Value::as_str).map(str::to_owned).collect();
+        let want: Vec<String> = want
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect();
         assert_eq!(recorded(&proc), want, "case `{name}`");
     }
 }
 
 #[tokio::test]
 async fn protocol_cases() {
-    let cases: Value = yaml_serde::from_str(include_str!("tests/protocol.yaml")).expect("cases parse");
+    let cases: Value =
+        yaml_serde::from_str(include_str!("tests/protocol.yaml")).expect("cases parse");
     let cases = cases.as_list().expect("a list of cases");
     assert!(cases.len() >= 10);
     for case in cases.iter() {
@@ -64,10 +82,13 @@ async fn protocol_cases() {
 
 #[tokio::test]
 async fn answers_come_back_in_write_order_per_process() {
-    let graph = compile(&yaml_serde::from_str(
-        "- {kind: test-record, name: a, tag: a, ports: {out: [{name: d, port: in}]}}\n\
+    let graph = compile(
+        &yaml_serde::from_str(
+            "- {kind: test-record, name: a, tag: a, ports: {out: [{name: d, port: in}]}}\n\
          - {kind: test-delay, name: d, millis: 1}\n",
-    ).unwrap());
+        )
+        .unwrap(),
+    );
     let proc = Process::new();
     let mut answers = Vec::new();
     for i in 0..5 {
@@ -80,14 +101,20 @@ async fn answers_come_back_in_write_order_per_process() {
 
 #[tokio::test]
 async fn concurrent_processes_do_not_see_each_others_state() {
-    let graph = compile(&yaml_serde::from_str(
-        "- {kind: test-record, name: a, tag: a, ports: {out: [{name: d, port: in}]}}\n\
+    let graph = compile(
+        &yaml_serde::from_str(
+            "- {kind: test-record, name: a, tag: a, ports: {out: [{name: d, port: in}]}}\n\
          - {kind: test-delay, name: d, millis: 5, ports: {out: [{name: b, port: in}]}}\n\
          - {kind: test-record, name: b, tag: b}\n",
-    ).unwrap());
+        )
+        .unwrap(),
+    );
     let procs: Vec<_> = (0..8).map(|_| Process::new()).collect();
     let answers = futures_util::future::join_all(
-        procs.iter().enumerate().map(|(i, p)| write(&graph, p, "a", "in", Value::from(i))),
+        procs
+            .iter()
+            .enumerate()
+            .map(|(i, p)| write(&graph, p, "a", "in", Value::from(i))),
     )
     .await;
     for (i, (answer, proc)) in answers.iter().zip(&procs).enumerate() {
@@ -98,10 +125,13 @@ async fn concurrent_processes_do_not_see_each_others_state() {
 
 #[tokio::test]
 async fn init_port_runs_once_after_load() {
-    let graph = compile(&yaml_serde::from_str(
-        "- {kind: test-echo, name: init, ports: {init: [{name: hello, port: in}]}}\n\
+    let graph = compile(
+        &yaml_serde::from_str(
+            "- {kind: test-echo, name: init, ports: {init: [{name: hello, port: in}]}}\n\
          - {kind: test-log, name: hello, tag: init_port_runs_once_after_load}\n",
-    ).unwrap());
+        )
+        .unwrap(),
+    );
     assert_eq!(testing::logged("init_port_runs_once_after_load"), 0);
     graph.load().await.unwrap();
     assert_eq!(testing::logged("init_port_runs_once_after_load"), 1);
@@ -138,7 +168,14 @@ fn compile_reports_every_problem_at_once() {
         None,
     )
     .unwrap();
-    let text = Graph::compile(specs, &registry(), &|_, _| None).unwrap_err().to_string();
+    let text = Graph::compile(specs, &registry(), &|_, _| None)
+        .unwrap_err()
+        .to_string();
     assert!(text.contains("spec `a` field `ports.out[0].port`: node `b` (kind `test-echo`) has no input port `nope`"), "{text}");
-    assert!(text.contains("spec `a` field `ports.sideways`: kind `test-echo` has no output port `sideways`"), "{text}");
+    assert!(
+        text.contains(
+            "spec `a` field `ports.sideways`: kind `test-echo` has no output port `sideways`"
+        ),
+        "{text}"
+    );
 }

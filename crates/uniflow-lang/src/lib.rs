@@ -59,7 +59,9 @@ pub struct Languages {
 impl Default for Languages {
     /// The built-in languages: `text`, `json` and `yaml`.
     fn default() -> Self {
-        let mut languages = Languages { by_name: BTreeMap::new() };
+        let mut languages = Languages {
+            by_name: BTreeMap::new(),
+        };
         languages.add("text", Text);
         languages.add("json", Json);
         languages.add("yaml", Yaml);
@@ -78,10 +80,13 @@ impl Languages {
     /// # Errors
     /// An unknown language or a syntax error.
     pub fn compile(&self, name: &str, code: &str) -> Result<Arc<dyn Program>, Error> {
-        let language = self.by_name.get(name).ok_or_else(|| Error::UnknownLanguage {
-            name: name.to_owned(),
-            known: self.by_name.keys().cloned().collect::<Vec<_>>().join(", "),
-        })?;
+        let language = self
+            .by_name
+            .get(name)
+            .ok_or_else(|| Error::UnknownLanguage {
+                name: name.to_owned(),
+                known: self.by_name.keys().cloned().collect::<Vec<_>>().join(", "),
+            })?;
         language.compile(code)
     }
 }
@@ -137,7 +142,11 @@ mod tests {
     use super::*;
 
     fn run(language: &str, code: &str) -> Value {
-        Languages::default().compile(language, code).unwrap().run(Value::Null).unwrap()
+        Languages::default()
+            .compile(language, code)
+            .unwrap()
+            .run(Value::Null)
+            .unwrap()
     }
 
     #[test]
@@ -145,15 +154,37 @@ mod tests {
         assert_eq!(run("text", "pong"), Value::from("pong"));
         let json = run("json", r#"{"a": 1, "b": [1.5]}"#);
         assert_eq!(json.get("a"), Some(&Value::Int(1)));
-        assert_eq!(run("yaml", "a: 1\nb: [x, y]").get("b").unwrap().as_list().unwrap().len(), 2);
+        assert_eq!(
+            run("yaml", "a: 1\nb: [x, y]")
+                .get("b")
+                .unwrap()
+                .as_list()
+                .unwrap()
+                .len(),
+            2
+        );
         assert_eq!(run("json", "{}"), Value::Map(uniflow_value::Map::new()));
     }
 
     #[test]
     fn errors_name_the_language_and_position() {
-        let err = Languages::default().compile("json", "{\"a\": }").err().unwrap().to_string();
-        assert!(err.starts_with("invalid json:") && err.contains("line 1 column 7"), "{err}");
-        let err = Languages::default().compile("lua", "x").err().unwrap().to_string();
-        assert_eq!(err, "unknown language `lua` (known languages: json, text, yaml)");
+        let err = Languages::default()
+            .compile("json", "{\"a\": }")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.starts_with("invalid json:") && err.contains("line 1 column 7"),
+            "{err}"
+        );
+        let err = Languages::default()
+            .compile("lua", "x")
+            .err()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            err,
+            "unknown language `lua` (known languages: json, text, yaml)"
+        );
     }
 }

@@ -5,7 +5,7 @@
 use std::any::Any;
 
 use serde::Deserialize;
-use uniflow_core::{port, shape, CompileCx, Cx, Flow, InPort, Node, NodeSpec, OutPort, Packet};
+use uniflow_core::{CompileCx, Cx, Flow, InPort, Node, NodeSpec, OutPort, Packet, port, shape};
 use uniflow_spec::Diagnostic;
 
 /// The fields of a `nop` spec: none.

@@ -41,9 +41,16 @@ impl Transform for SnippetNode {
 
 pub(crate) fn register(registry: &mut Registry, languages: Arc<Languages>) {
     registry.add_with(KIND, move |spec: SnippetSpec, cx| {
-        let program = languages
-            .compile(&spec.language, &spec.code)
-            .map_err(|e| vec![cx.error(if matches!(e, uniflow_lang::Error::UnknownLanguage { .. }) { "language" } else { "code" }, e.to_string())])?;
+        let program = languages.compile(&spec.language, &spec.code).map_err(|e| {
+            vec![cx.error(
+                if matches!(e, uniflow_lang::Error::UnknownLanguage { .. }) {
+                    "language"
+                } else {
+                    "code"
+                },
+                e.to_string(),
+            )]
+        })?;
         Ok(Box::new(OneToOne(SnippetNode { program })))
     });
 }
@@ -51,7 +58,7 @@ pub(crate) fn register(registry: &mut Registry, languages: Arc<Languages>) {
 #[cfg(test)]
 mod tests {
     use uniflow_core::{Cx, Graph, Packet, Process};
-    use uniflow_spec::{parse, Format};
+    use uniflow_spec::{Format, parse};
 
     use super::*;
 
@@ -72,9 +79,19 @@ mod tests {
         .unwrap();
         let graph = Graph::compile(specs, &registry(), &|_, _| None).unwrap();
         let proc = Process::new();
-        for (name, want) in [("s", Packet::Data(Value::Map([("a", 1)].into()))), ("n", Packet::None)] {
+        for (name, want) in [
+            ("s", Packet::Data(Value::Map([("a", 1)].into()))),
+            ("n", Packet::None),
+        ] {
             let id = graph.find(name).unwrap();
-            let answer = graph.node(id).handle(Cx::new(&graph, &proc, id), uniflow_core::shape::IN, Packet::Data(Value::Null)).await;
+            let answer = graph
+                .node(id)
+                .handle(
+                    Cx::new(&graph, &proc, id),
+                    uniflow_core::shape::IN,
+                    Packet::Data(Value::Null),
+                )
+                .await;
             assert_eq!(answer, want, "{name}");
         }
     }
@@ -87,9 +104,20 @@ mod tests {
             None,
         )
         .unwrap();
-        let text = Graph::compile(specs, &registry(), &|_, _| None).unwrap_err().to_string();
-        assert!(text.contains("spec `a` field `code`: invalid json: EOF while parsing"), "{text}");
-        assert!(text.contains("spec `b` field `language`: unknown language `lua`"), "{text}");
-        assert!(text.contains("spec `c` field `code`: missing required field"), "{text}");
+        let text = Graph::compile(specs, &registry(), &|_, _| None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains("spec `a` field `code`: invalid json: EOF while parsing"),
+            "{text}"
+        );
+        assert!(
+            text.contains("spec `b` field `language`: unknown language `lua`"),
+            "{text}"
+        );
+        assert!(
+            text.contains("spec `c` field `code`: missing required field"),
+            "{text}"
+        );
     }
 }

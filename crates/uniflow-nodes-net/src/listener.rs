@@ -32,7 +32,10 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use uniflow_core::{port, CompileCx, Cx, Error, Flow, Graph, InPort, LoadCx, Node, NodeId, NodeSpec, OutPort, Packet, Process};
+use uniflow_core::{
+    CompileCx, Cx, Error, Flow, Graph, InPort, LoadCx, Node, NodeId, NodeSpec, OutPort, Packet,
+    Process, port,
+};
 use uniflow_spec::Diagnostic;
 use uniflow_value::{ErrorValue, Value};
 
@@ -73,7 +76,10 @@ impl NodeSpec for ListenerSpec {
     fn compile(self, cx: &CompileCx<'_>) -> Result<Box<dyn Node>, Vec<Diagnostic>> {
         let mut problems = Vec::new();
         if self.protocol != "http" {
-            problems.push(cx.error("protocol", format!("unsupported protocol `{}`: only `http`", self.protocol)));
+            problems.push(cx.error(
+                "protocol",
+                format!("unsupported protocol `{}`: only `http`", self.protocol),
+            ));
         }
         if self.cert.is_some() || self.key.is_some() {
             problems.push(cx.error("cert", "TLS (`cert`/`key`) is not supported yet"));
@@ -120,7 +126,8 @@ impl ListenerNode {
 
     fn bind(&self) -> std::io::Result<TcpListener> {
         let domain = socket2::Domain::for_address(self.addr);
-        let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+        let socket =
+            socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
         if self.addr.is_ipv6() {
             // `::` serves IPv4 too, like Go's listener on an empty host.
             socket.set_only_v6(false)?;
@@ -151,8 +158,12 @@ impl Node for ListenerNode {
     }
 
     fn load(&self, cx: LoadCx) -> Result<(), Error> {
-        let listener = self.bind().map_err(|e| Error::Start(format!("cannot listen on {}: {e}", self.addr)))?;
-        let local = listener.local_addr().map_err(|e| Error::Start(e.to_string()))?;
+        let listener = self
+            .bind()
+            .map_err(|e| Error::Start(format!("cannot listen on {}: {e}", self.addr)))?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| Error::Start(e.to_string()))?;
         let _ = self.local_addr.set(local);
         tracing::info!(address = %local, "listening");
         let (stop, stopped) = watch::channel(false);
@@ -162,7 +173,11 @@ impl Node for ListenerNode {
     }
 
     fn unload(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-        let running = self.running.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let running = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         Box::pin(async move {
             if let Some(running) = running {
                 let _ = running.stop.send(true);
@@ -176,7 +191,12 @@ impl Node for ListenerNode {
     }
 }
 
-async fn serve(listener: TcpListener, graph: Arc<Graph>, node: NodeId, mut stopped: watch::Receiver<bool>) {
+async fn serve(
+    listener: TcpListener,
+    graph: Arc<Graph>,
+    node: NodeId,
+    mut stopped: watch::Receiver<bool>,
+) {
     let builder = auto::Builder::new(TokioExecutor::new());
     let graceful = GracefulShutdown::new();
     loop {
@@ -198,7 +218,9 @@ async fn serve(listener: TcpListener, graph: Arc<Graph>, node: NodeId, mut stopp
             let graph = Arc::clone(&graph);
             async move { Ok::<_, Infallible>(handle(&graph, node, req).await) }
         });
-        let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {
@@ -207,7 +229,10 @@ async fn serve(listener: TcpListener, graph: Arc<Graph>, node: NodeId, mut stopp
         });
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(DRAIN, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("in-flight requests did not finish within {DRAIN:?}; dropping them");
     }
 }
@@ -223,7 +248,11 @@ impl Drop for ExitGuard {
 }
 
 /// Serves one request through the graph: the whole per-request path.
-pub async fn handle(graph: &Arc<Graph>, node: NodeId, req: Request<Incoming>) -> Response<Full<Bytes>> {
+pub async fn handle(
+    graph: &Arc<Graph>,
+    node: NodeId,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
     let bytes = if body.is_end_stream() {
         Bytes::new()
@@ -246,7 +275,13 @@ pub async fn handle(graph: &Arc<Graph>, node: NodeId, req: Request<Incoming>) ->
             return text_response(StatusCode::BAD_REQUEST, "Bad Request");
         }
     };
-    let payload = request_payload(&parts.method, &parts.uri, parts.version, &parts.headers, body);
+    let payload = request_payload(
+        &parts.method,
+        &parts.uri,
+        parts.version,
+        &parts.headers,
+        body,
+    );
     let guard = ExitGuard(Process::new());
     let cx = Cx::new(graph, &guard.0, node);
     let mut answer = run(cx.write_guarded(OUT, payload)).await;
@@ -256,7 +291,9 @@ pub async fn handle(graph: &Arc<Graph>, node: NodeId, req: Request<Incoming>) ->
     }
     let response = response(answer, parts.headers.get(http::header::ACCEPT));
     let failed = response.status().as_u16() >= 400;
-    guard.0.exit(failed.then(|| ErrorValue::new(format!("request answered {}", response.status()))));
+    guard
+        .0
+        .exit(failed.then(|| ErrorValue::new(format!("request answered {}", response.status()))));
     guard.0.join().await;
     response
 }
@@ -265,7 +302,10 @@ pub async fn handle(graph: &Arc<Graph>, node: NodeId, req: Request<Incoming>) ->
 async fn run(flow: std::thread::Result<Flow<'_>>) -> Packet {
     match flow {
         Ok(Flow::Ready(p)) => p,
-        Ok(Flow::Pending(f)) => AssertUnwindSafe(f).catch_unwind().await.unwrap_or_else(panicked),
+        Ok(Flow::Pending(f)) => AssertUnwindSafe(f)
+            .catch_unwind()
+            .await
+            .unwrap_or_else(panicked),
         Err(panic) => panicked(panic),
     }
 }

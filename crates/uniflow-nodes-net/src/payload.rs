@@ -21,7 +21,13 @@ const FORM: HeaderValue = HeaderValue::from_static("application/x-www-form-urlen
 
 /// Builds the request payload. Keys are inserted in sorted order, so the map is one
 /// allocation.
-pub fn request_payload(method: &Method, uri: &http::Uri, version: Version, headers: &HeaderMap, body: Value) -> Value {
+pub fn request_payload(
+    method: &Method,
+    uri: &http::Uri,
+    version: Version,
+    headers: &HeaderMap,
+    body: Value,
+) -> Value {
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
@@ -29,12 +35,24 @@ pub fn request_payload(method: &Method, uri: &http::Uri, version: Version, heade
         .map_or(Value::from_static(""), |h| Value::String(Str::from(h)));
     let entries = [
         (Value::from_static("body"), body),
-        (Value::from_static("header"), Value::Map(header_map(headers))),
+        (
+            Value::from_static("header"),
+            Value::Map(header_map(headers)),
+        ),
         (Value::from_static("host"), host),
         (Value::from_static("method"), method_value(method)),
-        (Value::from_static("path"), Value::String(decode_path(uri.path()))),
-        (Value::from_static("protocol"), Value::from_static(protocol(version))),
-        (Value::from_static("query"), Value::Map(query_map(uri.query()))),
+        (
+            Value::from_static("path"),
+            Value::String(decode_path(uri.path())),
+        ),
+        (
+            Value::from_static("protocol"),
+            Value::from_static(protocol(version)),
+        ),
+        (
+            Value::from_static("query"),
+            Value::Map(query_map(uri.query())),
+        ),
         (Value::from_static("status"), Value::Int(0)),
     ];
     Value::Map(Map::from_sorted(entries))
@@ -69,14 +87,20 @@ fn protocol(version: Version) -> &'static str {
 
 fn decode_path(path: &str) -> Str {
     if path.contains('%') {
-        Str::from(percent_encoding::percent_decode_str(path).decode_utf8_lossy().into_owned())
+        Str::from(
+            percent_encoding::percent_decode_str(path)
+                .decode_utf8_lossy()
+                .into_owned(),
+        )
     } else {
         Str::from(path)
     }
 }
 
 fn query_map(query: Option<&str>) -> Map {
-    let Some(query) = query.filter(|q| !q.is_empty()) else { return Map::new() };
+    let Some(query) = query.filter(|q| !q.is_empty()) else {
+        return Map::new();
+    };
     let mut grouped: Vec<(String, Vec<Value>)> = Vec::new();
     for (k, v) in form_urlencoded::parse(query.as_bytes()) {
         let value = Value::from(v.into_owned());
@@ -85,7 +109,10 @@ fn query_map(query: Option<&str>) -> Map {
             None => grouped.push((k.into_owned(), vec![value])),
         }
     }
-    grouped.into_iter().map(|(k, v)| (Value::from(k), Value::from(v))).collect()
+    grouped
+        .into_iter()
+        .map(|(k, v)| (Value::from(k), Value::from(v)))
+        .collect()
 }
 
 fn header_map(headers: &HeaderMap) -> Map {
@@ -97,7 +124,11 @@ fn header_map(headers: &HeaderMap) -> Map {
         let values: List = headers
             .get_all(name)
             .iter()
-            .map(|v| Value::String(Str::from(String::from_utf8_lossy(v.as_bytes()).into_owned())))
+            .map(|v| {
+                Value::String(Str::from(
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                ))
+            })
             .collect();
         entries.push((canonical_name(name), Value::List(values)));
     }
@@ -146,7 +177,13 @@ pub fn decode_body(headers: &HeaderMap, bytes: Bytes) -> Result<Value, BodyError
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
     match content_type.as_deref() {
         Some("application/json") => {
             if bytes.is_empty() {
@@ -155,7 +192,8 @@ pub fn decode_body(headers: &HeaderMap, bytes: Bytes) -> Result<Value, BodyError
             serde_json::from_slice(&bytes).map_err(|e| BodyError(format!("invalid JSON body: {e}")))
         }
         Some("application/x-www-form-urlencoded") => {
-            let text = std::str::from_utf8(&bytes).map_err(|_| BodyError("form body is not UTF-8".into()))?;
+            let text = std::str::from_utf8(&bytes)
+                .map_err(|_| BodyError("form body is not UTF-8".into()))?;
             Ok(Value::Map(query_map(Some(text))))
         }
         Some(t) if t.starts_with("text/") => match String::from_utf8(bytes.to_vec()) {
@@ -188,13 +226,20 @@ pub fn response(answer: Packet, accept: Option<&HeaderValue>) -> Response<Full<B
         Value::Map(m) if m.get("status").is_some() => {
             let status = match m.get("status").and_then(Value::as_i64) {
                 Some(0) => StatusCode::OK,
-                Some(code) => match u16::try_from(code).ok().and_then(|c| StatusCode::from_u16(c).ok()) {
+                Some(code) => match u16::try_from(code)
+                    .ok()
+                    .and_then(|c| StatusCode::from_u16(c).ok())
+                {
                     Some(s) => s,
                     None => return invalid_answer(format!("status {code} is not an HTTP status")),
                 },
                 None => return invalid_answer("`status` is not an integer".into()),
             };
-            (status, m.get("header"), m.get("body").cloned().unwrap_or(Value::Null))
+            (
+                status,
+                m.get("header"),
+                m.get("body").cloned().unwrap_or(Value::Null),
+            )
         }
         _ => (StatusCode::OK, None, value),
     };
@@ -210,7 +255,9 @@ pub fn response(answer: Packet, accept: Option<&HeaderValue>) -> Response<Full<B
         Some(t) => t.clone(),
         None => {
             let chosen = negotiate(offers(&body), accept);
-            response.headers_mut().insert(header::CONTENT_TYPE, chosen.clone());
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, chosen.clone());
             chosen
         }
     };
@@ -233,12 +280,35 @@ fn invalid_answer(message: String) -> Response<Full<Bytes>> {
 /// (upstream's unanchored patterns dropped them).
 fn is_blocked(name: &str) -> bool {
     const BLOCKED: &[&str] = &[
-        "accept", "accept-charset", "accept-encoding", "accept-language", "authorization",
-        "connection", "content-length", "cookie", "date", "expect", "host", "keep-alive",
-        "max-forwards", "origin", "proxy-authorization", "proxy-connection", "range", "referer",
-        "te", "trailer", "transfer-encoding", "upgrade", "user-agent", "via",
+        "accept",
+        "accept-charset",
+        "accept-encoding",
+        "accept-language",
+        "authorization",
+        "connection",
+        "content-length",
+        "cookie",
+        "date",
+        "expect",
+        "host",
+        "keep-alive",
+        "max-forwards",
+        "origin",
+        "proxy-authorization",
+        "proxy-connection",
+        "range",
+        "referer",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "user-agent",
+        "via",
     ];
-    BLOCKED.contains(&name) || name.starts_with("sec-") || name.starts_with("x-forwarded-") || name.starts_with("if-")
+    BLOCKED.contains(&name)
+        || name.starts_with("sec-")
+        || name.starts_with("x-forwarded-")
+        || name.starts_with("if-")
 }
 
 fn copy_headers(headers: &Value, out: &mut HeaderMap) {
@@ -269,7 +339,9 @@ fn copy_headers(headers: &Value, out: &mut HeaderMap) {
                 Ok(value) => {
                     out.append(name.clone(), value);
                 }
-                Err(_) => tracing::warn!(header = %name, "answer header has an invalid value; dropped"),
+                Err(_) => {
+                    tracing::warn!(header = %name, "answer header has an invalid value; dropped")
+                }
             }
         }
     }
@@ -319,7 +391,9 @@ fn offers(body: &Value) -> &'static [Offer] {
 /// `application/json`). No match, or no header, picks the first offer.
 fn negotiate(offers: &[Offer], accept: Option<&HeaderValue>) -> HeaderValue {
     let first = offers[0].header();
-    let Some(accept) = accept.and_then(|a| a.to_str().ok()) else { return first };
+    let Some(accept) = accept.and_then(|a| a.to_str().ok()) else {
+        return first;
+    };
     let mut best: Option<(Offer, f32)> = None;
     for range in accept.split(',') {
         let mut parts = range.split(';');
@@ -331,7 +405,9 @@ fn negotiate(offers: &[Offer], accept: Option<&HeaderValue>) -> HeaderValue {
         if q <= 0.0 {
             continue;
         }
-        let Some(offer) = offers.iter().find(|o| media_matches(media, **o)) else { continue };
+        let Some(offer) = offers.iter().find(|o| media_matches(media, **o)) else {
+            continue;
+        };
         if best.is_none_or(|(_, bq)| q > bq) {
             best = Some((*offer, q));
             if q >= 1.0 {
@@ -349,10 +425,18 @@ fn media_matches(range: &str, offer: Offer) -> bool {
 }
 
 fn encode(body: &Value, content_type: &HeaderValue) -> Result<Bytes, String> {
-    let media = content_type.to_str().unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let media = content_type
+        .to_str()
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     if media == "application/json" || media.ends_with("+json") {
         let mut out = BytesMut::with_capacity(64).writer();
-        serde_json::to_writer(&mut out, body).map_err(|e| format!("cannot encode the body as JSON: {e}"))?;
+        serde_json::to_writer(&mut out, body)
+            .map_err(|e| format!("cannot encode the body as JSON: {e}"))?;
         let mut out = out.into_inner();
         out.put_u8(b'\n');
         return Ok(out.freeze());
@@ -378,7 +462,10 @@ fn encode(body: &Value, content_type: &HeaderValue) -> Result<Bytes, String> {
         Value::String(s) => Ok(s.as_bytes().clone()),
         Value::Bytes(b) => Ok(b.clone()),
         Value::Null => Ok(Bytes::new()),
-        other => Err(format!("cannot encode a {} body as {media}", other.kind_name())),
+        other => Err(format!(
+            "cannot encode a {} body as {media}",
+            other.kind_name()
+        )),
     }
 }
 
@@ -403,7 +490,10 @@ mod tests {
         let accept = accept.map(|a| HeaderValue::from_str(a).unwrap());
         let r = response(answer, accept.as_ref());
         let status = r.status().as_u16();
-        let ct = r.headers().get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap().to_owned());
+        let ct = r
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap().to_owned());
         let body = r.into_body().collect().await.unwrap().to_bytes();
         (status, ct, String::from_utf8(body.to_vec()).unwrap())
     }
@@ -411,13 +501,42 @@ mod tests {
     #[tokio::test]
     async fn answers_map_to_responses() {
         assert_eq!(render(Packet::None, None).await, (200, None, String::new()));
-        assert_eq!(render(Packet::error("secret detail"), None).await, (500, Some("text/plain; charset=utf-8".into()), "Internal Server Error".into()));
-        assert_eq!(render(Packet::Data(Value::Null), None).await, (200, Some("application/json; charset=utf-8".into()), "null\n".into()));
-        assert_eq!(render(Packet::Data(Value::from("pong")), Some("*/*")).await, (200, Some("text/plain; charset=utf-8".into()), "pong".into()));
-        let m: Value = yaml_serde::from_str("{status: 201, header: {X-A: yes}, body: {a: [1, 2]}}").unwrap();
-        assert_eq!(render(Packet::Data(m), None).await, (201, Some("application/json; charset=utf-8".into()), "{\"a\":[1,2]}\n".into()));
-        let m: Value = yaml_serde::from_str("{status: 204, header: {Allow: 'OPTIONS, GET'}}").unwrap();
-        assert_eq!(render(Packet::Data(m), None).await, (204, None, String::new()));
+        assert_eq!(
+            render(Packet::error("secret detail"), None).await,
+            (
+                500,
+                Some("text/plain; charset=utf-8".into()),
+                "Internal Server Error".into()
+            )
+        );
+        assert_eq!(
+            render(Packet::Data(Value::Null), None).await,
+            (
+                200,
+                Some("application/json; charset=utf-8".into()),
+                "null\n".into()
+            )
+        );
+        assert_eq!(
+            render(Packet::Data(Value::from("pong")), Some("*/*")).await,
+            (200, Some("text/plain; charset=utf-8".into()), "pong".into())
+        );
+        let m: Value =
+            yaml_serde::from_str("{status: 201, header: {X-A: yes}, body: {a: [1, 2]}}").unwrap();
+        assert_eq!(
+            render(Packet::Data(m), None).await,
+            (
+                201,
+                Some("application/json; charset=utf-8".into()),
+                "{\"a\":[1,2]}\n".into()
+            )
+        );
+        let m: Value =
+            yaml_serde::from_str("{status: 204, header: {Allow: 'OPTIONS, GET'}}").unwrap();
+        assert_eq!(
+            render(Packet::Data(m), None).await,
+            (204, None, String::new())
+        );
         let m: Value = yaml_serde::from_str("{a: 1}").unwrap();
         assert_eq!(render(Packet::Data(m), None).await.2, "{\"a\":1}\n");
         let m: Value = yaml_serde::from_str("{status: 99999}").unwrap();
@@ -429,7 +548,11 @@ mod tests {
         let (_, ct, body) = render(Packet::Data(Value::from("hi")), Some("application/json")).await;
         assert_eq!(ct.as_deref(), Some("application/json; charset=utf-8"));
         assert_eq!(body, "\"hi\"\n");
-        let (_, ct, _) = render(Packet::Data(Value::from("hi")), Some("text/html;q=0.9, application/json;q=0.5")).await;
+        let (_, ct, _) = render(
+            Packet::Data(Value::from("hi")),
+            Some("text/html;q=0.9, application/json;q=0.5"),
+        )
+        .await;
         assert_eq!(ct.as_deref(), Some("application/json; charset=utf-8"));
         let (_, ct, _) = render(Packet::Data(Value::from("hi")), Some("image/png")).await;
         assert_eq!(ct.as_deref(), Some("text/plain; charset=utf-8"));
@@ -437,10 +560,23 @@ mod tests {
 
     #[test]
     fn blocklist_is_anchored() {
-        for passes in ["set-cookie", "access-control-allow-origin", "content-range", "accept-ranges", "x-greeting"] {
+        for passes in [
+            "set-cookie",
+            "access-control-allow-origin",
+            "content-range",
+            "accept-ranges",
+            "x-greeting",
+        ] {
             assert!(!is_blocked(passes), "{passes}");
         }
-        for blocked in ["cookie", "accept", "host", "x-forwarded-for", "sec-fetch-mode", "content-length"] {
+        for blocked in [
+            "cookie",
+            "accept",
+            "host",
+            "x-forwarded-for",
+            "sec-fetch-mode",
+            "content-length",
+        ] {
             assert!(is_blocked(blocked), "{blocked}");
         }
     }
@@ -457,7 +593,13 @@ mod tests {
             .unwrap();
         let (parts, ()) = req.into_parts();
         let body = decode_body(&parts.headers, Bytes::from_static(b"{\"n\": 1}")).unwrap();
-        let v = request_payload(&parts.method, &parts.uri, parts.version, &parts.headers, body);
+        let v = request_payload(
+            &parts.method,
+            &parts.uri,
+            parts.version,
+            &parts.headers,
+            body,
+        );
         let want: Value = yaml_serde::from_str(
             "{body: {n: 1}, header: {Content-Type: [application/json], Host: [example], X-Custom-Thing: [v]}, host: example, method: POST, path: /a b, protocol: HTTP/1.1, query: {x: ['1', '2'], y: ['']}, status: 0}",
         )
@@ -468,13 +610,31 @@ mod tests {
     #[test]
     fn bodies_decode_by_content_type() {
         let mut h = HeaderMap::new();
-        assert_eq!(decode_body(&h, Bytes::from_static(b"raw")).unwrap(), Value::Bytes(Bytes::from_static(b"raw")));
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-www-form-urlencoded"));
+        assert_eq!(
+            decode_body(&h, Bytes::from_static(b"raw")).unwrap(),
+            Value::Bytes(Bytes::from_static(b"raw"))
+        );
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
         let want: Value = yaml_serde::from_str("{x: ['1', '2']}").unwrap();
-        assert_eq!(decode_body(&h, Bytes::from_static(b"x=1&x=2")).unwrap(), want);
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-        assert_eq!(decode_body(&h, Bytes::from_static(b"hi")).unwrap(), Value::from("hi"));
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        assert_eq!(
+            decode_body(&h, Bytes::from_static(b"x=1&x=2")).unwrap(),
+            want
+        );
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        assert_eq!(
+            decode_body(&h, Bytes::from_static(b"hi")).unwrap(),
+            Value::from("hi")
+        );
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         let err = decode_body(&h, Bytes::from_static(b"{nope")).unwrap_err();
         assert!(err.0.starts_with("invalid JSON body"), "{}", err.0);
     }

@@ -27,7 +27,11 @@ pub fn check(specs: &[Spec]) -> Vec<Diagnostic> {
         if let Some(id) = &spec.id
             && !ids.insert(id)
         {
-            problems.push(Diagnostic::new(spec.label(i), "id", format!("duplicate id `{id}`")));
+            problems.push(Diagnostic::new(
+                spec.label(i),
+                "id",
+                format!("duplicate id `{id}`"),
+            ));
         }
     }
     for (i, spec) in specs.iter().enumerate() {
@@ -45,8 +49,15 @@ pub fn check(specs: &[Spec]) -> Vec<Diagnostic> {
                     problems.push(Diagnostic::new(
                         spec.label(i),
                         format!("ports.{port}[{j}]"),
-                        format!("links to `{target}`, but no node `{}` exists in namespace `{}`",
-                            target.name.as_deref().or(target.id.as_deref()).unwrap_or_default(), spec.namespace),
+                        format!(
+                            "links to `{target}`, but no node `{}` exists in namespace `{}`",
+                            target
+                                .name
+                                .as_deref()
+                                .or(target.id.as_deref())
+                                .unwrap_or_default(),
+                            spec.namespace
+                        ),
                     ));
                 }
             }
@@ -58,7 +69,7 @@ pub fn check(specs: &[Spec]) -> Vec<Diagnostic> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{parse, Format};
+    use crate::{Format, parse};
 
     #[test]
     fn duplicates_and_dangling_links_are_all_reported() {
@@ -74,7 +85,15 @@ mod tests {
         let problems = check(&specs);
         let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
         assert_eq!(text.len(), 2, "{text:#?}");
-        assert!(text[0].contains("duplicate name `a` in namespace `default`"), "{}", text[0]);
-        assert!(text[1].contains("field `ports.out[1]`") && text[1].contains("no node `ghost`"), "{}", text[1]);
+        assert!(
+            text[0].contains("duplicate name `a` in namespace `default`"),
+            "{}",
+            text[0]
+        );
+        assert!(
+            text[1].contains("field `ports.out[1]`") && text[1].contains("no node `ghost`"),
+            "{}",
+            text[1]
+        );
     }
 }

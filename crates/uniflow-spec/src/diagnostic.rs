@@ -17,7 +17,11 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     /// A problem with a spec's field.
-    pub fn new(spec: impl Into<String>, path: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn new(
+        spec: impl Into<String>,
+        path: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         Diagnostic {
             file: None,
             spec: Some(spec.into()),
@@ -76,7 +80,11 @@ impl Diagnostics {
     /// # Errors
     /// When at least one problem was recorded.
     pub fn into_result<T>(self, value: T) -> Result<T, Diagnostics> {
-        if self.0.is_empty() { Ok(value) } else { Err(self) }
+        if self.0.is_empty() {
+            Ok(value)
+        } else {
+            Err(self)
+        }
     }
 }
 

@@ -15,20 +15,26 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     if let Ok(nanos) = text.parse::<u64>() {
         return Ok(Duration::from_nanos(nanos));
     }
-    let bad = || format!("invalid duration {text:?}: use nanoseconds or e.g. \"250ms\", \"5s\", \"1m30s\"");
+    let bad = || {
+        format!("invalid duration {text:?}: use nanoseconds or e.g. \"250ms\", \"5s\", \"1m30s\"")
+    };
     let mut total = 0f64;
     let mut rest = text;
     if rest.is_empty() {
         return Err(bad());
     }
     while !rest.is_empty() {
-        let number_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
         if number_len == 0 {
             return Err(bad());
         }
         let number: f64 = rest[..number_len].parse().map_err(|_| bad())?;
         rest = &rest[number_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let scale = match &rest[..unit_len] {
             "ns" => 1.0,
             "us" | "µs" | "μs" => 1e3,

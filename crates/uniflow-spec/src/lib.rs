@@ -19,6 +19,6 @@ mod template;
 
 pub use check::check;
 pub use diagnostic::{Diagnostic, Diagnostics};
-pub use load::{load_file, parse, Format};
-pub use spec::{decode, EnvValue, PortName, PortRef, Spec, DEFAULT_NAMESPACE};
-pub use template::{bind, render, SecretLookup};
+pub use load::{Format, load_file, parse, parse_in};
+pub use spec::{DEFAULT_NAMESPACE, EnvValue, PortName, PortRef, Spec, decode};
+pub use template::{SecretLookup, bind, render};

@@ -25,15 +25,16 @@ impl Format {
     }
 }
 
-/// Reads a file holding a list of specs or a single spec.
+/// Reads a file holding a list of specs or a single spec; specs naming no namespace land in
+/// `namespace`.
 ///
 /// # Errors
 /// Every problem found, each naming the file (and the spec and field when known).
-pub fn load_file(path: &Path) -> Result<Vec<Spec>, Diagnostics> {
+pub fn load_file(path: &Path, namespace: &str) -> Result<Vec<Spec>, Diagnostics> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path)
         .map_err(|e| Diagnostic::file(file.clone(), format!("cannot read: {e}")))?;
-    parse(&text, Format::of_path(path), Some(&file))
+    parse_in(&text, Format::of_path(path), Some(&file), namespace)
 }
 
 /// Parses text holding a list of specs or a single spec. `file` names the source in
@@ -42,6 +43,19 @@ pub fn load_file(path: &Path) -> Result<Vec<Spec>, Diagnostics> {
 /// # Errors
 /// A syntax error (with line and column), or every malformed spec.
 pub fn parse(text: &str, format: Format, file: Option<&str>) -> Result<Vec<Spec>, Diagnostics> {
+    parse_in(text, format, file, crate::DEFAULT_NAMESPACE)
+}
+
+/// Like [`parse`], with `namespace` for specs that name none.
+///
+/// # Errors
+/// A syntax error (with line and column), or every malformed spec.
+pub fn parse_in(
+    text: &str,
+    format: Format,
+    file: Option<&str>,
+    namespace: &str,
+) -> Result<Vec<Spec>, Diagnostics> {
     let label = file.unwrap_or("<input>");
     let parsed: Result<Value, String> = match format {
         Format::Yaml => yaml_serde::from_str(text).map_err(|e| e.to_string()),
@@ -60,7 +74,7 @@ pub fn parse(text: &str, format: Format, file: Option<&str>) -> Result<Vec<Spec>
             .get("name")
             .and_then(Value::as_str)
             .map_or_else(|| format!("#{i}"), str::to_owned);
-        match Spec::from_value(item, &position) {
+        match Spec::from_value_in(item, &position, namespace) {
             Ok(spec) => specs.push(spec),
             Err(ds) => problems.extend(ds.into_iter().map(|d| d.in_file(file))),
         }
@@ -90,10 +104,21 @@ mod tests {
 
     #[test]
     fn every_bad_spec_is_reported() {
-        let err = parse("- {name: a}\n- 3\n- {kind: nop}\n", Format::Yaml, Some("f.yaml")).unwrap_err();
+        let err = parse(
+            "- {name: a}\n- 3\n- {kind: nop}\n",
+            Format::Yaml,
+            Some("f.yaml"),
+        )
+        .unwrap_err();
         let text = err.to_string();
         assert_eq!(err.0.len(), 2, "{text}");
-        assert!(text.contains("f.yaml: spec `a` field `kind`: missing required field"), "{text}");
-        assert!(text.contains("f.yaml: spec `#1`: a spec must be a map, found int"), "{text}");
+        assert!(
+            text.contains("f.yaml: spec `a` field `kind`: missing required field"),
+            "{text}"
+        );
+        assert!(
+            text.contains("f.yaml: spec `#1`: a spec must be a map, found int"),
+            "{text}"
+        );
     }
 }

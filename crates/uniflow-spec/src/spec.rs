@@ -90,9 +90,15 @@ impl<'a> PortName<'a> {
             && let Ok(index) = inner.parse::<usize>()
             && open > 0
         {
-            return PortName { base: &name[..open], index: Some(index) };
+            return PortName {
+                base: &name[..open],
+                index: Some(index),
+            };
         }
-        PortName { base: name, index: None }
+        PortName {
+            base: name,
+            index: None,
+        }
     }
 
     /// The index when the name is `base[N]`, or `0` when it is the bare `base` and `bare_is_zero`
@@ -124,6 +130,18 @@ impl Spec {
     /// # Errors
     /// The problems found, each naming `label` and the field.
     pub fn from_value(value: &Value, label: &str) -> Result<Spec, Vec<Diagnostic>> {
+        Spec::from_value_in(value, label, DEFAULT_NAMESPACE)
+    }
+
+    /// Like [`Spec::from_value`], with `namespace` for a spec that names none.
+    ///
+    /// # Errors
+    /// The problems found, each naming `label` and the field.
+    pub fn from_value_in(
+        value: &Value,
+        label: &str,
+        namespace: &str,
+    ) -> Result<Spec, Vec<Diagnostic>> {
         let Some(map) = value.as_map() else {
             return Err(vec![Diagnostic::new(
                 label,
@@ -132,7 +150,10 @@ impl Spec {
             )]);
         };
         let mut problems = Vec::new();
-        let mut spec = Spec { namespace: DEFAULT_NAMESPACE.to_owned(), ..Spec::default() };
+        let mut spec = Spec {
+            namespace: namespace.to_owned(),
+            ..Spec::default()
+        };
         let mut fields = Vec::new();
         let mut kind = None;
         for (key, v) in map.iter() {
@@ -149,10 +170,12 @@ impl Spec {
                     }
                 }
                 "name" => spec.name = optional_string(v, label, "name", &mut problems),
-                "annotations" => match decode::<BTreeMap<String, String>>(v, label, "annotations") {
-                    Ok(a) => spec.annotations = a,
-                    Err(d) => problems.push(d),
-                },
+                "annotations" => {
+                    match decode::<BTreeMap<String, String>>(v, label, "annotations") {
+                        Ok(a) => spec.annotations = a,
+                        Err(d) => problems.push(d),
+                    }
+                }
                 "ports" => spec.ports = read_ports(v, label, &mut problems),
                 "env" => spec.env = read_env(v, label, &mut problems),
                 _ => fields.push((key.clone(), v.clone())),
@@ -163,7 +186,11 @@ impl Spec {
             _ => problems.push(Diagnostic::new(label, "kind", "missing required field")),
         }
         spec.fields = fields.into_iter().collect();
-        if problems.is_empty() { Ok(spec) } else { Err(problems) }
+        if problems.is_empty() {
+            Ok(spec)
+        } else {
+            Err(problems)
+        }
     }
 
     /// The spec as a map value, the shape it is written in.
@@ -266,14 +293,21 @@ fn read_ports(
             problems.push(Diagnostic::new(
                 label,
                 "ports",
-                format!("expected a map of port name to targets, found {}", other.kind_name()),
+                format!(
+                    "expected a map of port name to targets, found {}",
+                    other.kind_name()
+                ),
             ));
             return ports;
         }
     };
     for (name, targets) in map.iter() {
         let Some(name) = name.as_str() else {
-            problems.push(Diagnostic::new(label, "ports", "port names must be strings"));
+            problems.push(Diagnostic::new(
+                label,
+                "ports",
+                "port names must be strings",
+            ));
             continue;
         };
         let targets: &[Value] = match targets {
@@ -284,13 +318,25 @@ fn read_ports(
         for (i, t) in targets.iter().enumerate() {
             let path = format!("ports.{name}[{i}]");
             let Some(t) = t.as_map() else {
-                problems.push(Diagnostic::new(label, path, "expected a map `{name|id, port}`"));
+                problems.push(Diagnostic::new(
+                    label,
+                    path,
+                    "expected a map `{name|id, port}`",
+                ));
                 continue;
             };
             let text = |k: &str| t.get(k).and_then(Value::as_str).map(str::to_owned);
-            let r = PortRef { id: text("id"), name: text("name"), port: text("port").unwrap_or_default() };
+            let r = PortRef {
+                id: text("id"),
+                name: text("name"),
+                port: text("port").unwrap_or_default(),
+            };
             if r.port.is_empty() {
-                problems.push(Diagnostic::new(label, format!("{path}.port"), "missing required field"));
+                problems.push(Diagnostic::new(
+                    label,
+                    format!("{path}.port"),
+                    "missing required field",
+                ));
             }
             if r.id.is_none() && r.name.is_none() {
                 problems.push(Diagnostic::new(label, path, "a link needs `name` or `id`"));
@@ -315,14 +361,21 @@ fn read_env(
             problems.push(Diagnostic::new(
                 label,
                 "env",
-                format!("expected a map of variable to values, found {}", other.kind_name()),
+                format!(
+                    "expected a map of variable to values, found {}",
+                    other.kind_name()
+                ),
             ));
             return env;
         }
     };
     for (key, values) in map.iter() {
         let Some(key) = key.as_str() else {
-            problems.push(Diagnostic::new(label, "env", "variable names must be strings"));
+            problems.push(Diagnostic::new(
+                label,
+                "env",
+                "variable names must be strings",
+            ));
             continue;
         };
         // Upstream's Oct 2024 form is a list of `{id?, name?, value}`; its later form is one
@@ -335,15 +388,27 @@ fn read_env(
         for (i, e) in entries.iter().enumerate() {
             let path = format!("env.{key}[{i}]");
             let Some(m) = e.as_map() else {
-                problems.push(Diagnostic::new(label, path, "expected a map `{id?, name?, value}`"));
+                problems.push(Diagnostic::new(
+                    label,
+                    path,
+                    "expected a map `{id?, name?, value}`",
+                ));
                 continue;
             };
             let text = |k: &str| m.get(k).and_then(Value::as_str).map(str::to_owned);
             let Some(value) = m.get("value").or_else(|| m.get("data")) else {
-                problems.push(Diagnostic::new(label, format!("{path}.value"), "missing required field"));
+                problems.push(Diagnostic::new(
+                    label,
+                    format!("{path}.value"),
+                    "missing required field",
+                ));
                 continue;
             };
-            out.push(EnvValue { id: text("id"), name: text("name"), value: value.clone() });
+            out.push(EnvValue {
+                id: text("id"),
+                name: text("name"),
+                value: value.clone(),
+            });
         }
         env.insert(key.to_owned(), out);
     }
@@ -354,7 +419,11 @@ fn read_env(
 ///
 /// # Errors
 /// A diagnostic naming `label` and the path below `prefix` (e.g. `routes[1].port`).
-pub fn decode<T: DeserializeOwned>(value: &Value, label: &str, prefix: &str) -> Result<T, Diagnostic> {
+pub fn decode<T: DeserializeOwned>(
+    value: &Value,
+    label: &str,
+    prefix: &str,
+) -> Result<T, Diagnostic> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let inner = e.path().to_string();
         let path = match (prefix.is_empty(), inner.as_str()) {
@@ -364,8 +433,15 @@ pub fn decode<T: DeserializeOwned>(value: &Value, label: &str, prefix: &str) -> 
         };
         let message = e.into_inner().to_string();
         // serde reports a missing field at its parent; name the field itself instead.
-        if let Some(field) = message.strip_prefix("missing field `").and_then(|m| m.strip_suffix('`')) {
-            let path = if path.is_empty() { field.to_owned() } else { format!("{path}.{field}") };
+        if let Some(field) = message
+            .strip_prefix("missing field `")
+            .and_then(|m| m.strip_suffix('`'))
+        {
+            let path = if path.is_empty() {
+                field.to_owned()
+            } else {
+                format!("{path}.{field}")
+            };
             return Diagnostic::new(label, path, "missing required field");
         }
         Diagnostic::new(label, path, message)
@@ -388,22 +464,56 @@ mod tests {
         assert_eq!(s.namespace, DEFAULT_NAMESPACE);
         assert_eq!(s.fields.get("code"), Some(&Value::from("hi")));
         assert_eq!(s.fields.get("name"), None);
-        assert_eq!(s.ports["out"][0], PortRef { id: None, name: Some("b".into()), port: "in".into() });
+        assert_eq!(
+            s.ports["out"][0],
+            PortRef {
+                id: None,
+                name: Some("b".into()),
+                port: "in".into()
+            }
+        );
     }
 
     #[test]
     fn every_problem_is_reported() {
-        let errs = spec("name: a\nports: {out: [{name: b}, {port: in}]}\nenv: {X: [{name: s}]}\n").unwrap_err();
+        let errs = spec("name: a\nports: {out: [{name: b}, {port: in}]}\nenv: {X: [{name: s}]}\n")
+            .unwrap_err();
         let paths: Vec<_> = errs.iter().map(|d| d.path.as_str()).collect();
         // Keys are visited in sorted order, and a missing kind is reported last.
-        assert_eq!(paths, ["env.X[0].value", "ports.out[0].port", "ports.out[1]", "kind"]);
+        assert_eq!(
+            paths,
+            [
+                "env.X[0].value",
+                "ports.out[0].port",
+                "ports.out[1]",
+                "kind"
+            ]
+        );
     }
 
     #[test]
     fn port_names_parse() {
-        assert_eq!(PortName::parse("out[12]"), PortName { base: "out", index: Some(12) });
-        assert_eq!(PortName::parse("out"), PortName { base: "out", index: None });
-        assert_eq!(PortName::parse("out[x]"), PortName { base: "out[x]", index: None });
+        assert_eq!(
+            PortName::parse("out[12]"),
+            PortName {
+                base: "out",
+                index: Some(12)
+            }
+        );
+        assert_eq!(
+            PortName::parse("out"),
+            PortName {
+                base: "out",
+                index: None
+            }
+        );
+        assert_eq!(
+            PortName::parse("out[x]"),
+            PortName {
+                base: "out[x]",
+                index: None
+            }
+        );
         assert_eq!(PortName::parse("out").index_of("out", true), Some(0));
         assert_eq!(PortName::parse("out").index_of("out", false), None);
         assert_eq!(PortName::parse("in[1]").index_of("out", true), None);
@@ -422,7 +532,8 @@ mod tests {
         struct Router {
             routes: Vec<Route>,
         }
-        let v: Value = yaml_serde::from_str("routes: [{method: GET, port: a}, {method: GET}]").unwrap();
+        let v: Value =
+            yaml_serde::from_str("routes: [{method: GET, port: a}, {method: GET}]").unwrap();
         let d = decode::<Router>(&v, "router", "").unwrap_err();
         assert_eq!(d.path, "routes[1].port");
         assert_eq!(d.message, "missing required field");

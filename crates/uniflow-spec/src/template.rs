@@ -30,11 +30,15 @@ pub fn bind(spec: &Spec, label: &str, secrets: &SecretLookup<'_>) -> Result<Spec
                 resolved = Some(candidate.value.clone());
                 continue;
             }
-            let Some(data) = secrets(candidate, &spec.namespace) else { continue };
+            let Some(data) = secrets(candidate, &spec.namespace) else {
+                continue;
+            };
             match &candidate.value {
                 Value::String(t) => match render(t, &data) {
                     Ok(s) => resolved = Some(Value::from(s)),
-                    Err(e) => problems.push(Diagnostic::new(label, format!("env.{key}[{i}].value"), e)),
+                    Err(e) => {
+                        problems.push(Diagnostic::new(label, format!("env.{key}[{i}].value"), e))
+                    }
                 },
                 other => resolved = Some(other.clone()),
             }
@@ -53,15 +57,37 @@ pub fn bind(spec: &Spec, label: &str, secrets: &SecretLookup<'_>) -> Result<Spec
     }
     let data = Value::Map(vars.into_iter().collect());
     let mut out = spec.clone();
-    out.fields = match render_value(&Value::Map(spec.fields.clone()), &data, label, "", &mut problems) {
+    out.fields = match render_value(
+        &Value::Map(spec.fields.clone()),
+        &data,
+        label,
+        "",
+        &mut problems,
+    ) {
         Value::Map(m) => m,
         _ => unreachable!("a map renders to a map"),
     };
-    if problems.is_empty() { Ok(out) } else { Err(problems) }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(problems)
+    }
 }
 
-fn render_value(v: &Value, data: &Value, label: &str, path: &str, problems: &mut Vec<Diagnostic>) -> Value {
-    let join = |key: &str| if path.is_empty() { key.to_owned() } else { format!("{path}.{key}") };
+fn render_value(
+    v: &Value,
+    data: &Value,
+    label: &str,
+    path: &str,
+    problems: &mut Vec<Diagnostic>,
+) -> Value {
+    let join = |key: &str| {
+        if path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{path}.{key}")
+        }
+    };
     match v {
         Value::String(s) if s.contains("{{") => match render(s, data) {
             Ok(r) => Value::from(r),
@@ -81,7 +107,10 @@ fn render_value(v: &Value, data: &Value, label: &str, path: &str, problems: &mut
                 .map(|(k, item)| {
                     let name = k.as_str().map_or_else(|| format!("{k:?}"), str::to_owned);
                     let field = join(&name);
-                    (render_value(k, data, label, &field, problems), render_value(item, data, label, &field, problems))
+                    (
+                        render_value(k, data, label, &field, problems),
+                        render_value(item, data, label, &field, problems),
+                    )
                 })
                 .collect::<Map>(),
         ),
@@ -102,7 +131,11 @@ pub fn render(template: &str, data: &Value) -> Result<String, String> {
         let end = after
             .find("}}")
             .ok_or_else(|| format!("unterminated `{{{{` in template {template:?}"))?;
-        let expr = after[..end].trim().trim_start_matches('-').trim_end_matches('-').trim();
+        let expr = after[..end]
+            .trim()
+            .trim_start_matches('-')
+            .trim_end_matches('-')
+            .trim();
         let value = lookup(expr, data)?;
         write_scalar(&value, &mut out);
         rest = &after[end + 2..];
@@ -113,7 +146,9 @@ pub fn render(template: &str, data: &Value) -> Result<String, String> {
 
 fn lookup(expr: &str, data: &Value) -> Result<Value, String> {
     let Some(path) = expr.strip_prefix('.') else {
-        return Err(format!("unsupported template expression `{{{{ {expr} }}}}`: only `.` and `.key` paths"));
+        return Err(format!(
+            "unsupported template expression `{{{{ {expr} }}}}`: only `.` and `.key` paths"
+        ));
     };
     if path.is_empty() {
         return Ok(data.clone());
@@ -150,7 +185,7 @@ fn write_scalar(v: &Value, out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{parse, Format};
+    use crate::{Format, parse};
 
     fn one(yaml: &str) -> Spec {
         parse(yaml, Format::Yaml, None).unwrap().remove(0)
@@ -158,7 +193,9 @@ mod tests {
 
     #[test]
     fn literal_env_renders_fields_and_keys() {
-        let s = one("kind: snippet\ncode: '{{ .WORD }}!'\nport: '{{ .PORT }}'\nenv: {WORD: [{value: hi}], PORT: [{value: 8000}]}\n");
+        let s = one(
+            "kind: snippet\ncode: '{{ .WORD }}!'\nport: '{{ .PORT }}'\nenv: {WORD: [{value: hi}], PORT: [{value: 8000}]}\n",
+        );
         let b = bind(&s, "s", &|_, _| None).unwrap();
         assert_eq!(b.fields.get("code"), Some(&Value::from("hi!")));
         assert_eq!(b.fields.get("port"), Some(&Value::from("8000")));
@@ -166,9 +203,14 @@ mod tests {
 
     #[test]
     fn secret_entries_render_against_secret_data_and_last_wins() {
-        let s = one("kind: snippet\ncode: '{{ .MSG }}'\nenv: {MSG: [{value: fallback}, {name: greeting, value: '{{ .text }}'}]}\n");
+        let s = one(
+            "kind: snippet\ncode: '{{ .MSG }}'\nenv: {MSG: [{value: fallback}, {name: greeting, value: '{{ .text }}'}]}\n",
+        );
         let data: Value = yaml_serde::from_str("text: hello").unwrap();
-        let b = bind(&s, "s", &|e, ns| (e.name.as_deref() == Some("greeting") && ns == "default").then(|| data.clone())).unwrap();
+        let b = bind(&s, "s", &|e, ns| {
+            (e.name.as_deref() == Some("greeting") && ns == "default").then(|| data.clone())
+        })
+        .unwrap();
         assert_eq!(b.fields.get("code"), Some(&Value::from("hello")));
         let b = bind(&s, "s", &|_, _| None).unwrap();
         assert_eq!(b.fields.get("code"), Some(&Value::from("fallback")));
@@ -176,14 +218,19 @@ mod tests {
 
     #[test]
     fn missing_secret_and_missing_key_are_errors() {
-        let s = one("kind: snippet\ncode: '{{ .MSG }}'\nenv: {MSG: [{name: greeting, value: x}]}\n");
+        let s =
+            one("kind: snippet\ncode: '{{ .MSG }}'\nenv: {MSG: [{name: greeting, value: x}]}\n");
         let errs = bind(&s, "s", &|_, _| None).unwrap_err();
         assert_eq!(errs[0].path, "env.MSG");
         assert!(errs[0].message.starts_with("unsupported value"));
         let s = one("kind: snippet\ncode: '{{ .NOPE }}'\nenv: {MSG: [{value: x}]}\n");
         let errs = bind(&s, "s", &|_, _| None).unwrap_err();
         assert_eq!(errs[0].path, "code");
-        assert!(errs[0].message.contains("`.NOPE` does not resolve"), "{}", errs[0].message);
+        assert!(
+            errs[0].message.contains("`.NOPE` does not resolve"),
+            "{}",
+            errs[0].message
+        );
     }
 
     #[test]

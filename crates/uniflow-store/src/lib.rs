@@ -49,12 +49,12 @@ impl MemoryStore {
         let mut next = stored.clone();
         let mut applied = Vec::with_capacity(specs.len());
         for mut spec in specs {
-            let existing = next.iter().position(|s| {
-                match (&spec.id, &spec.name) {
-                    (Some(id), _) => s.id.as_ref() == Some(id),
-                    (None, Some(name)) => s.namespace == spec.namespace && s.name.as_ref() == Some(name),
-                    (None, None) => false,
+            let existing = next.iter().position(|s| match (&spec.id, &spec.name) {
+                (Some(id), _) => s.id.as_ref() == Some(id),
+                (None, Some(name)) => {
+                    s.namespace == spec.namespace && s.name.as_ref() == Some(name)
                 }
+                (None, None) => false,
             });
             match existing {
                 Some(i) => {
@@ -63,11 +63,17 @@ impl MemoryStore {
                 }
                 None => {
                     if let Some(name) = &spec.name
-                        && next.iter().any(|s| s.namespace == spec.namespace && s.name.as_ref() == Some(name))
+                        && next
+                            .iter()
+                            .any(|s| s.namespace == spec.namespace && s.name.as_ref() == Some(name))
                     {
-                        return Err(Error::DuplicateName { namespace: spec.namespace, name: name.clone() });
+                        return Err(Error::DuplicateName {
+                            namespace: spec.namespace,
+                            name: name.clone(),
+                        });
                     }
-                    spec.id.get_or_insert_with(|| uuid::Uuid::now_v7().to_string());
+                    spec.id
+                        .get_or_insert_with(|| uuid::Uuid::now_v7().to_string());
                     next.push(spec.clone());
                 }
             }
@@ -93,13 +99,20 @@ mod tests {
     use super::*;
 
     fn spec(name: &str, ns: &str) -> Spec {
-        Spec { kind: "nop".into(), name: Some(name.into()), namespace: ns.into(), ..Spec::default() }
+        Spec {
+            kind: "nop".into(),
+            name: Some(name.into()),
+            namespace: ns.into(),
+            ..Spec::default()
+        }
     }
 
     #[test]
     fn apply_assigns_v7_ids_and_upserts_by_name() {
         let store = MemoryStore::new();
-        let first = store.apply(vec![spec("a", "default"), spec("a", "other")]).unwrap();
+        let first = store
+            .apply(vec![spec("a", "default"), spec("a", "other")])
+            .unwrap();
         let id = first[0].id.clone().unwrap();
         assert_eq!(uuid::Uuid::parse_str(&id).unwrap().get_version_num(), 7);
         let mut changed = spec("a", "default");
@@ -115,7 +128,11 @@ mod tests {
     #[test]
     fn duplicate_names_in_one_batch_are_refused_whole() {
         let store = MemoryStore::new();
-        let err = store.apply(vec![spec("a", "default"), spec("b", "default"), spec("a", "default")]);
+        let err = store.apply(vec![
+            spec("a", "default"),
+            spec("b", "default"),
+            spec("a", "default"),
+        ]);
         // The second `a` replaces the first within the batch, as an upsert; so this succeeds.
         assert!(err.is_ok());
         let mut with_id = spec("b", "default");

@@ -95,11 +95,15 @@ mod tests {
 
     #[test]
     fn json_integers_stay_integers() {
-        let v: Value = serde_json::from_str(r#"{"a": 1, "b": 1.5, "c": [true, null, "x"]}"#).unwrap();
+        let v: Value =
+            serde_json::from_str(r#"{"a": 1, "b": 1.5, "c": [true, null, "x"]}"#).unwrap();
         assert_eq!(v.get("a"), Some(&Value::Int(1)));
         assert_eq!(v.get("b"), Some(&Value::Float(1.5)));
         let c = v.get("c").unwrap().as_list().unwrap();
-        assert_eq!(c.as_slice(), &[Value::Bool(true), Value::Null, Value::from("x")]);
+        assert_eq!(
+            c.as_slice(),
+            &[Value::Bool(true), Value::Null, Value::from("x")]
+        );
     }
 
     #[test]

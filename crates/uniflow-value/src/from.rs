@@ -187,7 +187,11 @@ impl<'de> Deserializer<'de> for &'de Value {
         }
     }
 
-    fn deserialize_tuple<V: Visitor<'de>>(self, _len: usize, visitor: V) -> Result<V::Value, Error> {
+    fn deserialize_tuple<V: Visitor<'de>>(
+        self,
+        _len: usize,
+        visitor: V,
+    ) -> Result<V::Value, Error> {
         self.deserialize_seq(visitor)
     }
 
@@ -236,7 +240,10 @@ impl<'de> Deserializer<'de> for &'de Value {
             }
             Value::Map(m) if m.len() == 1 => {
                 let (k, v) = &m.entries()[0];
-                visitor.visit_enum(Enum { variant: k, value: v })
+                visitor.visit_enum(Enum {
+                    variant: k,
+                    value: v,
+                })
             }
             _ => Err(self.invalid_type(&visitor)),
         }
@@ -276,7 +283,10 @@ struct Entries<'de> {
 impl<'de> MapAccess<'de> for Entries<'de> {
     type Error = Error;
 
-    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, Error> {
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, Error> {
         match self.iter.next() {
             Some((k, v)) => {
                 self.value = Some(v);
@@ -308,7 +318,10 @@ impl<'de> EnumAccess<'de> for Enum<'de> {
     type Error = Error;
     type Variant = &'de Value;
 
-    fn variant_seed<S: DeserializeSeed<'de>>(self, seed: S) -> Result<(S::Value, &'de Value), Error> {
+    fn variant_seed<S: DeserializeSeed<'de>>(
+        self,
+        seed: S,
+    ) -> Result<(S::Value, &'de Value), Error> {
         Ok((seed.deserialize(self.variant)?, self.value))
     }
 }
@@ -357,13 +370,19 @@ mod tests {
         let l: Listener = from_value(&v).unwrap();
         assert_eq!(
             l,
-            Listener { port: 8000, host: None, tls: false, names: vec!["solo".into()] }
+            Listener {
+                port: 8000,
+                host: None,
+                tls: false,
+                names: vec!["solo".into()]
+            }
         );
     }
 
     #[test]
     fn numbers_decode_into_strings() {
-        let v: Value = yaml_serde::from_str("port: 1\ntls: true\nnames: [1, x]\nhost: 2\n").unwrap();
+        let v: Value =
+            yaml_serde::from_str("port: 1\ntls: true\nnames: [1, x]\nhost: 2\n").unwrap();
         let l: Listener = from_value(&v).unwrap();
         assert_eq!(l.names, ["1", "x"]);
         assert_eq!(l.host.as_deref(), Some("2"));

@@ -210,7 +210,10 @@ impl fmt::Debug for Value {
             Value::String(s) => write!(f, "{:?}", &**s),
             Value::Bytes(b) => write!(f, "b{b:?}"),
             Value::List(l) => f.debug_list().entries(l.iter()).finish(),
-            Value::Map(m) => f.debug_map().entries(m.iter().map(|(k, v)| (k, v))).finish(),
+            Value::Map(m) => f
+                .debug_map()
+                .entries(m.iter())
+                .finish(),
             Value::Error(e) => write!(f, "error({:?})", e.message()),
         }
     }
@@ -258,13 +261,21 @@ impl std::ops::Deref for List {
 impl FromIterator<Value> for List {
     fn from_iter<I: IntoIterator<Item = Value>>(iter: I) -> Self {
         let items: Arc<[Value]> = iter.into_iter().collect();
-        if items.is_empty() { List(None) } else { List(Some(items)) }
+        if items.is_empty() {
+            List(None)
+        } else {
+            List(Some(items))
+        }
     }
 }
 
 impl From<Vec<Value>> for List {
     fn from(items: Vec<Value>) -> Self {
-        if items.is_empty() { List(None) } else { List(Some(items.into())) }
+        if items.is_empty() {
+            List(None)
+        } else {
+            List(Some(items.into()))
+        }
     }
 }
 
@@ -300,7 +311,11 @@ impl Map {
             entries.windows(2).all(|w| w[0].0 < w[1].0),
             "Map::from_sorted needs sorted, unique keys"
         );
-        if entries.is_empty() { Map(None) } else { Map(Some(entries)) }
+        if entries.is_empty() {
+            Map(None)
+        } else {
+            Map(Some(entries))
+        }
     }
 
     /// The entries in key order.
@@ -385,7 +400,11 @@ impl FromIterator<(Value, Value)> for Map {
                 _ => unique.push(entry),
             }
         }
-        if unique.is_empty() { Map(None) } else { Map(Some(unique.into())) }
+        if unique.is_empty() {
+            Map(None)
+        } else {
+            Map(Some(unique.into()))
+        }
     }
 }
 

@@ -11,7 +11,7 @@ mod tree;
 use std::any::Any;
 
 use serde::Deserialize;
-use uniflow_core::{port, CompileCx, Cx, Flow, InPort, Node, NodeSpec, OutPort, Packet};
+use uniflow_core::{CompileCx, Cx, Flow, InPort, Node, NodeSpec, OutPort, Packet, port};
 use uniflow_spec::{Diagnostic, PortName};
 use uniflow_value::{Map, Str, Value};
 
@@ -57,7 +57,10 @@ struct Leaf {
 
 impl Leaf {
     fn port(&self, method: &str) -> Option<OutPort> {
-        self.methods.iter().find(|(m, _)| m == method).map(|(_, p)| *p)
+        self.methods
+            .iter()
+            .find(|(m, _)| m == method)
+            .map(|(_, p)| *p)
     }
 
     fn finish(&mut self) {
@@ -95,9 +98,14 @@ impl NodeSpec for RouterSpec {
         let mut problems = Vec::new();
         for (i, route) in self.routes.iter().enumerate() {
             let mut complete = true;
-            for (field, value) in [("method", &route.method), ("path", &route.path), ("port", &route.port)] {
+            for (field, value) in [
+                ("method", &route.method),
+                ("path", &route.path),
+                ("port", &route.port),
+            ] {
                 if value.is_empty() {
-                    problems.push(cx.error(format!("routes[{i}].{field}"), "missing required field"));
+                    problems
+                        .push(cx.error(format!("routes[{i}].{field}"), "missing required field"));
                     complete = false;
                 }
             }
@@ -105,7 +113,10 @@ impl NodeSpec for RouterSpec {
                 continue;
             }
             let Some(index) = PortName::parse(&route.port).index_of(port::OUT, true) else {
-                problems.push(cx.error(format!("routes[{i}].port"), format!("`{}` is not an output port `out[N]`", route.port)));
+                problems.push(cx.error(
+                    format!("routes[{i}].port"),
+                    format!("`{}` is not an output port `out[N]`", route.port),
+                ));
                 continue;
             };
             let leaf = match tree.entry(&route.path) {
@@ -128,7 +139,13 @@ impl NodeSpec for RouterSpec {
         if !problems.is_empty() {
             return Err(problems);
         }
-        let not_found = Value::Map([("body", Value::from_static("Not Found")), ("status", Value::Int(404))].into());
+        let not_found = Value::Map(
+            [
+                ("body", Value::from_static("Not Found")),
+                ("status", Value::Int(404)),
+            ]
+            .into(),
+        );
         Ok(Box::new(RouterNode { tree, not_found }))
     }
 }
@@ -159,10 +176,17 @@ impl Node for RouterNode {
             return cx.send(ERROR, self.not_found.clone());
         };
         if !found.accepted {
-            let answer = if method == "OPTIONS" { &found.value.options } else { &found.value.not_allowed };
+            let answer = if method == "OPTIONS" {
+                &found.value.options
+            } else {
+                &found.value.not_allowed
+            };
             return cx.send(ERROR, answer.clone());
         }
-        let port = found.value.port(method).expect("accepted leaves serve the method");
+        let port = found
+            .value
+            .port(method)
+            .expect("accepted leaves serve the method");
         // Upstream answers None for a route to an `out[N]` that nothing created by linking.
         if !cx.port_exists(port) {
             return Flow::Ready(Packet::None);
@@ -170,9 +194,17 @@ impl Node for RouterNode {
         let params: Map = found
             .params
             .iter()
-            .map(|(name, value)| (Value::String(Str::from(*name)), Value::String(Str::from(*value))))
+            .map(|(name, value)| {
+                (
+                    Value::String(Str::from(*name)),
+                    Value::String(Str::from(*value)),
+                )
+            })
             .collect();
-        cx.send(port, Value::Map(request.insert("params", Value::Map(params))))
+        cx.send(
+            port,
+            Value::Map(request.insert("params", Value::Map(params))),
+        )
     }
 
     fn as_any(&self) -> &dyn Any {
@@ -185,7 +217,7 @@ mod tests {
     use std::sync::Arc;
 
     use uniflow_core::{Graph, Process, Registry};
-    use uniflow_spec::{parse, Format};
+    use uniflow_spec::{Format, parse};
 
     use super::*;
 
@@ -200,8 +232,17 @@ mod tests {
     async fn route(graph: &Arc<Graph>, method: &str, path: &str) -> Packet {
         let proc = Process::new();
         let id = graph.find("router").unwrap();
-        let request = Value::Map([("method", Value::from(method.to_owned())), ("path", Value::from(path.to_owned()))].into());
-        graph.node(id).handle(Cx::new(graph, &proc, id), IN, Packet::Data(request)).await
+        let request = Value::Map(
+            [
+                ("method", Value::from(method.to_owned())),
+                ("path", Value::from(path.to_owned())),
+            ]
+            .into(),
+        );
+        graph
+            .node(id)
+            .handle(Cx::new(graph, &proc, id), IN, Packet::Data(request))
+            .await
     }
 
     const ROUTES: &str = "
@@ -234,7 +275,10 @@ mod tests {
         assert_eq!(answer.get("status"), Some(&Value::Int(404)));
         let answer = route(&g, "DELETE", "/users/42").await.into_value();
         assert_eq!(answer.get("status"), Some(&Value::Int(405)));
-        assert_eq!(answer.pick(&["header", "Allow"]), Some(&Value::from(vec![Value::from("OPTIONS, GET, POST")])));
+        assert_eq!(
+            answer.pick(&["header", "Allow"]),
+            Some(&Value::from(vec![Value::from("OPTIONS, GET, POST")]))
+        );
         let answer = route(&g, "OPTIONS", "/users/42").await.into_value();
         assert_eq!(answer.get("status"), Some(&Value::Int(204)));
         assert_eq!(answer.get("body"), None);
@@ -245,7 +289,10 @@ mod tests {
         let g = graph(ROUTES).unwrap();
         let proc = Process::new();
         let id = g.find("router").unwrap();
-        let answer = g.node(id).handle(Cx::new(&g, &proc, id), IN, Packet::Data(Value::from("x"))).await;
+        let answer = g
+            .node(id)
+            .handle(Cx::new(&g, &proc, id), IN, Packet::Data(Value::from("x")))
+            .await;
         assert_eq!(answer, Packet::None);
     }
 
@@ -255,9 +302,16 @@ mod tests {
             "- kind: router\n  routes:\n    - {method: GET, path: /a, port: 'in[0]'}\n    - {method: GET, path: '/b/:', port: 'out[0]'}\n    - {method: GET, path: /c, port: out}\n    - {method: GET, path: /c, port: 'out[1]'}\n    - {path: /d, port: out}\n",
         )
         .unwrap_err();
-        for want in ["field `routes[0].port`: `in[0]` is not an output port", "field `routes[1].path`: invalid route pattern", "field `routes[3]`: duplicate route GET /c"] {
+        for want in [
+            "field `routes[0].port`: `in[0]` is not an output port",
+            "field `routes[1].path`: invalid route pattern",
+            "field `routes[3]`: duplicate route GET /c",
+        ] {
             assert!(err.contains(want), "missing `{want}` in {err}");
         }
-        assert!(err.contains("field `routes[4].method`: missing required field"), "{err}");
+        assert!(
+            err.contains("field `routes[4].method`: missing required field"),
+            "{err}"
+        );
     }
 }

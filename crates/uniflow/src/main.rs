@@ -1,0 +1,89 @@
+//! `uniflow`: run workflows declared in YAML specs.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use uniflow::{Config, StartOptions, start};
+
+#[derive(Parser)]
+#[command(name = "uniflow", version, about = "A universal workflow engine")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load a namespace's specs and run them until SIGINT or SIGTERM.
+    Start {
+        /// The namespace to run.
+        #[arg(short, long, default_value = uniflow_spec::DEFAULT_NAMESPACE)]
+        namespace: String,
+        /// A YAML or JSON file of specs to apply before starting.
+        #[arg(long, value_name = "FILE")]
+        from_specs: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Start {
+            namespace,
+            from_specs,
+        } => {
+            let config = Config::load(&std::env::current_dir()?)?;
+            let running = start(
+                &config,
+                &StartOptions {
+                    namespace,
+                    from_specs,
+                },
+            )
+            .await?;
+            shutdown_signal().await?;
+            tracing::info!("stopping: finishing in-flight requests");
+            running.stop().await;
+            tracing::info!("stopped");
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,86 @@
+//! Process and listener lifecycle over real sockets: a client that disconnects, a graceful
+//! stop with a request in flight, and a port already in use.
+
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use uniflow_core::{Graph, testing::logged};
+use uniflow_spec::{Format, parse};
+
+use crate::support::{request, send, start};
+
+fn slow_flow(tag: &str) -> Vec<uniflow_spec::Spec> {
+    parse(
+        &format!(
+            "- {{kind: listener, name: listener, protocol: http, port: 8000, ports: {{out: [{{name: router, port: in}}]}}}}\n\
+             - {{kind: router, name: router, routes: [{{method: GET, path: /slow, port: out}}], ports: {{out: [{{name: wait, port: in}}]}}}}\n\
+             - {{kind: test-delay, name: wait, millis: 300, ports: {{out: [{{name: after, port: in}}]}}}}\n\
+             - {{kind: test-log, name: after, tag: {tag}}}\n"
+        ),
+        Format::Yaml,
+        None,
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_client_that_disconnects_ends_its_request() {
+    let tag = "a_client_that_disconnects_ends_its_request";
+    let (graph, addr) = start(slow_flow(tag)).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(&request("GET", "/slow", &[], b""))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(stream);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        logged(tag),
+        0,
+        "the work after the delay must not run for a gone client"
+    );
+    // The same flow does run to the end for a client that waits.
+    let reply = send(addr, &request("GET", "/slow", &[], b"")).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(logged(tag), 1);
+    graph.unload().await;
+}
+
+#[tokio::test]
+async fn unload_finishes_in_flight_requests_and_stops_accepting() {
+    let tag = "unload_finishes_in_flight_requests_and_stops_accepting";
+    let (graph, addr) = start(slow_flow(tag)).await;
+    let in_flight = tokio::spawn(send(addr, request("GET", "/slow", &[], b"").leak()));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    graph.unload().await;
+    let reply = in_flight.await.unwrap();
+    assert_eq!(reply.status, 200, "the in-flight request completes");
+    assert_eq!(logged(tag), 1);
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "no longer accepting"
+    );
+}
+
+#[tokio::test]
+async fn a_port_in_use_fails_the_load_clearly() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let specs = parse(
+        &format!(
+            "- {{kind: listener, name: web, protocol: http, host: 127.0.0.1, port: {port}}}\n"
+        ),
+        Format::Yaml,
+        None,
+    )
+    .unwrap();
+    let graph = Graph::compile(specs, &uniflow::registry(), &|_, _| None).unwrap();
+    let err = graph.load().await.unwrap_err().to_string();
+    assert!(
+        err.contains("spec `web` failed to load: cannot listen on 127.0.0.1:"),
+        "{err}"
+    );
+    assert!(err.to_lowercase().contains("in use"), "{err}");
+}

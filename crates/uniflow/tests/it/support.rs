@@ -1,0 +1,123 @@
+//! Shared test helpers: start a workflow on a free port, and a small raw HTTP/1.1 client
+//! (raw, so tests can also send malformed requests).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use uniflow_core::Graph;
+use uniflow_nodes_net::listener::ListenerNode;
+use uniflow_spec::Spec;
+use uniflow_value::Value;
+
+/// The workspace root, where `examples/` lives.
+pub(crate) fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Compiles and loads `specs` with every kind plus the test kinds, with each listener moved to
+/// a free port on 127.0.0.1. Returns the graph and the first listener's address.
+pub(crate) async fn start(mut specs: Vec<Spec>) -> (Arc<Graph>, SocketAddr) {
+    for spec in &mut specs {
+        if spec.kind == "listener" {
+            spec.fields = spec
+                .fields
+                .insert("port", Value::Int(0))
+                .insert("host", "127.0.0.1");
+        }
+    }
+    let mut registry = uniflow::registry();
+    uniflow_core::testing::register(&mut registry);
+    let graph = Graph::compile(specs, &registry, &|_, _| None).unwrap_or_else(|d| panic!("{d}"));
+    graph.load().await.expect("graph loads");
+    let addr = graph
+        .symbols()
+        .iter()
+        .find_map(|s| s.node.as_any().downcast_ref::<ListenerNode>()?.local_addr())
+        .expect("a listener is bound");
+    (graph, addr)
+}
+
+/// A parsed response.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
+}
+
+impl Reply {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Builds a request with `Connection: close` and a Content-Length for the body.
+pub(crate) fn request(
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> Vec<u8> {
+    let mut out = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() {
+        out.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    out.push_str("\r\n");
+    let mut bytes = out.into_bytes();
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+/// Sends raw bytes and reads the response until the server closes the connection.
+pub(crate) async fn send(addr: SocketAddr, raw: &[u8]) -> Reply {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(raw).await.expect("write");
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut buf))
+        .await
+        .expect("the server answers within 10s")
+        .expect("read");
+    parse(&buf)
+}
+
+fn parse(buf: &[u8]) -> Reply {
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no header end in {:?}", String::from_utf8_lossy(buf)));
+    let head = String::from_utf8_lossy(&buf[..split]);
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let mut body = buf[split + 4..].to_vec();
+    if let Some(len) = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse::<usize>().ok())
+    {
+        body.truncate(len);
+    }
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
