@@ -210,10 +210,7 @@ impl fmt::Debug for Value {
             Value::String(s) => write!(f, "{:?}", &**s),
             Value::Bytes(b) => write!(f, "b{b:?}"),
             Value::List(l) => f.debug_list().entries(l.iter()).finish(),
-            Value::Map(m) => f
-                .debug_map()
-                .entries(m.iter())
-                .finish(),
+            Value::Map(m) => f.debug_map().entries(m.iter()).finish(),
             Value::Error(e) => write!(f, "error({:?})", e.message()),
         }
     }
