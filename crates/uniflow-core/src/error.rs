@@ -8,12 +8,11 @@ pub enum Error {
     #[error("{0}")]
     Start(String),
     /// A node of the graph failed to load; the graph was unloaded again.
-    #[error("spec `{spec}` failed to load: {source}")]
+    #[error("spec `{spec}` failed to load: {cause}")]
     Load {
         /// The spec's label.
         spec: String,
-        /// What the node said.
-        #[source]
-        source: Box<Error>,
+        /// What the node said (part of the message, so it is not also a `source`).
+        cause: Box<Error>,
     },
 }

@@ -198,7 +198,7 @@ impl Graph {
                 }
                 return Err(Error::Load {
                     spec: sym.spec.label(i),
-                    source: Box::new(e),
+                    cause: Box::new(e),
                 });
             }
         }

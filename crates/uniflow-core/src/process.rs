@@ -144,6 +144,11 @@ impl Process {
         }
     }
 
+    /// Whether children forked from this process are still running.
+    pub fn has_children(&self) -> bool {
+        self.lock().children > 0
+    }
+
     /// Runs `f` on this process's value under `key`, created with `Default` on first use.
     ///
     /// Nodes that keep state per process (merge tuples, reduce accumulators) key it by their

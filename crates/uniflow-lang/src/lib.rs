@@ -1,12 +1,19 @@
 //! Snippet languages.
 //!
 //! A [`Language`] compiles code once, at load, into a [`Program`] that runs per packet. The
-//! built-in languages are `text` (the code itself), `json` and `yaml` (a constant parsed once);
-//! CEL, JavaScript and TypeScript join the same [`Languages`] registry later, so `snippet`,
-//! `if`, `switch` and the rest never name a language.
+//! built-in languages are `text` (the code itself), `json` and `yaml` (a constant parsed once),
+//! `cel` (an expression over the input, bound to `self`), `javascript` (a module whose default
+//! export is called with the input) and `typescript` (the same, types stripped at load). They
+//! share one [`Languages`] registry, so `snippet`, `if`, `switch` and the rest never name a
+//! language; a node passes its `timeout` in the [`Options`] it compiles with.
+
+mod cel;
+mod javascript;
+mod typescript;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use uniflow_value::{ErrorValue, Value};
 
@@ -30,6 +37,30 @@ pub enum Error {
         /// The parser's message.
         message: String,
     },
+    /// The language's engine could not be started (it ran out of memory while loading, say).
+    #[error("cannot start the {language} engine: {message}")]
+    Engine {
+        /// The language.
+        language: String,
+        /// What the engine said.
+        message: String,
+    },
+}
+
+/// How a program runs, fixed when it compiles.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Options {
+    /// How long one run may take. A JavaScript run past it is interrupted; a CEL run, which
+    /// cannot loop, fails if it took longer. `None` sets no limit.
+    pub timeout: Option<Duration>,
+}
+
+impl Options {
+    /// Options with a timeout (or none).
+    pub fn with_timeout(timeout: Option<Duration>) -> Options {
+        Options { timeout }
+    }
 }
 
 /// Compiled code, run once per packet.
@@ -46,8 +77,8 @@ pub trait Language: Send + Sync {
     /// Compiles code; called once per spec load.
     ///
     /// # Errors
-    /// A syntax error with the language's message.
-    fn compile(&self, code: &str) -> Result<Arc<dyn Program>, Error>;
+    /// A syntax error with the language's message and position.
+    fn compile(&self, code: &str, options: &Options) -> Result<Arc<dyn Program>, Error>;
 }
 
 /// The languages snippets may use, by name.
@@ -57,7 +88,7 @@ pub struct Languages {
 }
 
 impl Default for Languages {
-    /// The built-in languages: `text`, `json` and `yaml`.
+    /// The built-in languages: `text`, `json`, `yaml`, `cel`, `javascript` and `typescript`.
     fn default() -> Self {
         let mut languages = Languages {
             by_name: BTreeMap::new(),
@@ -65,6 +96,9 @@ impl Default for Languages {
         languages.add("text", Text);
         languages.add("json", Json);
         languages.add("yaml", Yaml);
+        languages.add("cel", cel::Cel);
+        languages.add("javascript", javascript::JavaScript);
+        languages.add("typescript", typescript::TypeScript);
         languages
     }
 }
@@ -75,11 +109,24 @@ impl Languages {
         self.by_name.insert(name.to_owned(), Arc::new(language));
     }
 
-    /// Compiles `code` in the language `name`.
+    /// Compiles `code` in the language `name`, with no timeout.
     ///
     /// # Errors
     /// An unknown language or a syntax error.
     pub fn compile(&self, name: &str, code: &str) -> Result<Arc<dyn Program>, Error> {
+        self.compile_with(name, code, &Options::default())
+    }
+
+    /// Compiles `code` in the language `name` with `options` (a node's `timeout`).
+    ///
+    /// # Errors
+    /// An unknown language or a syntax error.
+    pub fn compile_with(
+        &self,
+        name: &str,
+        code: &str,
+        options: &Options,
+    ) -> Result<Arc<dyn Program>, Error> {
         let language = self
             .by_name
             .get(name)
@@ -87,7 +134,7 @@ impl Languages {
                 name: name.to_owned(),
                 known: self.by_name.keys().cloned().collect::<Vec<_>>().join(", "),
             })?;
-        language.compile(code)
+        language.compile(code, options)
     }
 }
 
@@ -106,7 +153,7 @@ impl Program for Constant {
 struct Text;
 
 impl Language for Text {
-    fn compile(&self, code: &str) -> Result<Arc<dyn Program>, Error> {
+    fn compile(&self, code: &str, _options: &Options) -> Result<Arc<dyn Program>, Error> {
         Ok(Arc::new(Constant(Value::from(code.to_owned()))))
     }
 }
@@ -115,7 +162,7 @@ impl Language for Text {
 struct Json;
 
 impl Language for Json {
-    fn compile(&self, code: &str) -> Result<Arc<dyn Program>, Error> {
+    fn compile(&self, code: &str, _options: &Options) -> Result<Arc<dyn Program>, Error> {
         let value: Value = serde_json::from_str(code).map_err(|e| Error::Syntax {
             language: "json".into(),
             message: e.to_string(),
@@ -128,7 +175,7 @@ impl Language for Json {
 struct Yaml;
 
 impl Language for Yaml {
-    fn compile(&self, code: &str) -> Result<Arc<dyn Program>, Error> {
+    fn compile(&self, code: &str, _options: &Options) -> Result<Arc<dyn Program>, Error> {
         let value: Value = yaml_serde::from_str(code).map_err(|e| Error::Syntax {
             language: "yaml".into(),
             message: e.to_string(),
@@ -184,7 +231,7 @@ mod tests {
             .to_string();
         assert_eq!(
             err,
-            "unknown language `lua` (known languages: json, text, yaml)"
+            "unknown language `lua` (known languages: cel, javascript, json, text, typescript, yaml)"
         );
     }
 }

@@ -1,18 +1,80 @@
 //! Control node kinds: the nodes that compute and steer packets inside a workflow.
 //!
 //! One file per kind, each with its `<Kind>Spec` (the fields) and `<Kind>Node` (the compiled
-//! node). [`register`] adds them all to a registry.
+//! node); `docs/nodes/<kind>.md` describes each for users. [`register`] adds them all to a
+//! registry. Kinds that evaluate expressions (`if`, `switch`, `reduce`) compile them once, at
+//! load, in the [`expression::LANGUAGE`] of the [`Languages`] registry they are given.
+//!
+//! Kinds whose upstream name changed keep both names: `loop` is also `for`, `call` is also
+//! `pipe`.
 
+use std::future::IntoFuture;
 use std::sync::Arc;
 
-use uniflow_core::Registry;
+use futures_util::future::join_all;
+use uniflow_core::{Flow, Registry, merge};
 use uniflow_lang::Languages;
 
+pub mod block;
+pub mod call;
+pub mod expression;
+pub mod fork;
+pub mod r#if;
+pub mod r#loop;
+pub mod merge;
 pub mod nop;
+pub mod reduce;
+pub mod retry;
+pub mod session;
+pub mod sleep;
 pub mod snippet;
+pub mod split;
+pub mod switch;
+pub mod throw;
+pub mod r#try;
 
-/// Adds every control kind; snippets compile with `languages`.
+/// Adds every control kind; snippets and expressions compile with `languages`.
 pub fn register(registry: &mut Registry, languages: Arc<Languages>) {
+    registry.add::<block::BlockSpec>();
+    registry.add::<call::CallSpec>();
+    registry.add_with(call::ALIAS, |spec: call::CallSpec, cx| {
+        uniflow_core::NodeSpec::compile(spec, cx)
+    });
+    registry.add::<fork::ForkSpec>();
+    r#if::register(registry, Arc::clone(&languages));
+    registry.add::<r#loop::LoopSpec>();
+    registry.add_with(r#loop::ALIAS, |spec: r#loop::LoopSpec, cx| {
+        uniflow_core::NodeSpec::compile(spec, cx)
+    });
+    registry.add::<merge::MergeSpec>();
     registry.add::<nop::NopSpec>();
+    reduce::register(registry, Arc::clone(&languages));
+    registry.add::<retry::RetrySpec>();
+    registry.add::<session::SessionSpec>();
+    registry.add::<sleep::SleepSpec>();
+    registry.add::<split::SplitSpec>();
+    switch::register(registry, Arc::clone(&languages));
+    registry.add::<throw::ThrowSpec>();
+    registry.add::<r#try::TrySpec>();
     snippet::register(registry, languages);
 }
+
+/// Waits for every flow and merges their answers in order, without boxing when all are ready
+/// (the core's fan-out rule, for nodes that write one packet to each of several ports).
+pub(crate) fn join<'a>(flows: Vec<Flow<'a>>) -> Flow<'a> {
+    if flows.iter().all(|f| matches!(f, Flow::Ready(_))) {
+        let answers = flows
+            .into_iter()
+            .map(|f| match f {
+                Flow::Ready(p) => p,
+                Flow::Pending(_) => unreachable!("checked above"),
+            })
+            .collect();
+        return Flow::Ready(merge(answers));
+    }
+    let futures = flows.into_iter().map(IntoFuture::into_future);
+    Flow::pending(async move { merge(join_all(futures).await) })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,7 +1,8 @@
 //! `snippet`: runs code in a language of the registry on each packet.
 //!
 //! The code compiles once, at load; a syntax error fails the spec with the language's message.
-//! The result goes to `out`, a failure to `error`.
+//! The result goes to `out`, a failure to `error`. The `timeout` is handed to the language at
+//! compile time: JavaScript and TypeScript interrupt a run that exceeds it, CEL fails it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use uniflow_core::shape::{OneToOne, Transform};
 use uniflow_core::{Process, Registry};
-use uniflow_lang::{Languages, Program};
+use uniflow_lang::{Languages, Options, Program};
 use uniflow_value::{ErrorValue, Value};
 
 /// The kind name.
@@ -18,7 +19,7 @@ pub const KIND: &str = "snippet";
 /// The fields of a `snippet` spec.
 #[derive(Debug, Deserialize)]
 pub struct SnippetSpec {
-    /// The language: `text`, `json`, `yaml` (more as they are registered).
+    /// The language: `text`, `json`, `yaml`, `cel`, `javascript` or `typescript`.
     pub language: String,
     /// The code.
     pub code: String,
@@ -41,16 +42,19 @@ impl Transform for SnippetNode {
 
 pub(crate) fn register(registry: &mut Registry, languages: Arc<Languages>) {
     registry.add_with(KIND, move |spec: SnippetSpec, cx| {
-        let program = languages.compile(&spec.language, &spec.code).map_err(|e| {
-            vec![cx.error(
-                if matches!(e, uniflow_lang::Error::UnknownLanguage { .. }) {
-                    "language"
-                } else {
-                    "code"
-                },
-                e.to_string(),
-            )]
-        })?;
+        let options = Options::with_timeout(spec.timeout);
+        let program = languages
+            .compile_with(&spec.language, &spec.code, &options)
+            .map_err(|e| {
+                vec![cx.error(
+                    if matches!(e, uniflow_lang::Error::UnknownLanguage { .. }) {
+                        "language"
+                    } else {
+                        "code"
+                    },
+                    e.to_string(),
+                )]
+            })?;
         Ok(Box::new(OneToOne(SnippetNode { program })))
     });
 }
@@ -93,6 +97,47 @@ mod tests {
                 )
                 .await;
             assert_eq!(answer, want, "{name}");
+        }
+    }
+
+    #[tokio::test]
+    async fn scripts_get_the_payload_and_a_runaway_one_is_stopped_by_its_timeout() {
+        let specs = parse(
+            r#"
+- {kind: snippet, name: js, language: javascript, code: 'export default function (a) { return a.n * 10; }'}
+- {kind: snippet, name: ts, language: typescript, code: 'export default (a: {n: number}): number => a.n + 0.5'}
+- {kind: snippet, name: cel, language: cel, code: 'self.n + 1'}
+- {kind: snippet, name: spin, language: javascript, timeout: 50ms, code: 'export default function () { for (;;) {} }'}
+"#,
+            Format::Yaml,
+            None,
+        )
+        .unwrap();
+        let graph = Graph::compile(specs, &registry(), &|_, _| None).unwrap();
+        let proc = Process::new();
+        let input = Value::Map([("n", 2)].into());
+        for (name, want) in [
+            ("js", Ok(Value::Int(20))),
+            ("ts", Ok(Value::Float(2.5))),
+            ("cel", Ok(Value::Int(3))),
+            ("spin", Err("javascript run exceeded its timeout of 50ms")),
+        ] {
+            let id = graph.find(name).unwrap();
+            let answer = graph
+                .node(id)
+                .handle(
+                    Cx::new(&graph, &proc, id),
+                    uniflow_core::shape::IN,
+                    Packet::Data(input.clone()),
+                )
+                .await;
+            match (answer, want) {
+                (Packet::Data(Value::Error(e)), Err(message)) => {
+                    assert_eq!(&**e.message(), message, "{name}");
+                }
+                (answer, Ok(value)) => assert_eq!(answer, Packet::Data(value), "{name}"),
+                (answer, Err(_)) => panic!("{name}: expected an error, got {answer:?}"),
+            }
         }
     }
 

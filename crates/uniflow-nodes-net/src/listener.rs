@@ -239,20 +239,41 @@ async fn serve(
 
 /// Exits the process if the request's future is dropped before it finishes (the client went
 /// away), so hooks and per-process state are released.
-struct ExitGuard(Arc<Process>);
+struct ExitGuard(Option<Arc<Process>>);
 
-impl Drop for ExitGuard {
-    fn drop(&mut self) {
-        self.0.exit(Some(ErrorValue::new("request canceled")));
+impl ExitGuard {
+    fn proc(&self) -> &Arc<Process> {
+        self.0
+            .as_ref()
+            .expect("the guard holds its process until finished")
+    }
+
+    /// Ends the request's process: at once, or, when forked children still run, once they
+    /// have finished (upstream joined children before exiting). The response does not wait
+    /// for them; only flows that fork pay for the task that waits.
+    fn finish(mut self, error: Option<ErrorValue>) {
+        let proc = self.0.take().expect("finished once");
+        if proc.has_children() {
+            tokio::spawn(async move {
+                proc.join().await;
+                proc.exit(error);
+            });
+        } else {
+            proc.exit(error);
+        }
     }
 }
 
-/// Serves one request through the graph: the whole per-request path.
-pub async fn handle(
-    graph: &Arc<Graph>,
-    node: NodeId,
-    req: Request<Incoming>,
-) -> Response<Full<Bytes>> {
+impl Drop for ExitGuard {
+    fn drop(&mut self) {
+        if let Some(proc) = self.0.take() {
+            proc.exit(Some(ErrorValue::new("request canceled")));
+        }
+    }
+}
+
+/// Serves one request: reads the body, then [`respond`].
+async fn handle(graph: &Arc<Graph>, node: NodeId, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
     let bytes = if body.is_end_stream() {
         Bytes::new()
@@ -268,7 +289,19 @@ pub async fn handle(
             }
         }
     };
-    let body = match decode_body(&parts.headers, bytes) {
+    respond(graph, node, &parts, bytes).await
+}
+
+/// The per-request path after the body is read: decode it, build the payload, run it through
+/// the graph from listener `node`, and turn the answer into a response. Public so benchmarks
+/// can measure the in-process path without a socket.
+pub async fn respond(
+    graph: &Arc<Graph>,
+    node: NodeId,
+    parts: &http::request::Parts,
+    body: Bytes,
+) -> Response<Full<Bytes>> {
+    let body = match decode_body(&parts.headers, body) {
         Ok(v) => v,
         Err(e) => {
             tracing::debug!(error = %e.0, "request body did not decode");
@@ -282,8 +315,8 @@ pub async fn handle(
         &parts.headers,
         body,
     );
-    let guard = ExitGuard(Process::new());
-    let cx = Cx::new(graph, &guard.0, node);
+    let guard = ExitGuard(Some(Process::new()));
+    let cx = Cx::new(graph, guard.proc(), node);
     let mut answer = run(cx.write_guarded(OUT, payload)).await;
     if answer.is_error() {
         let error = answer.clone();
@@ -292,9 +325,7 @@ pub async fn handle(
     let response = response(answer, parts.headers.get(http::header::ACCEPT));
     let failed = response.status().as_u16() >= 400;
     guard
-        .0
-        .exit(failed.then(|| ErrorValue::new(format!("request answered {}", response.status()))));
-    guard.0.join().await;
+        .finish(failed.then(|| ErrorValue::new(format!("request answered {}", response.status()))));
     response
 }
 

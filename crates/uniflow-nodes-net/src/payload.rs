@@ -28,17 +28,21 @@ pub fn request_payload(
     headers: &HeaderMap,
     body: Value,
 ) -> Value {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| uri.authority().map(http::uri::Authority::as_str))
-        .map_or(Value::from_static(""), |h| Value::String(Str::from(h)));
+    let header = header_map(headers);
+    // The host is the Host header's value, shared with the header map rather than copied.
+    let host = match header
+        .get("Host")
+        .and_then(Value::as_list)
+        .and_then(|l| l.first())
+    {
+        Some(h) => h.clone(),
+        None => uri.authority().map_or(Value::from_static(""), |a| {
+            Value::String(Str::from(a.as_str()))
+        }),
+    };
     let entries = [
         (Value::from_static("body"), body),
-        (
-            Value::from_static("header"),
-            Value::Map(header_map(headers)),
-        ),
+        (Value::from_static("header"), Value::Map(header)),
         (Value::from_static("host"), host),
         (Value::from_static("method"), method_value(method)),
         (
@@ -86,7 +90,7 @@ fn protocol(version: Version) -> &'static str {
 }
 
 fn decode_path(path: &str) -> Str {
-    if path.contains('%') {
+    if path.as_bytes().contains(&b'%') {
         Str::from(
             percent_encoding::percent_decode_str(path)
                 .decode_utf8_lossy()
@@ -116,23 +120,28 @@ fn query_map(query: Option<&str>) -> Map {
 }
 
 fn header_map(headers: &HeaderMap) -> Map {
-    if headers.is_empty() {
-        return Map::new();
-    }
-    let mut entries: Vec<(Value, Value)> = Vec::with_capacity(headers.keys_len());
-    for name in headers.keys() {
-        let values: List = headers
-            .get_all(name)
-            .iter()
-            .map(|v| {
-                Value::String(Str::from(
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                ))
-            })
-            .collect();
-        entries.push((canonical_name(name), Value::List(values)));
-    }
-    entries.into_iter().collect()
+    let header_text = |v: &HeaderValue| match v.to_str() {
+        Ok(text) => Value::String(Str::from(text)),
+        Err(_) => Value::String(Str::from(
+            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+        )),
+    };
+    // HeaderMap yields each (lowercase) name once, so the canonical names are unique too.
+    Map::from_unique_exact(
+        headers.keys_len(),
+        headers.keys().map(|name| {
+            let mut all = headers.get_all(name).iter();
+            let first = all.next().map(header_text).unwrap_or_default();
+            let values = match all.next() {
+                None => List::one(first),
+                Some(second) => [first, header_text(second)]
+                    .into_iter()
+                    .chain(all.map(header_text))
+                    .collect(),
+            };
+            (canonical_name(name), Value::List(values))
+        }),
+    )
 }
 
 /// The Go-canonical spelling of a header name (`content-type` -> `Content-Type`); common names
@@ -394,6 +403,10 @@ fn negotiate(offers: &[Offer], accept: Option<&HeaderValue>) -> HeaderValue {
     let Some(accept) = accept.and_then(|a| a.to_str().ok()) else {
         return first;
     };
+    // The common cases need no parsing: one offer, or a client that takes anything.
+    if offers.len() == 1 || accept == "*/*" {
+        return first;
+    }
     let mut best: Option<(Offer, f32)> = None;
     for range in accept.split(',') {
         let mut parts = range.split(';');

@@ -242,6 +242,11 @@ impl List {
         List(None)
     }
 
+    /// A list of one element, in one allocation.
+    pub fn one(value: Value) -> List {
+        List(Some(Arc::from_iter(std::iter::once(value))))
+    }
+
     /// The elements.
     pub fn as_slice(&self) -> &[Value] {
         self.0.as_deref().unwrap_or(&[])
@@ -315,6 +320,35 @@ impl Map {
         }
     }
 
+    /// Builds a map from exactly `len` entries with unique keys, in any order, in one
+    /// allocation (the request's header map: names are unique, the count is known).
+    ///
+    /// # Panics
+    /// If `entries` yields fewer than `len` items.
+    pub fn from_unique_exact<I>(len: usize, entries: I) -> Map
+    where
+        I: IntoIterator<Item = (Value, Value)>,
+    {
+        if len == 0 {
+            return Map(None);
+        }
+        let mut it = entries.into_iter();
+        // A mapped range is an exact-size iterator std trusts, so `Arc<[_]>` allocates once.
+        let mut arc: Arc<[(Value, Value)]> = (0..len)
+            .map(|_| {
+                it.next()
+                    .expect("from_unique_exact: fewer entries than `len`")
+            })
+            .collect();
+        let slice = Arc::get_mut(&mut arc).expect("a fresh Arc is unique");
+        slice.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        debug_assert!(
+            slice.windows(2).all(|w| w[0].0 < w[1].0),
+            "from_unique_exact needs unique keys"
+        );
+        Map(Some(arc))
+    }
+
     /// The entries in key order.
     pub fn entries(&self) -> &[(Value, Value)] {
         self.0.as_deref().unwrap_or(&[])
@@ -353,25 +387,55 @@ impl Map {
             .map(|i| &entries[i].1)
     }
 
+    /// `self` with `key` set to `value`. When this map is the only reference to its entries
+    /// (a request map handed from node to node), the entries are moved rather than cloned, so
+    /// no reference count is touched; otherwise this is [`Map::insert`].
+    pub fn with(mut self, key: impl Into<Value>, value: impl Into<Value>) -> Map {
+        let Some(entries) = self.0.as_mut().and_then(Arc::get_mut) else {
+            return self.insert(key, value);
+        };
+        let key = key.into();
+        let value = value.into();
+        let (split, replace) = match entries.binary_search_by(|(k, _)| k.cmp(&key)) {
+            Ok(i) => (i, true),
+            Err(i) => (i, false),
+        };
+        let len = entries.len() + usize::from(!replace);
+        let mut moved = entries.iter_mut().map(std::mem::take);
+        let mut pending = Some((key, value));
+        // A mapped range is exact-size, so `Arc<[_]>` allocates once.
+        let merged: Arc<[(Value, Value)]> = (0..len)
+            .map(|i| {
+                if i == split {
+                    if replace {
+                        moved.next();
+                    }
+                    pending.take().expect("the new entry is placed once")
+                } else {
+                    moved.next().expect("an entry for every other slot")
+                }
+            })
+            .collect();
+        Map(Some(merged))
+    }
+
     /// A new map with `key` set to `value`; `self` is unchanged (values are immutable).
     pub fn insert(&self, key: impl Into<Value>, value: impl Into<Value>) -> Map {
         let key = key.into();
         let value = value.into();
         let entries = self.entries();
-        let mut out = Vec::with_capacity(entries.len() + 1);
-        match entries.binary_search_by(|(k, _)| k.cmp(&key)) {
-            Ok(i) => {
-                out.extend_from_slice(&entries[..i]);
-                out.push((key, value));
-                out.extend_from_slice(&entries[i + 1..]);
-            }
-            Err(i) => {
-                out.extend_from_slice(&entries[..i]);
-                out.push((key, value));
-                out.extend_from_slice(&entries[i..]);
-            }
-        }
-        Map(Some(out.into()))
+        let (before, after) = match entries.binary_search_by(|(k, _)| k.cmp(&key)) {
+            Ok(i) => (&entries[..i], &entries[i + 1..]),
+            Err(i) => (&entries[..i], &entries[i..]),
+        };
+        // An exact-size chain lets `Arc<[_]>` allocate once, with no intermediate `Vec`.
+        let merged: Arc<[(Value, Value)]> = before
+            .iter()
+            .cloned()
+            .chain(std::iter::once((key, value)))
+            .chain(after.iter().cloned())
+            .collect();
+        Map(Some(merged))
     }
 }
 
@@ -387,21 +451,21 @@ impl FromIterator<(Value, Value)> for Map {
     /// Sorts the entries; when a key repeats, the last value wins (as in a JSON object).
     fn from_iter<I: IntoIterator<Item = (Value, Value)>>(iter: I) -> Self {
         let mut entries: Vec<(Value, Value)> = iter.into_iter().collect();
-        // A stable sort keeps equal keys in input order, so keeping the last of each run
-        // implements "last wins".
+        if entries.is_empty() {
+            return Map(None);
+        }
+        // A stable sort keeps equal keys in input order; moving each later value into the
+        // retained entry implements "last wins" in place.
         entries.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut unique: Vec<(Value, Value)> = Vec::with_capacity(entries.len());
-        for entry in entries {
-            match unique.last_mut() {
-                Some(last) if last.0 == entry.0 => *last = entry,
-                _ => unique.push(entry),
+        entries.dedup_by(|later, kept| {
+            if later.0 == kept.0 {
+                std::mem::swap(&mut later.1, &mut kept.1);
+                true
+            } else {
+                false
             }
-        }
-        if unique.is_empty() {
-            Map(None)
-        } else {
-            Map(Some(unique.into()))
-        }
+        });
+        Map(Some(entries.into()))
     }
 }
 
@@ -578,6 +642,22 @@ mod tests {
         assert_eq!(keys, ["a", "b"]);
         assert_eq!(m.get("b"), Some(&Value::Int(3)));
         assert_eq!(m.get("c"), None);
+    }
+
+    #[test]
+    fn map_with_moves_unique_entries_and_copies_shared_ones() {
+        let m: Map = [("a", 1), ("c", 3)].into();
+        let shared = m.clone();
+        let n = m.with("b", 2).with("a", 0);
+        assert_eq!(n, [("a", 0), ("b", 2), ("c", 3)].into());
+        assert_eq!(
+            shared,
+            [("a", 1), ("c", 3)].into(),
+            "a shared map is not changed"
+        );
+        let unique: Map = [("x", 1)].into();
+        assert_eq!(unique.with("y", 2), [("x", 1), ("y", 2)].into());
+        assert_eq!(Map::new().with("k", "v"), [("k", "v")].into());
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! the `start` sequence. `main.rs` only parses flags and reports errors; tests drive the same
 //! functions.
 
+pub mod profile;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

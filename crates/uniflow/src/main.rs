@@ -4,11 +4,25 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use uniflow::profile::{CpuProfile, ensure_heap_profiling, write_heap_profile};
 use uniflow::{Config, StartOptions, start};
+
+// jemalloc: a fast allocator for many small cross-thread allocations, and the one whose
+// sampling profiler backs `--memprofile`. The benchmark baseline uses it too, so comparisons
+// measure the engine, not the allocator.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[derive(Parser)]
 #[command(name = "uniflow", version, about = "A universal workflow engine")]
 struct Cli {
+    /// Write a CPU profile (pprof protobuf, or an SVG flame graph for `.svg`) when the command
+    /// ends.
+    #[arg(long, global = true, value_name = "FILE")]
+    cpuprofile: Option<PathBuf>,
+    /// Write a heap profile (gzipped pprof protobuf) when the command ends.
+    #[arg(long, global = true, value_name = "FILE")]
+    memprofile: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -28,6 +42,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(e) = ensure_heap_profiling(cli.memprofile.as_deref()) {
+        eprintln!("error: {e:#}");
+        return ExitCode::FAILURE;
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -55,7 +73,24 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
+    let cpu = cli
+        .cpuprofile
+        .as_deref()
+        .map(CpuProfile::start)
+        .transpose()?;
+    let result = command(cli.command).await;
+    // Profiles are written however the command ended, so a failing run can be profiled too.
+    if let Some(cpu) = cpu {
+        cpu.finish()?;
+    }
+    if let Some(path) = &cli.memprofile {
+        write_heap_profile(path).await?;
+    }
+    result
+}
+
+async fn command(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Start {
             namespace,
             from_specs,

@@ -201,10 +201,7 @@ impl Node for RouterNode {
                 )
             })
             .collect();
-        cx.send(
-            port,
-            Value::Map(request.insert("params", Value::Map(params))),
-        )
+        cx.send(port, Value::Map(request.with("params", Value::Map(params))))
     }
 
     fn as_any(&self) -> &dyn Any {

@@ -84,3 +84,36 @@ async fn a_port_in_use_fails_the_load_clearly() {
     );
     assert!(err.to_lowercase().contains("in use"), "{err}");
 }
+
+#[tokio::test]
+async fn a_forked_child_outlives_the_response_and_finishes() {
+    let tag = "a_forked_child_outlives_the_response_and_finishes";
+    let specs = parse(
+        &format!(
+            "- {{kind: listener, name: listener, protocol: http, port: 8000, ports: {{out: [{{name: router, port: in}}]}}}}\n\
+             - {{kind: router, name: router, routes: [{{method: GET, path: /fork, port: out}}], ports: {{out: [{{name: bg, port: in}}]}}}}\n\
+             - {{kind: fork, name: bg, ports: {{out: [{{name: wait, port: in}}]}}}}\n\
+             - {{kind: test-delay, name: wait, millis: 1000, ports: {{out: [{{name: after, port: in}}]}}}}\n\
+             - {{kind: test-log, name: after, tag: {tag}}}\n"
+        ),
+        Format::Yaml,
+        None,
+    )
+    .unwrap();
+    let (graph, addr) = start(specs).await;
+    let started = std::time::Instant::now();
+    let reply = send(addr, &request("GET", "/fork", &[], b"")).await;
+    assert_eq!((reply.status, reply.body.as_slice()), (200, b"".as_slice()));
+    assert!(
+        started.elapsed() < Duration::from_millis(800),
+        "the response does not wait for the child"
+    );
+    assert_eq!(logged(tag), 0);
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(
+        logged(tag),
+        1,
+        "the child ran to the end after the response"
+    );
+    graph.unload().await;
+}

@@ -122,8 +122,38 @@ async fn a3_params() {
 }
 
 #[tokio::test]
+async fn a4_if() {
+    check("a4_if.yaml").await;
+}
+
+#[tokio::test]
+async fn a5_switch() {
+    check("a5_switch.yaml").await;
+}
+
+#[tokio::test]
 async fn a8_constants() {
     check("a8_constants.yaml").await;
+}
+
+#[tokio::test]
+async fn a10_block() {
+    check("a10_block.yaml").await;
+}
+
+#[tokio::test]
+async fn a11_loop() {
+    check("a11_loop.yaml").await;
+}
+
+#[tokio::test]
+async fn a12_merge() {
+    check("a12_merge.yaml").await;
+}
+
+#[tokio::test]
+async fn a13_fork_nop() {
+    check("a13_fork_nop.yaml").await;
 }
 
 #[tokio::test]
@@ -134,6 +164,121 @@ async fn answers() {
 #[tokio::test]
 async fn bad_input() {
     check("bad_input.yaml").await;
+}
+
+/// Every example in `docs/nodes/*.md` compiles, loads and answers each `$ curl` line under it
+/// with the output shown, so the node docs cannot drift from the code.
+#[tokio::test]
+async fn node_docs_examples_answer_as_documented() {
+    let mut files: Vec<_> = std::fs::read_dir(root().join("docs/nodes"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 20, "{files:?}");
+    for path in files {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let yaml = code_blocks(&text, "yaml");
+        assert_eq!(yaml.len(), 1, "{name}: one yaml example");
+        let specs = parse(&yaml[0], Format::Yaml, Some(&name)).unwrap_or_else(|d| panic!("{d}"));
+        let (graph, addr) = start(specs).await;
+        let mut commands = 0;
+        for block in code_blocks(&text, "sh") {
+            let mut lines = block.lines().peekable();
+            while let Some(line) = lines.next() {
+                let command = line
+                    .strip_prefix("$ ")
+                    .expect("a shell line starts with `$ `");
+                let mut output = Vec::new();
+                while let Some(next) = lines.next_if(|l| !l.starts_with("$ ")) {
+                    output.push(next);
+                }
+                let reply = send(addr, &curl(command)).await;
+                let body = String::from_utf8_lossy(&reply.body);
+                assert_eq!(
+                    body.trim_end_matches('\n'),
+                    output.join("\n"),
+                    "{name}: `{command}`"
+                );
+                commands += 1;
+            }
+        }
+        assert!(commands > 0, "{name}: no `$ curl` example");
+        graph.unload().await;
+    }
+}
+
+/// The bodies of the fenced code blocks tagged `lang`.
+fn code_blocks(text: &str, lang: &str) -> Vec<String> {
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in text.lines() {
+        match current.as_mut() {
+            None if line.strip_prefix("```") == Some(lang) => current = Some(String::new()),
+            None => {}
+            Some(_) if line == "```" => blocks.extend(current.take()),
+            Some(block) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+        }
+    }
+    blocks
+}
+
+/// The request a `curl -s [-X M] [-H 'K: V']... [-d 'body'] localhost:8000/path` line sends,
+/// with curl's defaults: `Accept: */*`, and POST with a form type when there is a body.
+fn curl(command: &str) -> Vec<u8> {
+    let mut words = Vec::new();
+    for (i, part) in command.split('\'').enumerate() {
+        if i % 2 == 1 {
+            words.push(part.to_owned());
+        } else {
+            words.extend(part.split_whitespace().map(str::to_owned));
+        }
+    }
+    let mut words = words.into_iter();
+    assert_eq!(words.next().as_deref(), Some("curl"), "{command}");
+    let (mut method, mut path, mut body) = (None, None, None);
+    let mut headers = vec![("Accept".to_owned(), "*/*".to_owned())];
+    while let Some(word) = words.next() {
+        match word.as_str() {
+            "-s" => {}
+            "-X" => method = words.next(),
+            "-H" => {
+                let header = words.next().expect("a header");
+                let (k, v) = header.split_once(": ").expect("`Name: value`");
+                headers.push((k.to_owned(), v.to_owned()));
+            }
+            "-d" => body = words.next(),
+            url => {
+                let rest = url
+                    .strip_prefix("localhost:8000")
+                    .expect("a localhost:8000 URL");
+                path = Some(if rest.is_empty() {
+                    "/".to_owned()
+                } else {
+                    rest.to_owned()
+                });
+            }
+        }
+    }
+    if body.is_some() && !headers.iter().any(|(k, _)| k == "Content-Type") {
+        headers.push((
+            "Content-Type".to_owned(),
+            "application/x-www-form-urlencoded".to_owned(),
+        ));
+    }
+    let method = method.unwrap_or_else(|| if body.is_some() { "POST" } else { "GET" }.to_owned());
+    let path = path.expect("a URL");
+    request(
+        &method,
+        &path,
+        &headers,
+        body.unwrap_or_default().as_bytes(),
+    )
 }
 
 #[test]

@@ -1,0 +1,101 @@
+//! Wall-clock benchmarks, named after the code path they measure. Run `cargo bench -p
+//! uniflow-benches`; allocations per operation are counted by divan's `AllocProfiler`.
+
+use std::hint::black_box;
+
+use uniflow_benches as fx;
+use uniflow_core::Process;
+
+#[global_allocator]
+static ALLOC: divan::AllocProfiler = divan::AllocProfiler::system();
+
+fn main() {
+    divan::main();
+}
+
+mod core {
+    use super::*;
+
+    /// One port hop: write -> one-to-one node -> answer, within an existing process.
+    #[divan::bench]
+    fn port_hop(bencher: divan::Bencher) {
+        let f = fx::hop();
+        let proc = Process::new();
+        bencher.bench_local(|| black_box(f.run_in(&proc)));
+    }
+
+    /// Fan-out to N readers and the merge of their answers.
+    #[divan::bench(args = [2, 8])]
+    fn fan_out(bencher: divan::Bencher, n: usize) {
+        let f = fx::fan_out(n);
+        let proc = Process::new();
+        bencher.bench_local(|| black_box(f.run_in(&proc)));
+    }
+
+    /// Creating a process and exiting it.
+    #[divan::bench]
+    fn process_create_exit() {
+        let p = Process::new();
+        p.exit(None);
+        black_box(p);
+    }
+
+    /// The first write of a new process (upstream's `OutPort.Open` hot spot): process create,
+    /// one hop, exit.
+    #[divan::bench]
+    fn first_write_of_a_process(bencher: divan::Bencher) {
+        let f = fx::hop();
+        bencher.bench_local(|| black_box(f.run()));
+    }
+
+    /// Compiling and linking a 1,000-node spec file (already parsed).
+    #[divan::bench(sample_count = 20)]
+    fn compile_1000_nodes(bencher: divan::Bencher) {
+        let yaml = fx::chain_yaml(1000);
+        let registry = fx::registry();
+        bencher
+            .with_inputs(|| fx::specs(&yaml))
+            .bench_local_values(|specs| {
+                black_box(uniflow_core::Graph::compile(specs, &registry, &|_, _| None).is_ok())
+            });
+    }
+}
+
+mod nodes {
+    use super::*;
+
+    /// The router matching `GET /ping` among N routes (adds `params`, writes to `out[0]`).
+    #[divan::bench(args = [10, 1000])]
+    fn router_match(bencher: divan::Bencher, routes: usize) {
+        let f = fx::router(routes);
+        let proc = Process::new();
+        bencher.bench_local(|| black_box(f.run_in(&proc)));
+    }
+
+    /// A `text` snippet.
+    #[divan::bench]
+    fn snippet_text(bencher: divan::Bencher) {
+        let f = fx::snippet("text", "pong");
+        let proc = Process::new();
+        bencher.bench_local(|| black_box(f.run_in(&proc)));
+    }
+
+    /// A `json` snippet.
+    #[divan::bench]
+    fn snippet_json(bencher: divan::Bencher) {
+        let f = fx::snippet("json", "{\"hello\": \"world\"}");
+        let proc = Process::new();
+        bencher.bench_local(|| black_box(f.run_in(&proc)));
+    }
+}
+
+mod ping {
+    use super::*;
+
+    /// The in-process ping path: request -> payload -> router -> snippet -> response bytes.
+    #[divan::bench]
+    fn in_process(bencher: divan::Bencher) {
+        let ping = fx::Ping::new();
+        bencher.bench_local(|| black_box(ping.run()));
+    }
+}

@@ -1,0 +1,78 @@
+//! Runs one benchmarked code path N times, for instruction counting and profilers:
+//! `ops <name> <iterations>`; `ops list` names them. `scripts/bench-gate` runs it under
+//! `valgrind --tool=callgrind` twice with different N, so setup cancels out and the difference
+//! is the cost of N operations. Also handy under `perf record`.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use uniflow_benches as fx;
+use uniflow_core::Process;
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let name = args.next().unwrap_or_else(|| "list".to_owned());
+    let n: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(100_000);
+    let mut op = build(&name).unwrap_or_else(|| {
+        eprintln!("unknown benchmark `{name}`; known: {}", NAMES.join(", "));
+        std::process::exit(if name == "list" { 0 } else { 2 });
+    });
+    let start = Instant::now();
+    for _ in 0..n {
+        op();
+    }
+    let elapsed = start.elapsed();
+    println!(
+        "{name}: {n} iterations, {:.1} ns each",
+        elapsed.as_nanos() as f64 / n as f64
+    );
+}
+
+const NAMES: &[&str] = &[
+    "core.port_hop",
+    "core.fan_out_2",
+    "core.fan_out_8",
+    "core.process_create_exit",
+    "core.first_write",
+    "nodes.router_10",
+    "nodes.router_1000",
+    "nodes.snippet_text",
+    "nodes.snippet_json",
+    "ping.in_process",
+];
+
+fn build(name: &str) -> Option<Box<dyn FnMut()>> {
+    let in_proc = |f: fx::Fixture| -> Box<dyn FnMut()> {
+        let proc = Process::new();
+        Box::new(move || {
+            black_box(f.run_in(&proc));
+        })
+    };
+    Some(match name {
+        "core.port_hop" => in_proc(fx::hop()),
+        "core.fan_out_2" => in_proc(fx::fan_out(2)),
+        "core.fan_out_8" => in_proc(fx::fan_out(8)),
+        "core.process_create_exit" => Box::new(|| {
+            let p = Process::new();
+            p.exit(None);
+            black_box(p);
+        }),
+        "core.first_write" => {
+            let f = fx::hop();
+            Box::new(move || {
+                black_box(f.run());
+            })
+        }
+        "nodes.router_10" => in_proc(fx::router(10)),
+        "nodes.router_1000" => in_proc(fx::router(1000)),
+        "nodes.snippet_text" => in_proc(fx::snippet("text", "pong")),
+        "nodes.snippet_json" => in_proc(fx::snippet("json", "{\"hello\": \"world\"}")),
+        "ping.in_process" => {
+            let ping = fx::Ping::new();
+            Box::new(move || {
+                black_box(ping.run());
+            })
+        }
+        _ => return None,
+    })
+}

@@ -1,0 +1,250 @@
+//! Fixtures shared by the wall-clock (divan) and instruction-count (gungraun) benchmarks, so
+//! both measure exactly the same code paths.
+//!
+//! Every fixture runs synchronously: the paths measured here never wait, so their flows are
+//! `Flow::Ready` and need no async runtime.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use http_body_util::BodyExt;
+use uniflow_core::{Cx, Flow, Graph, NodeId, Packet, Process, Registry, shape};
+use uniflow_lang::Languages;
+use uniflow_spec::{Format, Spec, parse};
+use uniflow_value::Value;
+
+/// Every kind, plus the test kinds.
+pub fn registry() -> Registry {
+    let mut registry = Registry::new();
+    uniflow_core::testing::register(&mut registry);
+    uniflow_nodes_control::register(&mut registry, Arc::new(Languages::default()));
+    uniflow_nodes_net::register(&mut registry);
+    registry
+}
+
+/// Parses YAML specs.
+///
+/// # Panics
+/// On invalid specs: fixtures are fixed text.
+pub fn specs(yaml: &str) -> Vec<Spec> {
+    parse(yaml, Format::Yaml, None).unwrap_or_else(|d| panic!("{d}"))
+}
+
+/// Compiles YAML specs into a graph.
+///
+/// # Panics
+/// On invalid specs.
+pub fn graph(yaml: &str) -> Arc<Graph> {
+    Graph::compile(specs(yaml), &registry(), &|_, _| None).unwrap_or_else(|d| panic!("{d}"))
+}
+
+/// A graph, an entry node and a payload: one write into the entry node's `in` port.
+pub struct Fixture {
+    /// The graph.
+    pub graph: Arc<Graph>,
+    /// The entry node.
+    pub entry: NodeId,
+    /// What is written.
+    pub payload: Value,
+}
+
+impl Fixture {
+    /// A fixture entering at the node named `entry`.
+    ///
+    /// # Panics
+    /// When `entry` is not in the graph.
+    pub fn new(yaml: &str, entry: &str, payload: Value) -> Fixture {
+        let graph = graph(yaml);
+        let entry = graph.find(entry).expect("entry node");
+        Fixture {
+            graph,
+            entry,
+            payload,
+        }
+    }
+
+    /// Handles one packet at the entry node within `proc`; the answer must be ready.
+    ///
+    /// # Panics
+    /// When the flow waits (the fixtures are all synchronous).
+    #[inline]
+    pub fn run_in(&self, proc: &Arc<Process>) -> Packet {
+        let node = self.graph.node(self.entry);
+        match node.handle(
+            Cx::new(&self.graph, proc, self.entry),
+            shape::IN,
+            Packet::Data(self.payload.clone()),
+        ) {
+            Flow::Ready(p) => p,
+            Flow::Pending(_) => panic!("benchmark fixtures must not wait"),
+        }
+    }
+
+    /// One packet in a new process, which then exits.
+    #[inline]
+    pub fn run(&self) -> Packet {
+        let proc = Process::new();
+        let answer = self.run_in(&proc);
+        proc.exit(None);
+        answer
+    }
+}
+
+/// One hop: `a` (echo) writes to `b` (echo), whose `out` is unlinked.
+pub fn hop() -> Fixture {
+    Fixture::new(
+        "- {kind: test-echo, name: a, ports: {out: [{name: b, port: in}]}}\n- {kind: test-echo, name: b}\n",
+        "a",
+        Value::from("ping"),
+    )
+}
+
+/// An echo node whose `out` fans out to `n` echo nodes.
+pub fn fan_out(n: usize) -> Fixture {
+    let targets: Vec<String> = (0..n)
+        .map(|i| format!("{{name: t{i}, port: in}}"))
+        .collect();
+    let mut yaml = format!(
+        "- {{kind: test-echo, name: a, ports: {{out: [{}]}}}}\n",
+        targets.join(", ")
+    );
+    for i in 0..n {
+        yaml.push_str(&format!("- {{kind: test-echo, name: t{i}}}\n"));
+    }
+    Fixture::new(&yaml, "a", Value::from("ping"))
+}
+
+/// A router with `n` routes (`/r0/:id` ... plus `/ping`), matching `GET /ping`.
+pub fn router(n: usize) -> Fixture {
+    let mut routes = vec!["{method: GET, path: /ping, port: 'out[0]'}".to_owned()];
+    for i in 1..n {
+        routes.push(format!(
+            "{{method: GET, path: '/r{i}/:id', port: 'out[0]'}}"
+        ));
+    }
+    let yaml = format!(
+        "- {{kind: router, name: router, routes: [{}], ports: {{'out[0]': [{{name: sink, port: in}}]}}}}\n- {{kind: nop, name: sink}}\n",
+        routes.join(", ")
+    );
+    let request = Value::Map(
+        [
+            ("method", Value::from("GET")),
+            ("path", Value::from("/ping")),
+        ]
+        .into(),
+    );
+    Fixture::new(&yaml, "router", request)
+}
+
+/// A snippet in `language` with `code`.
+pub fn snippet(language: &str, code: &str) -> Fixture {
+    Fixture::new(
+        &format!("- {{kind: snippet, name: s, language: {language}, code: '{code}'}}\n"),
+        "s",
+        Value::Null,
+    )
+}
+
+/// `examples/ping.yaml` compiled (its listener is not started) with a `GET /ping` request.
+pub struct Ping {
+    graph: Arc<Graph>,
+    listener: NodeId,
+    parts: http::request::Parts,
+}
+
+impl Ping {
+    /// The ping workflow and the request `ab` sends.
+    ///
+    /// # Panics
+    /// When the example is missing or invalid.
+    pub fn new() -> Ping {
+        let yaml = include_str!("../../examples/ping.yaml");
+        let graph = graph(yaml);
+        let listener = graph.find("listener").expect("ping.yaml has a listener");
+        let (parts, ()) = http::Request::builder()
+            .method("GET")
+            .uri("/ping")
+            .version(http::Version::HTTP_10)
+            .header("host", "127.0.0.1:8000")
+            .header("user-agent", "ApacheBench/2.3")
+            .header("accept", "*/*")
+            .body(())
+            .expect("valid request")
+            .into_parts();
+        Ping {
+            graph,
+            listener,
+            parts,
+        }
+    }
+
+    /// The in-process ping path: request -> payload -> router -> snippet -> response bytes.
+    ///
+    /// # Panics
+    /// When the path waits or the response is not `pong`.
+    #[inline]
+    pub fn run(&self) -> Bytes {
+        let response = uniflow_nodes_net::listener::respond(
+            &self.graph,
+            self.listener,
+            &self.parts,
+            Bytes::new(),
+        )
+        .now_or_never()
+        .expect("the ping path does not wait");
+        response
+            .into_body()
+            .collect()
+            .now_or_never()
+            .expect("a full body is ready")
+            .expect("infallible")
+            .to_bytes()
+    }
+}
+
+impl Default for Ping {
+    fn default() -> Self {
+        Ping::new()
+    }
+}
+
+/// `n` chained text snippets as YAML, for the compile benchmark.
+pub fn chain_yaml(n: usize) -> String {
+    let mut yaml = String::new();
+    for i in 0..n {
+        if i + 1 < n {
+            yaml.push_str(&format!(
+                "- {{kind: snippet, name: s{i}, language: text, code: v{i}, ports: {{out: [{{name: s{}, port: in}}]}}}}\n",
+                i + 1
+            ));
+        } else {
+            yaml.push_str(&format!(
+                "- {{kind: snippet, name: s{i}, language: text, code: v{i}}}\n"
+            ));
+        }
+    }
+    yaml
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixtures_answer_what_they_should() {
+        assert_eq!(hop().run(), Packet::Data(Value::from("ping")));
+        assert_eq!(
+            fan_out(2).run().into_value().as_list().map(|l| l.len()),
+            Some(2)
+        );
+        assert_eq!(router(1000).run(), Packet::None);
+        assert_eq!(
+            snippet("json", "{\"a\": 1}").run().into_value().get("a"),
+            Some(&Value::Int(1))
+        );
+        assert_eq!(Ping::new().run(), Bytes::from_static(b"pong"));
+        let g = graph(&chain_yaml(10));
+        assert_eq!(g.symbols().len(), 10);
+    }
+}
