@@ -89,6 +89,58 @@ mod nodes {
     }
 }
 
+mod control {
+    use super::*;
+
+    /// A CEL snippet `self.a + 1`.
+    #[divan::bench]
+    fn snippet_cel(bencher: divan::Bencher) {
+        let f = fx::snippet_on(
+            "cel",
+            "self.a + 1",
+            uniflow_value::Value::Map([("a", 1)].into()),
+        );
+        let proc = Process::new();
+        bencher.bench_local(|| black_box(f.run_in(&proc)));
+    }
+
+    /// A trivial JavaScript snippet.
+    #[divan::bench]
+    fn snippet_javascript(bencher: divan::Bencher) {
+        let f = fx::snippet_on(
+            "javascript",
+            "export default function (x) { return x + 1; }",
+            uniflow_value::Value::Int(1),
+        );
+        let proc = Process::new();
+        bencher.bench_local(|| black_box(f.run_in(&proc)));
+    }
+
+    /// `if` with a CEL condition, into an echo.
+    #[divan::bench]
+    fn r#if(bencher: divan::Bencher) {
+        let f = fx::r#if();
+        let proc = Process::new();
+        bencher.bench_local(|| black_box(f.run_in(&proc)));
+    }
+
+    /// `switch` whose second condition matches, into an echo.
+    #[divan::bench]
+    fn switch(bencher: divan::Bencher) {
+        let f = fx::switch();
+        let proc = Process::new();
+        bencher.bench_local(|| black_box(f.run_in(&proc)));
+    }
+
+    /// `loop` over three elements into an echo.
+    #[divan::bench]
+    fn loop_3(bencher: divan::Bencher) {
+        let f = fx::r#loop();
+        let proc = Process::new();
+        bencher.bench_local(|| black_box(f.run_in(&proc)));
+    }
+}
+
 mod ping {
     use super::*;
 

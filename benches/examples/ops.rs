@@ -38,6 +38,11 @@ const NAMES: &[&str] = &[
     "nodes.router_1000",
     "nodes.snippet_text",
     "nodes.snippet_json",
+    "nodes.snippet_cel",
+    "nodes.snippet_javascript",
+    "nodes.if",
+    "nodes.switch",
+    "nodes.loop_3",
     "ping.in_process",
 ];
 
@@ -67,6 +72,15 @@ fn build(name: &str) -> Option<Box<dyn FnMut()>> {
         "nodes.router_1000" => in_proc(fx::router(1000)),
         "nodes.snippet_text" => in_proc(fx::snippet("text", "pong")),
         "nodes.snippet_json" => in_proc(fx::snippet("json", "{\"hello\": \"world\"}")),
+        "nodes.snippet_cel" => in_proc(fx::snippet_on("cel", "self.a + 1", a_map())),
+        "nodes.snippet_javascript" => in_proc(fx::snippet_on(
+            "javascript",
+            "export default function (x) { return x + 1; }",
+            uniflow_value::Value::Int(1),
+        )),
+        "nodes.if" => in_proc(fx::r#if()),
+        "nodes.switch" => in_proc(fx::switch()),
+        "nodes.loop_3" => in_proc(fx::r#loop()),
         "ping.in_process" => {
             let ping = fx::Ping::new();
             Box::new(move || {
@@ -75,4 +89,8 @@ fn build(name: &str) -> Option<Box<dyn FnMut()>> {
         }
         _ => return None,
     })
+}
+
+fn a_map() -> uniflow_value::Value {
+    uniflow_value::Value::Map([("a", 1)].into())
 }

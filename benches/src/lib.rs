@@ -146,6 +146,40 @@ pub fn snippet(language: &str, code: &str) -> Fixture {
     )
 }
 
+/// A snippet run on `payload`.
+pub fn snippet_on(language: &str, code: &str, payload: Value) -> Fixture {
+    let mut f = snippet(language, code);
+    f.payload = payload;
+    f
+}
+
+/// An `if` whose CEL condition holds, writing to an echo on `out[0]`.
+pub fn r#if() -> Fixture {
+    Fixture::new(
+        "- {kind: if, name: a, when: 'self == 1', ports: {'out[0]': [{name: t, port: in}], 'out[1]': [{name: t, port: in}]}}\n- {kind: test-echo, name: t}\n",
+        "a",
+        Value::Int(1),
+    )
+}
+
+/// A `switch` whose second CEL condition matches.
+pub fn switch() -> Fixture {
+    Fixture::new(
+        "- {kind: switch, name: a, matches: [{when: 'self == 0', port: 'out[0]'}, {when: 'self == 1', port: 'out[1]'}], ports: {'out[0]': [{name: t, port: in}], 'out[1]': [{name: t, port: in}]}}\n- {kind: test-echo, name: t}\n",
+        "a",
+        Value::Int(1),
+    )
+}
+
+/// A `loop` over three elements into an echo.
+pub fn r#loop() -> Fixture {
+    Fixture::new(
+        "- {kind: loop, name: a, ports: {'out[0]': [{name: t, port: in}]}}\n- {kind: test-echo, name: t}\n",
+        "a",
+        Value::from(vec![Value::Int(1), Value::Int(2), Value::Int(3)]),
+    )
+}
+
 /// `examples/ping.yaml` compiled (its listener is not started) with a `GET /ping` request.
 pub struct Ping {
     graph: Arc<Graph>,
@@ -244,6 +278,26 @@ mod tests {
             Some(&Value::Int(1))
         );
         assert_eq!(Ping::new().run(), Bytes::from_static(b"pong"));
+        let a = Value::Map([("a", 1)].into());
+        assert_eq!(
+            snippet_on("cel", "self.a + 1", a).run(),
+            Packet::Data(Value::Int(2))
+        );
+        assert_eq!(
+            snippet_on(
+                "javascript",
+                "export default function (x) { return x + 1; }",
+                Value::Int(1)
+            )
+            .run(),
+            Packet::Data(Value::Int(2))
+        );
+        assert_eq!(r#if().run(), Packet::Data(Value::Int(1)));
+        assert_eq!(switch().run(), Packet::Data(Value::Int(1)));
+        assert_eq!(
+            r#loop().run().into_value().as_list().map(|l| l.len()),
+            Some(3)
+        );
         let g = graph(&chain_yaml(10));
         assert_eq!(g.symbols().len(), 10);
     }

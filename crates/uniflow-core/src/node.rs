@@ -73,6 +73,26 @@ impl<'a> Flow<'a> {
     }
 }
 
+impl<'a> Flow<'a> {
+    /// Waits for every flow and merges their answers in order (the fan-out rule), without
+    /// boxing when every answer is ready. Nodes that write one packet to each of several ports
+    /// (`split`) answer with this too.
+    pub fn merge_all(flows: Vec<Flow<'a>>) -> Flow<'a> {
+        if flows.iter().all(|f| matches!(f, Flow::Ready(_))) {
+            let answers = flows
+                .into_iter()
+                .map(|f| match f {
+                    Flow::Ready(p) => p,
+                    Flow::Pending(_) => unreachable!("checked above"),
+                })
+                .collect();
+            return Flow::Ready(merge(answers));
+        }
+        let futures = flows.into_iter().map(IntoFuture::into_future);
+        Flow::pending(async move { merge(futures_util::future::join_all(futures).await) })
+    }
+}
+
 impl<'a> IntoFuture for Flow<'a> {
     type Output = Packet;
     type IntoFuture = FlowFuture<'a>;
@@ -253,25 +273,12 @@ impl<'a> Cx<'a> {
     }
 
     fn fan_out(self, targets: &'a [Target], packet: Packet) -> Flow<'a> {
-        let mut flows = Vec::with_capacity(targets.len());
-        let mut pending = false;
-        for target in targets {
-            // Values are reference-counted, so each target's copy is a pointer bump.
-            let flow = self.deliver(*target, packet.clone());
-            pending |= matches!(flow, Flow::Pending(_));
-            flows.push(flow);
-        }
-        if !pending {
-            let answers = flows
-                .into_iter()
-                .map(|f| match f {
-                    Flow::Ready(p) => p,
-                    Flow::Pending(_) => unreachable!("checked above"),
-                })
-                .collect();
-            return Flow::Ready(merge(answers));
-        }
-        let futures = flows.into_iter().map(IntoFuture::into_future);
-        Flow::pending(async move { merge(futures_util::future::join_all(futures).await) })
+        // Values are reference-counted, so each target's copy is a pointer bump.
+        Flow::merge_all(
+            targets
+                .iter()
+                .map(|t| self.deliver(*t, packet.clone()))
+                .collect(),
+        )
     }
 }

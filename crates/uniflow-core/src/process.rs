@@ -27,6 +27,10 @@ pub struct Process {
 struct State {
     data: Vec<(usize, Box<dyn Any + Send>)>,
     hooks: Vec<ExitHook>,
+    // Forked children, exited with this process. Weak, and pruned as the list grows, so a
+    // long-lived process that forks per event (a WebSocket connection forks per message)
+    // does not keep one entry per child it ever had.
+    forked: Vec<Weak<Process>>,
     children: usize,
     error: Option<ErrorValue>,
 }
@@ -53,13 +57,22 @@ impl Process {
             state: Mutex::new(State::default()),
             changed: Notify::new(),
         });
-        self.lock().children += 1;
-        let weak: Weak<Process> = Arc::downgrade(&child);
-        self.on_exit(move |err| {
-            if let Some(child) = weak.upgrade() {
-                child.exit(err.cloned());
+        {
+            let mut state = self.lock();
+            if !self.is_exited() {
+                state.children += 1;
+                if state.forked.len() == state.forked.capacity() {
+                    state
+                        .forked
+                        .retain(|c| c.upgrade().is_some_and(|c| !c.is_exited()));
+                }
+                state.forked.push(Arc::downgrade(&child));
+                return child;
             }
-        });
+        }
+        // Forked from a process that has already exited: the child is born exited too.
+        child.exited.store(true, Ordering::Release);
+        child.lock().error = self.exit_error();
         child
     }
 
@@ -89,15 +102,20 @@ impl Process {
         if self.exited.swap(true, Ordering::AcqRel) {
             return;
         }
-        let (hooks, data) = {
+        let (forked, hooks, data) = {
             let mut state = self.lock();
             state.error.clone_from(&error);
             (
+                std::mem::take(&mut state.forked),
                 std::mem::take(&mut state.hooks),
                 std::mem::take(&mut state.data),
             )
         };
-        // Hooks run outside the lock, so a hook may touch this process (or its parent).
+        // Children and hooks run outside the lock, so they may touch this process (or its
+        // parent).
+        for child in forked.iter().rev().filter_map(Weak::upgrade) {
+            child.exit(error.clone());
+        }
         for hook in hooks.into_iter().rev() {
             hook(error.as_ref());
         }
@@ -249,6 +267,31 @@ mod tests {
         });
         drop(p);
         assert_eq!(ran.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn exited_children_do_not_accumulate_in_a_long_lived_parent() {
+        let parent = Process::new();
+        for _ in 0..10_000 {
+            parent.fork().exit(None);
+        }
+        assert!(
+            parent.lock().forked.capacity() <= 4,
+            "{}",
+            parent.lock().forked.capacity()
+        );
+        let live = parent.fork();
+        parent.exit(Some(ErrorValue::new("bye")));
+        assert!(live.is_exited());
+        assert_eq!(
+            live.exit_error()
+                .map(|e| e.message().to_string())
+                .as_deref(),
+            Some("bye")
+        );
+        let late = parent.fork();
+        assert!(late.is_exited());
+        assert!(!parent.has_children());
     }
 
     #[tokio::test]

@@ -21,6 +21,33 @@ pub const OUT: OutPort = OutPort(0);
 /// The `error` port of a one-to-one node.
 pub const ERROR: OutPort = OutPort(1);
 
+/// Port numbering for nodes with an `error` output and numbered outputs `out[N]` (`out` is
+/// `out[0]`): `error` is port 0 and `out[N]` is port `N + 1`, so numbers stay dense and a
+/// port "exists" (`Cx::port_exists`) exactly when it or a higher-numbered one is linked, as
+/// upstream's lazily created ports did.
+pub mod indexed {
+    use uniflow_spec::PortName;
+
+    use crate::node::OutPort;
+    use crate::port;
+
+    /// The `error` port.
+    pub const ERROR: OutPort = OutPort(0);
+
+    /// The port `out[index]`.
+    pub fn out(index: usize) -> OutPort {
+        OutPort(index as u32 + 1)
+    }
+
+    /// The number of `error`, `out` or `out[N]`; `None` for any other name.
+    pub fn out_port(name: &str) -> Option<OutPort> {
+        if name == port::ERROR {
+            return Some(ERROR);
+        }
+        PortName::parse(name).index_of(port::OUT, true).map(out)
+    }
+}
+
 /// A synchronous function of the payload.
 pub trait Transform: Send + Sync + 'static {
     /// Computes the output for one input.

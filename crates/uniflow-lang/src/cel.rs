@@ -10,8 +10,9 @@
 //! text: integers stay integers, strings and bytes are borrowed from the input rather than
 //! copied, maps keep their string, integer and boolean keys. An error payload becomes a value of
 //! type `error` that equals a string when the error, or any error it joins, has exactly that
-//! message ([`ErrorValue::is`]), so upstream's `self == "unsupported type"` holds; as in cel-go,
-//! the error must be on the left of `==`. `string(self)` and `self.error()` give its message.
+//! message ([`ErrorValue::is`]), so upstream's `self == "unsupported type"` holds. cel-rust asks
+//! only the left operand of `==`, so the error must be on the left. `string(self)` and
+//! `self.error()` give its message.
 //!
 //! The result converts back the same way; a CEL `null` is [`Value::Null`] (upstream's cel-go
 //! binding turned it into the integer 0), and durations and timestamps become the strings CEL's
@@ -19,7 +20,8 @@
 //!
 //! CEL always terminates and has no loops beyond comprehensions over its input, so a run cannot
 //! run away; cel-rust offers no way to interrupt one either. A `timeout` is therefore checked
-//! when the evaluation ends: a run that took longer fails, as it would have upstream.
+//! when the evaluation ends: a run that took longer fails all the same. Without a timeout the
+//! clock is not read at all.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
@@ -117,7 +119,7 @@ impl Program for CelProgram {
             && start.elapsed() > timeout
         {
             return Err(ErrorValue::new(format!(
-                "cel evaluation exceeded its timeout of {timeout:?}"
+                "cel run exceeded its timeout of {timeout:?}"
             )));
         }
         output

@@ -60,8 +60,8 @@ use crate::{Error, Language, Options, Program};
 const MEMORY_LIMIT: usize = 64 << 20;
 
 /// The native stack one run may use below the point where it was called. A JavaScript call
-/// nests about 650 bytes of native frames in a release build (several times that unoptimised),
-/// so this allows a recursion about 800 deep. It must stay well under what is left of the
+/// nests over a kilobyte of native frames in a release build (several times that unoptimised),
+/// so this allows a recursion about 400 deep (measured; about 160 in a debug build). It must stay well under what is left of the
 /// smallest thread stack a run may start on (tokio's workers have 2 MiB, and a snippet may sit
 /// at the end of a long chain of nodes), or a deep recursion would hit the guard page, and
 /// abort the process, before QuickJS notices.

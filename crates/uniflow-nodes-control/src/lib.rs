@@ -8,11 +8,9 @@
 //! Kinds whose upstream name changed keep both names: `loop` is also `for`, `call` is also
 //! `pipe`.
 
-use std::future::IntoFuture;
 use std::sync::Arc;
 
-use futures_util::future::join_all;
-use uniflow_core::{Flow, Registry, merge};
+use uniflow_core::Registry;
 use uniflow_lang::Languages;
 
 pub mod block;
@@ -57,23 +55,6 @@ pub fn register(registry: &mut Registry, languages: Arc<Languages>) {
     registry.add::<throw::ThrowSpec>();
     registry.add::<r#try::TrySpec>();
     snippet::register(registry, languages);
-}
-
-/// Waits for every flow and merges their answers in order, without boxing when all are ready
-/// (the core's fan-out rule, for nodes that write one packet to each of several ports).
-pub(crate) fn join<'a>(flows: Vec<Flow<'a>>) -> Flow<'a> {
-    if flows.iter().all(|f| matches!(f, Flow::Ready(_))) {
-        let answers = flows
-            .into_iter()
-            .map(|f| match f {
-                Flow::Ready(p) => p,
-                Flow::Pending(_) => unreachable!("checked above"),
-            })
-            .collect();
-        return Flow::Ready(merge(answers));
-    }
-    let futures = flows.into_iter().map(IntoFuture::into_future);
-    Flow::pending(async move { merge(join_all(futures).await) })
 }
 
 #[cfg(test)]

@@ -23,10 +23,16 @@ pub struct SnippetSpec {
     pub language: String,
     /// The code.
     pub code: String,
-    /// How long one run may take; scripting languages interrupt a run past it.
+    /// How long one run may take; scripting languages interrupt a run past it. Defaults to
+    /// [`DEFAULT_TIMEOUT`].
     #[serde(default, deserialize_with = "uniflow_spec::duration::option")]
     pub timeout: Option<Duration>,
 }
+
+/// The timeout of a snippet that sets none. A script that loops forever would otherwise hold a
+/// runtime worker thread for good (upstream had no default); half a minute is far beyond any
+/// sane per-request script and still frees the thread.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The compiled `snippet`.
 pub struct SnippetNode {
@@ -42,7 +48,7 @@ impl Transform for SnippetNode {
 
 pub(crate) fn register(registry: &mut Registry, languages: Arc<Languages>) {
     registry.add_with(KIND, move |spec: SnippetSpec, cx| {
-        let options = Options::with_timeout(spec.timeout);
+        let options = Options::with_timeout(Some(spec.timeout.unwrap_or(DEFAULT_TIMEOUT)));
         let program = languages
             .compile_with(&spec.language, &spec.code, &options)
             .map_err(|e| {

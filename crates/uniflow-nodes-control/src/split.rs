@@ -60,7 +60,7 @@ impl Node for SplitNode {
             .take_while(|(port, _)| cx.port_exists(*port))
             .map(|(port, item)| cx.send(port, item.clone()))
             .collect();
-        crate::join(flows)
+        Flow::merge_all(flows)
     }
 
     fn as_any(&self) -> &dyn Any {

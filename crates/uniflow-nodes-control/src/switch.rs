@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
+use uniflow_core::shape::indexed::{self, ERROR, out};
 use uniflow_core::{Cx, Flow, InPort, Node, OutPort, Packet, Registry, port};
 use uniflow_lang::{Languages, Program};
 use uniflow_spec::PortName;
@@ -46,14 +47,6 @@ pub struct MatchSpec {
 }
 
 const IN: InPort = InPort(0);
-/// `error` is port 0 and `out[N]` is port `N + 1`, so port numbers stay dense and a port
-/// exists exactly when it or a higher one is linked.
-const ERROR: OutPort = OutPort(0);
-
-fn out(index: usize) -> OutPort {
-    OutPort(index as u32 + 1)
-}
-
 /// The compiled `switch`.
 pub struct SwitchNode {
     matches: Vec<(Arc<dyn Program>, OutPort)>,
@@ -102,10 +95,7 @@ impl Node for SwitchNode {
     }
 
     fn out_port(&self, name: &str) -> Option<OutPort> {
-        if name == port::ERROR {
-            return Some(ERROR);
-        }
-        PortName::parse(name).index_of(port::OUT, true).map(out)
+        indexed::out_port(name)
     }
 
     #[inline]

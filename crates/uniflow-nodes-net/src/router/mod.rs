@@ -11,6 +11,7 @@ mod tree;
 use std::any::Any;
 
 use serde::Deserialize;
+use uniflow_core::shape::indexed::{self, ERROR, out};
 use uniflow_core::{CompileCx, Cx, Flow, InPort, Node, NodeSpec, OutPort, Packet, port};
 use uniflow_spec::{Diagnostic, PortName};
 use uniflow_value::{Map, Str, Value};
@@ -40,13 +41,6 @@ pub struct RouteSpec {
 }
 
 const IN: InPort = InPort(0);
-/// `error` is port 0 and `out[N]` is port `N + 1`, so port numbers stay dense.
-const ERROR: OutPort = OutPort(0);
-
-fn out(index: usize) -> OutPort {
-    OutPort(index as u32 + 1)
-}
-
 /// The methods served at one path, with the answers for other methods precomputed.
 #[derive(Default)]
 struct Leaf {
@@ -156,10 +150,7 @@ impl Node for RouterNode {
     }
 
     fn out_port(&self, name: &str) -> Option<OutPort> {
-        if name == port::ERROR {
-            return Some(ERROR);
-        }
-        PortName::parse(name).index_of(port::OUT, true).map(out)
+        indexed::out_port(name)
     }
 
     fn handle<'a>(&'a self, cx: Cx<'a>, _port: InPort, packet: Packet) -> Flow<'a> {

@@ -292,3 +292,25 @@ fn every_case_file_has_a_test() {
         );
     }
 }
+
+#[tokio::test]
+async fn example_todos() {
+    check("example_todos.yaml").await;
+}
+
+#[test]
+fn every_example_compiles() {
+    let mut seen = 0;
+    for entry in std::fs::read_dir(root().join("examples")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let specs = load_file(&path, "default").unwrap_or_else(|d| panic!("{d}"));
+            if let Err(d) = uniflow_core::Graph::compile(specs, &uniflow::registry(), &|_, _| None)
+            {
+                panic!("{}: {d}", path.display());
+            }
+            seen += 1;
+        }
+    }
+    assert!(seen >= 2, "examples/ holds the example workflows");
+}
