@@ -6,8 +6,10 @@ use std::hint::black_box;
 use uniflow_benches as fx;
 use uniflow_core::Process;
 
+// Counts allocations on top of the `uniflow` binary's allocator, so times match what it runs.
 #[global_allocator]
-static ALLOC: divan::AllocProfiler = divan::AllocProfiler::system();
+static ALLOC: divan::AllocProfiler<tikv_jemallocator::Jemalloc> =
+    divan::AllocProfiler::new(tikv_jemallocator::Jemalloc);
 
 fn main() {
     divan::main();

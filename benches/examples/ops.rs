@@ -9,6 +9,10 @@ use std::time::Instant;
 use uniflow_benches as fx;
 use uniflow_core::Process;
 
+// The allocator of the `uniflow` binary, so counts and times match what it runs.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let name = args.next().unwrap_or_else(|| "list".to_owned());

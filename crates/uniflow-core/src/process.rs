@@ -19,8 +19,9 @@ pub struct Process {
     parent: Option<Arc<Process>>,
     exited: AtomicBool,
     state: Mutex<State>,
-    // Wakes `exited()` and `join()` waiters; a `Notify` needs no allocation until waited on.
-    changed: Notify,
+    // Wakes `exited()` and `join()` waiters. It is created by the first waiter, so a process
+    // nobody waits on (almost every request) never touches it: `notify_waiters` takes a lock.
+    changed: OnceLock<Notify>,
 }
 
 #[derive(Default)]
@@ -43,7 +44,7 @@ impl Process {
             parent: None,
             exited: AtomicBool::new(false),
             state: Mutex::new(State::default()),
-            changed: Notify::new(),
+            changed: OnceLock::new(),
         })
     }
 
@@ -55,7 +56,7 @@ impl Process {
             parent: Some(Arc::clone(self)),
             exited: AtomicBool::new(false),
             state: Mutex::new(State::default()),
-            changed: Notify::new(),
+            changed: OnceLock::new(),
         });
         {
             let mut state = self.lock();
@@ -122,9 +123,9 @@ impl Process {
         drop(data);
         if let Some(parent) = &self.parent {
             parent.lock().children -= 1;
-            parent.changed.notify_waiters();
+            parent.notify();
         }
-        self.changed.notify_waiters();
+        self.notify();
     }
 
     /// Runs `hook` when the process exits, or now if it already has.
@@ -143,7 +144,7 @@ impl Process {
     /// Waits until the process has exited.
     pub async fn exited(&self) {
         loop {
-            let notified = self.changed.notified();
+            let notified = self.changed.get_or_init(Notify::new).notified();
             if self.is_exited() {
                 return;
             }
@@ -154,7 +155,7 @@ impl Process {
     /// Waits until every child forked from this process has exited.
     pub async fn join(&self) {
         loop {
-            let notified = self.changed.notified();
+            let notified = self.changed.get_or_init(Notify::new).notified();
             if self.lock().children == 0 {
                 return;
             }
@@ -189,6 +190,15 @@ impl Process {
             .downcast_mut::<T>()
             .expect("a process-local key is used with one type only");
         f(value)
+    }
+
+    /// Wakes waiters, if any. A waiter creates the `Notify` before it checks its condition, and
+    /// the condition is set before this runs, so a waiter that appears concurrently either sees
+    /// the condition or is woken here.
+    fn notify(&self) {
+        if let Some(changed) = self.changed.get() {
+            changed.notify_waiters();
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

@@ -59,7 +59,8 @@ pub fn request_payload(
         ),
         (Value::from_static("status"), Value::Int(0)),
     ];
-    Value::Map(Map::from_sorted(entries))
+    // One spare slot: the router adds `params` in place.
+    Value::Map(Map::from_sorted_with_room(entries, 1))
 }
 
 fn method_value(method: &Method) -> Value {
@@ -126,20 +127,25 @@ fn header_map(headers: &HeaderMap) -> Map {
             String::from_utf8_lossy(v.as_bytes()).into_owned(),
         )),
     };
-    // HeaderMap yields each (lowercase) name once, so the canonical names are unique too.
+    // `iter` yields every value, those of one name one after another, without hashing names
+    // again as `get_all` would. HeaderMap names are unique (and lowercase), so the canonical
+    // names are unique too.
+    let mut values = headers.iter().peekable();
     Map::from_unique_exact(
         headers.keys_len(),
-        headers.keys().map(|name| {
-            let mut all = headers.get_all(name).iter();
-            let first = all.next().map(header_text).unwrap_or_default();
-            let values = match all.next() {
-                None => List::one(first),
-                Some(second) => [first, header_text(second)]
-                    .into_iter()
-                    .chain(all.map(header_text))
-                    .collect(),
+        std::iter::from_fn(|| {
+            let (name, first) = values.next()?;
+            let first = header_text(first);
+            let list = if values.peek().is_some_and(|(next, _)| *next == name) {
+                let mut all = vec![first];
+                while let Some((_, v)) = values.next_if(|(next, _)| *next == name) {
+                    all.push(header_text(v));
+                }
+                List::from(all)
+            } else {
+                List::one(first)
             };
-            (canonical_name(name), Value::List(values))
+            Some((canonical_name(name), Value::List(list)))
         }),
     )
 }
@@ -260,17 +266,17 @@ pub fn response(answer: Packet, accept: Option<&HeaderValue>) -> Response<Full<B
     if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         return response;
     }
-    let content_type = match response.headers().get(header::CONTENT_TYPE) {
-        Some(t) => t.clone(),
+    let encoding = match response.headers().get(header::CONTENT_TYPE) {
+        Some(t) => Encoding::of(t),
         None => {
             let chosen = negotiate(offers(&body), accept);
             response
                 .headers_mut()
-                .insert(header::CONTENT_TYPE, chosen.clone());
-            chosen
+                .insert(header::CONTENT_TYPE, chosen.header());
+            chosen.encoding()
         }
     };
-    match encode(&body, &content_type) {
+    match encode(&body, encoding) {
         Ok(bytes) => {
             *response.body_mut() = Full::new(bytes);
             response
@@ -375,6 +381,14 @@ impl Offer {
         }
     }
 
+    fn encoding(self) -> Encoding {
+        match self {
+            Offer::Json => Encoding::Json,
+            Offer::Form => Encoding::Form,
+            Offer::Text | Offer::Octet => Encoding::Raw,
+        }
+    }
+
     fn header(self) -> HeaderValue {
         match self {
             Offer::Text => TEXT,
@@ -398,8 +412,8 @@ fn offers(body: &Value) -> &'static [Offer] {
 /// compatible offer; the highest `q` wins and `q=1` stops the search. Parameters such as
 /// `charset` are ignored when comparing (upstream compared them and so never matched
 /// `application/json`). No match, or no header, picks the first offer.
-fn negotiate(offers: &[Offer], accept: Option<&HeaderValue>) -> HeaderValue {
-    let first = offers[0].header();
+fn negotiate(offers: &[Offer], accept: Option<&HeaderValue>) -> Offer {
+    let first = offers[0];
     let Some(accept) = accept.and_then(|a| a.to_str().ok()) else {
         return first;
     };
@@ -428,7 +442,7 @@ fn negotiate(offers: &[Offer], accept: Option<&HeaderValue>) -> HeaderValue {
             }
         }
     }
-    best.map_or(first, |(o, _)| o.header())
+    best.map_or(first, |(o, _)| o)
 }
 
 fn media_matches(range: &str, offer: Offer) -> bool {
@@ -437,16 +451,43 @@ fn media_matches(range: &str, offer: Offer) -> bool {
     (rt == "*" || rt.eq_ignore_ascii_case(ot)) && (rs == "*" || rs.eq_ignore_ascii_case(os))
 }
 
-fn encode(body: &Value, content_type: &HeaderValue) -> Result<Bytes, String> {
-    let media = content_type
-        .to_str()
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    if media == "application/json" || media.ends_with("+json") {
+/// How a body is written for its content type.
+#[derive(Clone, Copy)]
+enum Encoding {
+    /// JSON with a trailing newline.
+    Json,
+    /// URL-encoded form fields.
+    Form,
+    /// Strings and bytes as they are.
+    Raw,
+}
+
+impl Encoding {
+    /// The encoding a `Content-Type` set by the answer asks for (`*/*+json` is JSON).
+    fn of(content_type: &HeaderValue) -> Encoding {
+        let media = content_type
+            .to_str()
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim();
+        let ends_with = |suffix: &str| {
+            media.len() >= suffix.len()
+                && media[media.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+        };
+        if media.eq_ignore_ascii_case("application/json") || ends_with("+json") {
+            Encoding::Json
+        } else if media.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+            Encoding::Form
+        } else {
+            Encoding::Raw
+        }
+    }
+}
+
+fn encode(body: &Value, encoding: Encoding) -> Result<Bytes, String> {
+    if let Encoding::Json = encoding {
         let mut out = BytesMut::with_capacity(64).writer();
         serde_json::to_writer(&mut out, body)
             .map_err(|e| format!("cannot encode the body as JSON: {e}"))?;
@@ -454,9 +495,7 @@ fn encode(body: &Value, content_type: &HeaderValue) -> Result<Bytes, String> {
         out.put_u8(b'\n');
         return Ok(out.freeze());
     }
-    if media == "application/x-www-form-urlencoded"
-        && let Value::Map(m) = body
-    {
+    if let (Encoding::Form, Value::Map(m)) = (encoding, body) {
         let mut form = form_urlencoded::Serializer::new(String::new());
         for (k, v) in m.iter() {
             let Some(k) = k.as_str() else { continue };
@@ -476,7 +515,7 @@ fn encode(body: &Value, content_type: &HeaderValue) -> Result<Bytes, String> {
         Value::Bytes(b) => Ok(b.clone()),
         Value::Null => Ok(Bytes::new()),
         other => Err(format!(
-            "cannot encode a {} body as {media}",
+            "cannot encode a {} body as the answer's Content-Type; set it to JSON or drop it",
             other.kind_name()
         )),
     }

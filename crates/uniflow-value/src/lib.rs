@@ -289,15 +289,34 @@ impl fmt::Debug for List {
 
 /// An immutable map sorted by key, with unique keys; the empty map does not allocate.
 ///
-/// Requests carry a handful of keys, so a sorted slice with binary search beats a hash map
-/// both in lookup time and in allocations.
+/// Requests carry a handful of keys, so a sorted slice beats a hash map both in lookup time
+/// and in allocations. The slice may hold spare slots past `len`: a map built with room (the
+/// listener's request map) takes one more key in place while it is the only reference to its
+/// entries, so the router's `params` costs no allocation and no copy.
 #[derive(Clone, Default)]
-pub struct Map(Option<Arc<[(Value, Value)]>>);
+pub struct Map {
+    slots: Option<Arc<[(Value, Value)]>>,
+    len: usize,
+}
 
 impl Map {
     /// The empty map.
     pub const fn new() -> Map {
-        Map(None)
+        Map {
+            slots: None,
+            len: 0,
+        }
+    }
+
+    fn full(slots: Arc<[(Value, Value)]>) -> Map {
+        if slots.is_empty() {
+            return Map::new();
+        }
+        let len = slots.len();
+        Map {
+            slots: Some(slots),
+            len,
+        }
     }
 
     /// Builds a map from entries that are already sorted by key and unique, in one allocation.
@@ -308,16 +327,39 @@ impl Map {
     where
         I: IntoIterator<Item = (Value, Value)>,
     {
-        let entries: Arc<[(Value, Value)]> = entries.into_iter().collect();
+        let map = Map::full(entries.into_iter().collect());
         debug_assert!(
-            entries.windows(2).all(|w| w[0].0 < w[1].0),
+            map.is_sorted(),
             "Map::from_sorted needs sorted, unique keys"
         );
-        if entries.is_empty() {
-            Map(None)
-        } else {
-            Map(Some(entries))
+        map
+    }
+
+    /// Like [`Map::from_sorted`], with `room` spare slots so that as many later
+    /// [`Map::with`] calls on the sole reference add a key in place.
+    pub fn from_sorted_with_room<const N: usize>(entries: [(Value, Value); N], room: usize) -> Map {
+        // An array chained with `repeat_n` is an exact-size iterator std trusts, so `Arc<[_]>`
+        // allocates once.
+        let slots: Arc<[(Value, Value)]> = entries
+            .into_iter()
+            .chain(std::iter::repeat_n((Value::Null, Value::Null), room))
+            .collect();
+        if N == 0 && room == 0 {
+            return Map::new();
         }
+        let map = Map {
+            slots: Some(slots),
+            len: N,
+        };
+        debug_assert!(
+            map.is_sorted(),
+            "Map::from_sorted_with_room needs sorted, unique keys"
+        );
+        map
+    }
+
+    fn is_sorted(&self) -> bool {
+        self.entries().windows(2).all(|w| w[0].0 < w[1].0)
     }
 
     /// Builds a map from exactly `len` entries with unique keys, in any order, in one
@@ -330,7 +372,7 @@ impl Map {
         I: IntoIterator<Item = (Value, Value)>,
     {
         if len == 0 {
-            return Map(None);
+            return Map::new();
         }
         let mut it = entries.into_iter();
         // A mapped range is an exact-size iterator std trusts, so `Arc<[_]>` allocates once.
@@ -341,17 +383,20 @@ impl Map {
             })
             .collect();
         let slice = Arc::get_mut(&mut arc).expect("a fresh Arc is unique");
-        slice.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        debug_assert!(
-            slice.windows(2).all(|w| w[0].0 < w[1].0),
-            "from_unique_exact needs unique keys"
-        );
-        Map(Some(arc))
+        if len > 1 {
+            slice.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        }
+        let map = Map::full(arc);
+        debug_assert!(map.is_sorted(), "from_unique_exact needs unique keys");
+        map
     }
 
     /// The entries in key order.
     pub fn entries(&self) -> &[(Value, Value)] {
-        self.0.as_deref().unwrap_or(&[])
+        match &self.slots {
+            Some(slots) => &slots[..self.len],
+            None => &[],
+        }
     }
 
     /// Iterates over `(key, value)` in key order.
@@ -361,17 +406,26 @@ impl Map {
 
     /// The number of entries.
     pub fn len(&self) -> usize {
-        self.entries().len()
+        self.len
     }
 
     /// Whether the map has no entries.
     pub fn is_empty(&self) -> bool {
-        self.0.is_none()
+        self.len == 0
     }
 
     /// The value under a string key.
     pub fn get(&self, key: &str) -> Option<&Value> {
         let entries = self.entries();
+        // Requests and most payloads have a handful of keys: comparing lengths first rejects
+        // almost every wrong key without touching its bytes, which beats the ordering
+        // comparisons of a binary search.
+        if entries.len() <= 12 {
+            return entries.iter().find_map(|(k, v)| match k {
+                Value::String(k) if k.len() == key.len() && **k == *key => Some(v),
+                _ => None,
+            });
+        }
         entries
             .binary_search_by(|(k, _)| cmp_with_str(k, key))
             .ok()
@@ -388,35 +442,44 @@ impl Map {
     }
 
     /// `self` with `key` set to `value`. When this map is the only reference to its entries
-    /// (a request map handed from node to node), the entries are moved rather than cloned, so
-    /// no reference count is touched; otherwise this is [`Map::insert`].
+    /// (a request map handed from node to node), the change is made in place: in a spare slot
+    /// when there is one, otherwise by moving the entries (not cloning them) into a new
+    /// allocation. A shared map is copied, as [`Map::insert`] does.
     pub fn with(mut self, key: impl Into<Value>, value: impl Into<Value>) -> Map {
-        let Some(entries) = self.0.as_mut().and_then(Arc::get_mut) else {
+        let len = self.len;
+        let Some(slots) = self.slots.as_mut().and_then(Arc::get_mut) else {
             return self.insert(key, value);
         };
         let key = key.into();
         let value = value.into();
-        let (split, replace) = match entries.binary_search_by(|(k, _)| k.cmp(&key)) {
+        let (split, replace) = match slots[..len].binary_search_by(|(k, _)| k.cmp(&key)) {
             Ok(i) => (i, true),
             Err(i) => (i, false),
         };
-        let len = entries.len() + usize::from(!replace);
-        let mut moved = entries.iter_mut().map(std::mem::take);
+        if replace {
+            slots[split].1 = value;
+            return self;
+        }
+        if len < slots.len() {
+            // The spare slot at `len` moves to `split`; the entries after it shift right.
+            slots[split..=len].rotate_right(1);
+            slots[split] = (key, value);
+            self.len += 1;
+            return self;
+        }
+        let mut moved = slots[..len].iter_mut().map(std::mem::take);
         let mut pending = Some((key, value));
         // A mapped range is exact-size, so `Arc<[_]>` allocates once.
-        let merged: Arc<[(Value, Value)]> = (0..len)
+        let merged: Arc<[(Value, Value)]> = (0..=len)
             .map(|i| {
                 if i == split {
-                    if replace {
-                        moved.next();
-                    }
                     pending.take().expect("the new entry is placed once")
                 } else {
                     moved.next().expect("an entry for every other slot")
                 }
             })
             .collect();
-        Map(Some(merged))
+        Map::full(merged)
     }
 
     /// A new map with `key` set to `value`; `self` is unchanged (values are immutable).
@@ -435,7 +498,7 @@ impl Map {
             .chain(std::iter::once((key, value)))
             .chain(after.iter().cloned())
             .collect();
-        Map(Some(merged))
+        Map::full(merged)
     }
 }
 
@@ -452,7 +515,7 @@ impl FromIterator<(Value, Value)> for Map {
     fn from_iter<I: IntoIterator<Item = (Value, Value)>>(iter: I) -> Self {
         let mut entries: Vec<(Value, Value)> = iter.into_iter().collect();
         if entries.is_empty() {
-            return Map(None);
+            return Map::new();
         }
         // A stable sort keeps equal keys in input order; moving each later value into the
         // retained entry implements "last wins" in place.
@@ -465,7 +528,7 @@ impl FromIterator<(Value, Value)> for Map {
                 false
             }
         });
-        Map(Some(entries.into()))
+        Map::full(entries.into())
     }
 }
 
@@ -661,6 +724,32 @@ mod tests {
     }
 
     #[test]
+    fn map_with_room_adds_keys_in_place_until_full() {
+        let m = Map::from_sorted_with_room(
+            [
+                (Value::from("a"), Value::Int(1)),
+                (Value::from("c"), Value::Int(3)),
+            ],
+            1,
+        );
+        let before = m.slots.as_ref().map(|s| Arc::as_ptr(s).cast::<u8>());
+        let m = m.with("b", 2);
+        assert_eq!(
+            m.slots.as_ref().map(|s| Arc::as_ptr(s).cast::<u8>()),
+            before,
+            "in place"
+        );
+        assert_eq!(m, [("a", 1), ("b", 2), ("c", 3)].into());
+        assert_eq!(m.len(), 3);
+        let shared = m.clone();
+        let n = m.with("d", 4).with("a", 0);
+        assert_eq!(n, [("a", 0), ("b", 2), ("c", 3), ("d", 4)].into());
+        assert_eq!(shared, [("a", 1), ("b", 2), ("c", 3)].into());
+        let full = Map::from_sorted_with_room([(Value::from("x"), Value::Int(1))], 0).with("y", 2);
+        assert_eq!(full, [("x", 1), ("y", 2)].into());
+    }
+
+    #[test]
     fn map_insert_is_persistent() {
         let m: Map = [("a", 1)].into();
         let n = m.insert("b", 2).insert("a", 0);
@@ -681,7 +770,7 @@ mod tests {
     fn empty_collections_do_not_allocate_and_are_falsy() {
         let l: List = Vec::new().into();
         let m: Map = Map::from_iter(std::iter::empty());
-        assert!(l.0.is_none() && m.0.is_none());
+        assert!(l.0.is_none() && m.slots.is_none());
         assert!(!Value::List(l).is_truthy());
         assert!(!Value::Map(m).is_truthy());
         assert!(!Value::from("").is_truthy());
