@@ -19,6 +19,7 @@ pub fn registry() -> Registry {
     let mut registry = Registry::new();
     uniflow_nodes_control::register(&mut registry, Arc::new(Languages::default()));
     uniflow_nodes_net::register(&mut registry);
+    uniflow_nodes_io::register(&mut registry);
     registry
 }
 

@@ -162,3 +162,33 @@ async fn start_serves_ping_and_sigterm_exits_zero() {
     );
     assert!(stderr.contains("stopped"), "{stderr}");
 }
+
+#[tokio::test]
+async fn helloworld_prints_once_after_load_and_keeps_running() {
+    let mut child = uniflow()
+        .arg("start")
+        .arg("--from-specs")
+        .arg(root().join("examples/helloworld.yaml"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Reference scenario A16: the init port fires once both nodes have loaded.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "uniflow keeps running after init"
+    );
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "Hello, World!");
+}

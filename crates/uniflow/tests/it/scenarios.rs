@@ -294,6 +294,11 @@ fn every_case_file_has_a_test() {
 }
 
 #[tokio::test]
+async fn a7_error_port() {
+    check("a7_error_port.yaml").await;
+}
+
+#[tokio::test]
 async fn example_todos() {
     check("example_todos.yaml").await;
 }

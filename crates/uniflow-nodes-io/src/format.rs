@@ -1,0 +1,247 @@
+//! A subset of Go's `fmt` verbs, which upstream's `print` passed its payload to: `%v %s %d %f
+//! %e %g %q %t %x %X %%`, with flags `-`, `0` and `+`, a width and a precision. Missing and
+//! extra arguments render as Go renders them (`%!d(MISSING)`, `%!(EXTRA string=x)`).
+
+use std::fmt::Write;
+
+use uniflow_value::Value;
+
+/// Formats `args` by `format`.
+pub fn sprintf(format: &str, args: &[Value]) -> String {
+    let mut out = String::with_capacity(format.len());
+    let mut args = args.iter();
+    let mut chars = format.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        let mut spec = Spec::default();
+        while let Some(&f) = chars.peek() {
+            match f {
+                '-' => spec.left = true,
+                '0' => spec.zero = true,
+                '+' => spec.plus = true,
+                ' ' | '#' => {}
+                _ => break,
+            }
+            chars.next();
+        }
+        spec.width = number(&mut chars);
+        if chars.peek() == Some(&'.') {
+            chars.next();
+            spec.precision = Some(number(&mut chars).unwrap_or(0));
+        }
+        let Some(verb) = chars.next() else {
+            out.push_str("%!(NOVERB)");
+            break;
+        };
+        if verb == '%' {
+            out.push('%');
+            continue;
+        }
+        let Some(arg) = args.next() else {
+            let _ = write!(out, "%!{verb}(MISSING)");
+            continue;
+        };
+        let text = render(verb, arg, &spec);
+        pad(&mut out, &text, &spec);
+    }
+    let extra: Vec<String> = args
+        .map(|a| format!("{}={}", type_name(a), plain(a)))
+        .collect();
+    if !extra.is_empty() {
+        let _ = write!(out, "%!(EXTRA {})", extra.join(", "));
+    }
+    out
+}
+
+#[derive(Default)]
+struct Spec {
+    left: bool,
+    zero: bool,
+    plus: bool,
+    width: Option<usize>,
+    precision: Option<usize>,
+}
+
+fn number(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Option<usize> {
+    let mut n = None;
+    while let Some(d) = chars.peek().and_then(|c| c.to_digit(10)) {
+        n = Some(n.unwrap_or(0) * 10 + d as usize);
+        chars.next();
+    }
+    n
+}
+
+fn pad(out: &mut String, text: &str, spec: &Spec) {
+    let len = text.chars().count();
+    let fill = spec.width.unwrap_or(0).saturating_sub(len);
+    if spec.left {
+        out.push_str(text);
+        out.extend(std::iter::repeat_n(' ', fill));
+    } else if spec.zero && text.starts_with(['-', '+']) {
+        out.push_str(&text[..1]);
+        out.extend(std::iter::repeat_n('0', fill));
+        out.push_str(&text[1..]);
+    } else {
+        out.extend(std::iter::repeat_n(if spec.zero { '0' } else { ' ' }, fill));
+        out.push_str(text);
+    }
+}
+
+fn render(verb: char, arg: &Value, spec: &Spec) -> String {
+    let sign = |s: String, positive: bool| {
+        if spec.plus && positive {
+            format!("+{s}")
+        } else {
+            s
+        }
+    };
+    match (verb, arg) {
+        ('v' | 's', Value::String(s)) => match spec.precision {
+            Some(p) => s.chars().take(p).collect(),
+            None => s.to_string(),
+        },
+        ('v' | 's', _) => plain(arg),
+        ('d', Value::Int(i)) => sign(i.to_string(), *i >= 0),
+        ('d', Value::Uint(u)) => sign(u.to_string(), true),
+        ('f' | 'F', Value::Float(_) | Value::Int(_) | Value::Uint(_)) => {
+            let f = float(arg);
+            sign(format!("{f:.*}", spec.precision.unwrap_or(6)), f >= 0.0)
+        }
+        ('e', Value::Float(_) | Value::Int(_) | Value::Uint(_)) => {
+            let f = float(arg);
+            sign(
+                go_exponent(format!("{f:.*e}", spec.precision.unwrap_or(6))),
+                f >= 0.0,
+            )
+        }
+        ('g', Value::Float(f)) => sign(plain(&Value::Float(*f)), *f >= 0.0),
+        ('q', Value::String(s)) => format!("{:?}", &**s),
+        ('t', Value::Bool(b)) => b.to_string(),
+        ('x', Value::Int(i)) => format!("{i:x}"),
+        ('X', Value::Int(i)) => format!("{i:X}"),
+        ('x', Value::String(s)) => s.bytes().map(|b| format!("{b:02x}")).collect(),
+        ('x', Value::Bytes(b)) => b.iter().map(|b| format!("{b:02x}")).collect(),
+        _ => format!("%!{verb}({}={})", type_name(arg), plain(arg)),
+    }
+}
+
+fn float(v: &Value) -> f64 {
+    match *v {
+        Value::Float(f) => f,
+        Value::Int(i) => i as f64,
+        Value::Uint(u) => u as f64,
+        _ => 0.0,
+    }
+}
+
+/// Go writes exponents with a sign and at least two digits (`1.5e+00`).
+fn go_exponent(rust: String) -> String {
+    match rust.split_once('e') {
+        Some((mantissa, exp)) => {
+            let (sign, digits) = exp.strip_prefix('-').map_or(('+', exp), |d| ('-', d));
+            format!("{mantissa}e{sign}{digits:0>2}")
+        }
+        None => rust,
+    }
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "<nil>",
+        Value::Bool(_) => "bool",
+        Value::Int(_) => "int",
+        Value::Uint(_) => "uint",
+        Value::Float(_) => "float64",
+        Value::String(_) => "string",
+        Value::Bytes(_) => "[]uint8",
+        Value::List(_) => "[]interface {}",
+        Value::Map(_) => "map",
+        Value::Error(_) => "error",
+    }
+}
+
+/// Go's `%v`.
+fn plain(v: &Value) -> String {
+    match v {
+        Value::Null => "<nil>".to_owned(),
+        Value::Bool(b) => b.to_string(),
+        Value::Int(i) => i.to_string(),
+        Value::Uint(u) => u.to_string(),
+        Value::Float(f) => {
+            if f.fract() == 0.0 && f.abs() < 1e21 {
+                format!("{f:.0}")
+            } else {
+                f.to_string()
+            }
+        }
+        Value::String(s) => s.to_string(),
+        Value::Bytes(b) => format!("{:?}", b.as_ref()).replace(',', ""),
+        Value::List(l) => format!("[{}]", l.iter().map(plain).collect::<Vec<_>>().join(" ")),
+        Value::Map(m) => format!(
+            "map[{}]",
+            m.iter()
+                .map(|(k, v)| format!("{}:{}", plain(k), plain(v)))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+        Value::Error(e) => e.message().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_verbs() {
+        let cases: &[(&str, Vec<Value>, &str)] = &[
+            ("Hello, World!", vec![], "Hello, World!"),
+            (
+                "%s is %d years",
+                vec!["Ann".into(), Value::Int(7)],
+                "Ann is 7 years",
+            ),
+            (
+                "%5d|%-5d|%05d",
+                vec![Value::Int(42), Value::Int(42), Value::Int(-42)],
+                "   42|42   |-0042",
+            ),
+            (
+                "%.2f %f",
+                vec![Value::Float(1.23456), Value::Int(2)],
+                "1.23 2.000000",
+            ),
+            ("%e", vec![Value::Float(1500.0)], "1.500000e+03"),
+            (
+                "%v %v %v",
+                vec![
+                    Value::Null,
+                    Value::Bool(true),
+                    Value::from(vec![Value::Int(1), "a".into()]),
+                ],
+                "<nil> true [1 a]",
+            ),
+            (
+                "%q %t %x %X",
+                vec![
+                    "a\"b".into(),
+                    Value::Bool(false),
+                    Value::Int(255),
+                    Value::Int(255),
+                ],
+                "\"a\\\"b\" false ff FF",
+            ),
+            ("100%%", vec![], "100%"),
+            ("%d", vec![], "%!d(MISSING)"),
+            ("%d", vec!["x".into()], "%!d(string=x)"),
+            ("%s", vec!["a".into(), Value::Int(1)], "a%!(EXTRA int=1)"),
+            ("%v", vec![Value::Map([("k", 1)].into())], "map[k:1]"),
+        ];
+        for (format, args, want) in cases {
+            assert_eq!(sprintf(format, args), *want, "{format}");
+        }
+    }
+}
