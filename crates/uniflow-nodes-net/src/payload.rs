@@ -1,23 +1,103 @@
 //! HTTP requests as values and answers as responses (reference §4, decisions.md).
 //!
 //! A request becomes the map `{body, header, host, method, path, protocol, query, status: 0}`
-//! (keys sorted, built in one allocation). An answer becomes a response: `None` is an empty
-//! 200; an error is a 500 whose text goes to the log, never to the client; a map with a
-//! `status` key sets the status, headers and body; anything else is a 200 whose body is the
-//! whole answer. Without an explicit `Content-Type` the type is negotiated from `Accept` among
-//! the offers for the body's kind.
+//! (keys sorted, built in one allocation). Its body is decoded by `Content-Encoding`, then by
+//! `Content-Type`: JSON, form, text, multipart, otherwise bytes. An answer becomes a response:
+//! `None` is an empty 200; an error is a 500 whose text goes to the log, never to the client; a
+//! map with a `status` key sets the status, headers and body; anything else is a 200 whose body
+//! is the whole answer. Without an explicit `Content-Type` the type is negotiated from `Accept`
+//! among the offers for the body's kind, and without an explicit `Content-Encoding` the body is
+//! compressed as `Accept-Encoding` asks. A request without `Accept-Encoding` pays nothing for
+//! compression.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode, Version};
-use http_body_util::Full;
+use hyper::body::{Frame, SizeHint};
 use uniflow_core::Packet;
 use uniflow_value::{List, Map, Str, Value};
+
+use crate::coding::{self, DecodeError};
+use crate::multipart;
 
 const TEXT: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
 const JSON: HeaderValue = HeaderValue::from_static("application/json; charset=utf-8");
 const OCTET: HeaderValue = HeaderValue::from_static("application/octet-stream");
 const FORM: HeaderValue = HeaderValue::from_static("application/x-www-form-urlencoded");
+const MULTIPART: HeaderValue = HeaderValue::from_static("multipart/form-data");
+
+/// The error type of a streamed response body.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A response body: bytes built from an answer, or an upstream's body passed through as it
+/// arrives (the `proxy` node).
+pub struct Body(Inner);
+
+enum Inner {
+    Full(Option<Bytes>),
+    // Boxed so a response with a plain body stays small: responses are moved several times.
+    Stream(Box<hyper::body::Incoming>),
+}
+
+impl Body {
+    /// A body of these bytes.
+    pub fn full(bytes: Bytes) -> Body {
+        Body(Inner::Full(Some(bytes)))
+    }
+
+    /// An empty body.
+    pub fn empty() -> Body {
+        Body(Inner::Full(None))
+    }
+
+    pub(crate) fn stream(body: hyper::body::Incoming) -> Body {
+        Body(Inner::Stream(Box::new(body)))
+    }
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    #[inline]
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut self.get_mut().0 {
+            Inner::Full(bytes) => Poll::Ready(
+                bytes
+                    .take()
+                    .filter(|b| !b.is_empty())
+                    .map(|b| Ok(Frame::data(b))),
+            ),
+            Inner::Stream(body) => Pin::new(&mut **body)
+                .poll_frame(cx)
+                .map(|f| f.map(|f| f.map_err(BoxError::from))),
+        }
+    }
+
+    #[inline]
+    fn is_end_stream(&self) -> bool {
+        match &self.0 {
+            Inner::Full(bytes) => bytes.as_ref().is_none_or(Bytes::is_empty),
+            Inner::Stream(body) => body.is_end_stream(),
+        }
+    }
+
+    #[inline]
+    fn size_hint(&self) -> SizeHint {
+        match &self.0 {
+            Inner::Full(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+            Inner::Stream(body) => body.size_hint(),
+        }
+    }
+}
 
 /// Builds the request payload. Keys are inserted in sorted order, so the map is one
 /// allocation.
@@ -28,7 +108,17 @@ pub fn request_payload(
     headers: &HeaderMap,
     body: Value,
 ) -> Value {
-    let header = header_map(headers);
+    payload_with_header(method, uri, version, header_map(headers), body)
+}
+
+/// [`request_payload`] with the header map already built (see [`header_map_noting`]).
+pub(crate) fn payload_with_header(
+    method: &Method,
+    uri: &http::Uri,
+    version: Version,
+    header: Map,
+    body: Value,
+) -> Value {
     // The host is the Host header's value, shared with the header map rather than copied.
     let host = match header
         .get("Host")
@@ -102,7 +192,7 @@ fn decode_path(path: &str) -> Str {
     }
 }
 
-fn query_map(query: Option<&str>) -> Map {
+pub(crate) fn query_map(query: Option<&str>) -> Map {
     let Some(query) = query.filter(|q| !q.is_empty()) else {
         return Map::new();
     };
@@ -120,7 +210,15 @@ fn query_map(query: Option<&str>) -> Map {
         .collect()
 }
 
-fn header_map(headers: &HeaderMap) -> Map {
+pub(crate) fn header_map(headers: &HeaderMap) -> Map {
+    header_map_noting(headers, &mut Negotiation::default())
+}
+
+/// The payload's `header` map, noting the headers of [`Negotiation`] on the way: the
+/// listener reads them from this one pass over the request's headers instead of looking
+/// each up.
+#[inline]
+pub(crate) fn header_map_noting<'a>(headers: &'a HeaderMap, found: &mut Negotiation<'a>) -> Map {
     let header_text = |v: &HeaderValue| match v.to_str() {
         Ok(text) => Value::String(Str::from(text)),
         Err(_) => Value::String(Str::from(
@@ -135,6 +233,7 @@ fn header_map(headers: &HeaderMap) -> Map {
         headers.keys_len(),
         std::iter::from_fn(|| {
             let (name, first) = values.next()?;
+            found.note(name, first);
             let first = header_text(first);
             let list = if values.peek().is_some_and(|(next, _)| *next == name) {
                 let mut all = vec![first];
@@ -152,6 +251,7 @@ fn header_map(headers: &HeaderMap) -> Map {
 
 /// The Go-canonical spelling of a header name (`content-type` -> `Content-Type`); common names
 /// are static strings.
+#[inline(always)]
 fn canonical_name(name: &HeaderName) -> Value {
     let known = match name.as_str() {
         "accept" => "Accept",
@@ -167,70 +267,229 @@ fn canonical_name(name: &HeaderName) -> Value {
         "origin" => "Origin",
         "referer" => "Referer",
         "user-agent" => "User-Agent",
-        other => {
-            let mut out = String::with_capacity(other.len());
-            let mut upper = true;
-            for c in other.chars() {
-                out.push(if upper { c.to_ascii_uppercase() } else { c });
-                upper = c == '-';
-            }
-            return Value::from(out);
-        }
+        other => return Value::from(canonical(other)),
     };
     Value::from_static(known)
 }
 
-/// Why a request body could not be decoded (answered with 400).
-#[derive(Debug)]
-pub struct BodyError(pub String);
+/// The Go-canonical spelling of a lowercase header name: each word capitalised. Kept out of
+/// line: common names never get here, and inlining it would keep `canonical_name` from
+/// being inlined into the header map's loop.
+#[inline(never)]
+pub(crate) fn canonical(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut upper = true;
+    for c in name.chars() {
+        out.push(if upper { c.to_ascii_uppercase() } else { c });
+        upper = c == '-';
+    }
+    out
+}
 
-/// Decodes a request body by its `Content-Type`: JSON, form, text, otherwise bytes.
+/// Why a request body could not be decoded.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BodyError {
+    /// The body does not parse as its declared type or coding (400).
+    Invalid(String),
+    /// The body, once decompressed, is over the limit (413).
+    TooLarge,
+    /// The body's `Content-Encoding` is unknown (415).
+    Unsupported(String),
+}
+
+impl BodyError {
+    /// The status that answers a request whose body failed this way.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            BodyError::Invalid(_) => StatusCode::BAD_REQUEST,
+            BodyError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyError::Unsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        }
+    }
+}
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BodyError::Invalid(why) => f.write_str(why),
+            BodyError::TooLarge => f.write_str("body is over the size limit"),
+            BodyError::Unsupported(coding) => write!(f, "unsupported content coding `{coding}`"),
+        }
+    }
+}
+
+impl From<DecodeError> for BodyError {
+    fn from(e: DecodeError) -> Self {
+        match e {
+            DecodeError::Invalid(why) => {
+                BodyError::Invalid(format!("invalid compressed body: {why}"))
+            }
+            DecodeError::TooLarge => BodyError::TooLarge,
+            DecodeError::Unsupported(coding) => BodyError::Unsupported(coding),
+        }
+    }
+}
+
+/// Decodes a body: undoes its `Content-Encoding`, then [`decode_typed`]. Decompressed output
+/// is limited to `limit` bytes.
+///
+/// # Errors
+/// An unknown coding, a body that does not parse as its declared type, or one over `limit`.
+pub fn decode_body(headers: &HeaderMap, bytes: Bytes, limit: usize) -> Result<Value, BodyError> {
+    decode_negotiated(&Negotiation::of(headers), bytes, limit)
+}
+
+/// [`decode_body`] with the headers already found.
+///
+/// # Errors
+/// As [`decode_body`].
+pub fn decode_negotiated(
+    found: &Negotiation<'_>,
+    bytes: Bytes,
+    limit: usize,
+) -> Result<Value, BodyError> {
+    let bytes = match found.content_encoding {
+        Some(coding) if !bytes.is_empty() => coding::decode(coding, bytes, limit)?,
+        _ => bytes,
+    };
+    decode_as(found.content_type, bytes, limit)
+}
+
+/// Decodes an uncompressed body by its `Content-Type`: JSON, form, text, multipart, otherwise
+/// bytes (an empty body too).
 ///
 /// # Errors
 /// A body that does not parse as its declared type.
-pub fn decode_body(headers: &HeaderMap, bytes: Bytes) -> Result<Value, BodyError> {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        });
-    match content_type.as_deref() {
-        Some("application/json") => {
-            if bytes.is_empty() {
-                return Ok(Value::Null);
-            }
-            serde_json::from_slice(&bytes).map_err(|e| BodyError(format!("invalid JSON body: {e}")))
+pub fn decode_typed(headers: &HeaderMap, bytes: Bytes, limit: usize) -> Result<Value, BodyError> {
+    decode_as(headers.get(header::CONTENT_TYPE), bytes, limit)
+}
+
+fn decode_as(
+    content_type: Option<&HeaderValue>,
+    bytes: Bytes,
+    limit: usize,
+) -> Result<Value, BodyError> {
+    let Some(content_type) = content_type.and_then(|v| v.to_str().ok()) else {
+        return Ok(Value::Bytes(bytes));
+    };
+    let media = content_type.split(';').next().unwrap_or("").trim();
+    if media.eq_ignore_ascii_case("application/json") {
+        if bytes.is_empty() {
+            return Ok(Value::Null);
         }
-        Some("application/x-www-form-urlencoded") => {
-            let text = std::str::from_utf8(&bytes)
-                .map_err(|_| BodyError("form body is not UTF-8".into()))?;
-            Ok(Value::Map(query_map(Some(text))))
-        }
-        Some(t) if t.starts_with("text/") => match String::from_utf8(bytes.to_vec()) {
+        serde_json::from_slice(&bytes)
+            .map_err(|e| BodyError::Invalid(format!("invalid JSON body: {e}")))
+    } else if media.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|_| BodyError::Invalid("form body is not UTF-8".into()))?;
+        Ok(Value::Map(query_map(Some(text))))
+    } else if media.eq_ignore_ascii_case("multipart/form-data") {
+        let boundary = multipart::boundary(content_type).unwrap_or("");
+        multipart::decode(&bytes, boundary, limit)
+    } else if media.len() > 5 && media[..5].eq_ignore_ascii_case("text/") {
+        match String::from_utf8(bytes.to_vec()) {
             Ok(s) => Ok(Value::from(s)),
-            Err(_) => Err(BodyError(format!("{t} body is not UTF-8"))),
-        },
-        _ => Ok(Value::Bytes(bytes)),
+            Err(_) => Err(BodyError::Invalid(format!("{media} body is not UTF-8"))),
+        }
+    } else {
+        Ok(Value::Bytes(bytes))
+    }
+}
+
+/// Encodes `body` for a request or a multipart part: by the `Content-Type` in `headers`, or
+/// the first type offered for the body's kind (which is then set in `headers`), then
+/// compressed by the `Content-Encoding` in `headers`, if any.
+///
+/// # Errors
+/// A body that the content type cannot carry, or an unknown coding.
+pub fn encode_typed(body: &Value, headers: &mut HeaderMap) -> Result<Bytes, String> {
+    let content_type = match headers.get(header::CONTENT_TYPE) {
+        Some(t) => t.clone(),
+        None => {
+            let t = offers(body)[0].header();
+            headers.insert(header::CONTENT_TYPE, t.clone());
+            t
+        }
+    };
+    let (mut bytes, with_boundary) =
+        encode(body, Encoding::of(&content_type), Some(&content_type))?;
+    if let Some(t) = with_boundary {
+        headers.insert(header::CONTENT_TYPE, t);
+    }
+    if let Some(codings) = headers.get(header::CONTENT_ENCODING) {
+        let text = codings
+            .to_str()
+            .map_err(|_| "Content-Encoding is not ASCII".to_owned())?;
+        for token in text.split(',') {
+            match coding::Coding::parse(token) {
+                Ok(Some(c)) => bytes = c.encode(&bytes),
+                Ok(None) => {}
+                Err(_) => return Err(format!("unsupported content coding `{}`", token.trim())),
+            }
+        }
+    }
+    Ok(bytes)
+}
+
+/// The request headers that decide how its body is read and its response written.
+#[derive(Default, Clone, Copy)]
+pub struct Negotiation<'a> {
+    /// `Content-Type`.
+    pub content_type: Option<&'a HeaderValue>,
+    /// `Content-Encoding`.
+    pub content_encoding: Option<&'a HeaderValue>,
+    /// `Accept`.
+    pub accept: Option<&'a HeaderValue>,
+    /// `Accept-Encoding`.
+    pub accept_encoding: Option<&'a HeaderValue>,
+}
+
+impl<'a> Negotiation<'a> {
+    /// Finds the four headers in one pass: a request has few headers, and four lookups would
+    /// hash four names.
+    pub fn of(headers: &'a HeaderMap) -> Negotiation<'a> {
+        let mut found = Negotiation::default();
+        for (name, value) in headers {
+            found.note(name, value);
+        }
+        found
+    }
+
+    /// Keeps `value` if `name` is one of the four and the first of its name.
+    #[inline]
+    fn note(&mut self, name: &HeaderName, value: &'a HeaderValue) {
+        let slot = if *name == header::ACCEPT {
+            &mut self.accept
+        } else if *name == header::ACCEPT_ENCODING {
+            &mut self.accept_encoding
+        } else if *name == header::CONTENT_TYPE {
+            &mut self.content_type
+        } else if *name == header::CONTENT_ENCODING {
+            &mut self.content_encoding
+        } else {
+            return;
+        };
+        slot.get_or_insert(value);
     }
 }
 
 /// A response with a text body.
-pub fn text_response(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+pub fn text_response(status: StatusCode, text: &'static str) -> Response<Body> {
+    let mut response = Response::new(Body::full(Bytes::from_static(text.as_bytes())));
     *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, TEXT);
     response
 }
 
-/// Turns an answer into a response, negotiating the body's type against `accept`.
-pub fn response(answer: Packet, accept: Option<&HeaderValue>) -> Response<Full<Bytes>> {
+/// Turns an answer into a response: the body's type is negotiated against `accept` and, when
+/// the request sent `accept_encoding`, the body is compressed.
+pub fn response(
+    answer: Packet,
+    accept: Option<&HeaderValue>,
+    accept_encoding: Option<&HeaderValue>,
+) -> Response<Body> {
     let value = match answer {
-        Packet::None => return Response::new(Full::new(Bytes::new())),
+        Packet::None => return Response::new(Body::empty()),
         Packet::Data(Value::Error(e)) => {
             tracing::warn!(error = %e, "request answered with an unhandled error");
             return text_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
@@ -258,7 +517,7 @@ pub fn response(answer: Packet, accept: Option<&HeaderValue>) -> Response<Full<B
         }
         _ => (StatusCode::OK, None, value),
     };
-    let mut response = Response::new(Full::new(Bytes::new()));
+    let mut response = Response::new(Body::empty());
     *response.status_mut() = status;
     if let Some(headers) = headers {
         copy_headers(headers, response.headers_mut());
@@ -276,16 +535,47 @@ pub fn response(answer: Packet, accept: Option<&HeaderValue>) -> Response<Full<B
             chosen.encoding()
         }
     };
-    match encode(&body, encoding) {
-        Ok(bytes) => {
-            *response.body_mut() = Full::new(bytes);
+    // Only multipart needs the content type itself (for its boundary).
+    let content_type = match encoding {
+        Encoding::Multipart => response.headers().get(header::CONTENT_TYPE).cloned(),
+        _ => None,
+    };
+    let mut bytes = match encode(&body, encoding, content_type.as_ref()) {
+        Ok((bytes, None)) => bytes,
+        Ok((bytes, Some(with_boundary))) => {
             response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, with_boundary);
+            bytes
         }
-        Err(message) => invalid_answer(message),
+        Err(message) => return invalid_answer(message),
+    };
+    if let Some(accept_encoding) = accept_encoding {
+        compress(&mut response, &mut bytes, accept_encoding);
+    }
+    *response.body_mut() = Body::full(bytes);
+    response
+}
+
+/// Compresses a response body as `Accept-Encoding` asks, unless the answer chose its own
+/// `Content-Encoding` (its body is then sent as given) or there is nothing to compress.
+fn compress(response: &mut Response<Body>, bytes: &mut Bytes, accept_encoding: &HeaderValue) {
+    if bytes.is_empty() || response.headers().contains_key(header::CONTENT_ENCODING) {
+        return;
+    }
+    // Caches must not serve this response to a client that asked for another coding.
+    response
+        .headers_mut()
+        .append(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    if let Some(coding) = coding::negotiate(accept_encoding) {
+        *bytes = coding.encode(bytes);
+        response
+            .headers_mut()
+            .insert(header::CONTENT_ENCODING, coding.header());
     }
 }
 
-fn invalid_answer(message: String) -> Response<Full<Bytes>> {
+fn invalid_answer(message: String) -> Response<Body> {
     tracing::warn!(%message, "cannot turn the answer into a response");
     text_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
 }
@@ -369,6 +659,7 @@ enum Offer {
     Json,
     Octet,
     Form,
+    Multipart,
 }
 
 impl Offer {
@@ -378,6 +669,7 @@ impl Offer {
             Offer::Json => ("application", "json"),
             Offer::Octet => ("application", "octet-stream"),
             Offer::Form => ("application", "x-www-form-urlencoded"),
+            Offer::Multipart => ("multipart", "form-data"),
         }
     }
 
@@ -385,6 +677,7 @@ impl Offer {
         match self {
             Offer::Json => Encoding::Json,
             Offer::Form => Encoding::Form,
+            Offer::Multipart => Encoding::Multipart,
             Offer::Text | Offer::Octet => Encoding::Raw,
         }
     }
@@ -395,6 +688,7 @@ impl Offer {
             Offer::Json => JSON,
             Offer::Octet => OCTET,
             Offer::Form => FORM,
+            Offer::Multipart => MULTIPART,
         }
     }
 }
@@ -404,7 +698,7 @@ fn offers(body: &Value) -> &'static [Offer] {
         Value::String(_) => &[Offer::Text, Offer::Json],
         Value::Bytes(_) => &[Offer::Octet],
         Value::List(_) | Value::Null => &[Offer::Json],
-        _ => &[Offer::Json, Offer::Form],
+        _ => &[Offer::Json, Offer::Form, Offer::Multipart],
     }
 }
 
@@ -458,6 +752,8 @@ enum Encoding {
     Json,
     /// URL-encoded form fields.
     Form,
+    /// `multipart/form-data` parts.
+    Multipart,
     /// Strings and bytes as they are.
     Raw,
 }
@@ -480,20 +776,28 @@ impl Encoding {
             Encoding::Json
         } else if media.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
             Encoding::Form
+        } else if media.eq_ignore_ascii_case("multipart/form-data") {
+            Encoding::Multipart
         } else {
             Encoding::Raw
         }
     }
 }
 
-fn encode(body: &Value, encoding: Encoding) -> Result<Bytes, String> {
+/// Encodes `body`. Multipart takes its boundary from `content_type`; without one it makes one
+/// and returns the content type to send instead.
+fn encode(
+    body: &Value,
+    encoding: Encoding,
+    content_type: Option<&HeaderValue>,
+) -> Result<(Bytes, Option<HeaderValue>), String> {
     if let Encoding::Json = encoding {
         let mut out = BytesMut::with_capacity(64).writer();
         serde_json::to_writer(&mut out, body)
             .map_err(|e| format!("cannot encode the body as JSON: {e}"))?;
         let mut out = out.into_inner();
         out.put_u8(b'\n');
-        return Ok(out.freeze());
+        return Ok((out.freeze(), None));
     }
     if let (Encoding::Form, Value::Map(m)) = (encoding, body) {
         let mut form = form_urlencoded::Serializer::new(String::new());
@@ -507,17 +811,42 @@ fn encode(body: &Value, encoding: Encoding) -> Result<Bytes, String> {
                 form.append_pair(k, &scalar_text(v));
             }
         }
-        return Ok(Bytes::from(form.finish()));
+        return Ok((Bytes::from(form.finish()), None));
+    }
+    if let (Encoding::Multipart, Value::Map(_)) = (encoding, body) {
+        return encode_multipart(body, content_type);
     }
     match body {
         // A string's bytes are shared, not copied: a constant `pong` costs a reference count.
-        Value::String(s) => Ok(s.as_bytes().clone()),
-        Value::Bytes(b) => Ok(b.clone()),
-        Value::Null => Ok(Bytes::new()),
+        Value::String(s) => Ok((s.as_bytes().clone(), None)),
+        Value::Bytes(b) => Ok((b.clone(), None)),
+        Value::Null => Ok((Bytes::new(), None)),
         other => Err(format!(
             "cannot encode a {} body as the answer's Content-Type; set it to JSON or drop it",
             other.kind_name()
         )),
+    }
+}
+
+/// The multipart branch of [`encode`], out of line: it is rare, and inlined it would keep
+/// `encode` from being inlined into every response.
+#[cold]
+fn encode_multipart(
+    body: &Value,
+    content_type: Option<&HeaderValue>,
+) -> Result<(Bytes, Option<HeaderValue>), String> {
+    let given = content_type
+        .and_then(|t| t.to_str().ok())
+        .and_then(multipart::boundary);
+    match given {
+        Some(boundary) if !boundary.is_empty() => Ok((multipart::encode(body, boundary)?, None)),
+        _ => {
+            let boundary = multipart::new_boundary();
+            let bytes = multipart::encode(body, &boundary)?;
+            let with = HeaderValue::try_from(format!("multipart/form-data; boundary={boundary}"))
+                .expect("a hex boundary is a valid header value");
+            Ok((bytes, Some(with)))
+        }
     }
 }
 
@@ -540,7 +869,7 @@ mod tests {
 
     async fn render(answer: Packet, accept: Option<&str>) -> (u16, Option<String>, String) {
         let accept = accept.map(|a| HeaderValue::from_str(a).unwrap());
-        let r = response(answer, accept.as_ref());
+        let r = response(answer, accept.as_ref(), None);
         let status = r.status().as_u16();
         let ct = r
             .headers()
@@ -644,7 +973,7 @@ mod tests {
             .body(())
             .unwrap();
         let (parts, ()) = req.into_parts();
-        let body = decode_body(&parts.headers, Bytes::from_static(b"{\"n\": 1}")).unwrap();
+        let body = decode_body(&parts.headers, Bytes::from_static(b"{\"n\": 1}"), 1 << 20).unwrap();
         let v = request_payload(
             &parts.method,
             &parts.uri,
@@ -661,9 +990,11 @@ mod tests {
 
     #[test]
     fn bodies_decode_by_content_type() {
+        let decode =
+            |h: &HeaderMap, b: &'static [u8]| decode_body(h, Bytes::from_static(b), 1 << 20);
         let mut h = HeaderMap::new();
         assert_eq!(
-            decode_body(&h, Bytes::from_static(b"raw")).unwrap(),
+            decode(&h, b"raw").unwrap(),
             Value::Bytes(Bytes::from_static(b"raw"))
         );
         h.insert(
@@ -671,23 +1002,95 @@ mod tests {
             HeaderValue::from_static("application/x-www-form-urlencoded"),
         );
         let want: Value = yaml_serde::from_str("{x: ['1', '2']}").unwrap();
-        assert_eq!(
-            decode_body(&h, Bytes::from_static(b"x=1&x=2")).unwrap(),
-            want
-        );
+        assert_eq!(decode(&h, b"x=1&x=2").unwrap(), want);
         h.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
-        assert_eq!(
-            decode_body(&h, Bytes::from_static(b"hi")).unwrap(),
-            Value::from("hi")
-        );
+        assert_eq!(decode(&h, b"hi").unwrap(), Value::from("hi"));
         h.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        let err = decode_body(&h, Bytes::from_static(b"{nope")).unwrap_err();
-        assert!(err.0.starts_with("invalid JSON body"), "{}", err.0);
+        let Err(BodyError::Invalid(why)) = decode(&h, b"{nope") else {
+            panic!("malformed JSON must fail")
+        };
+        assert!(why.starts_with("invalid JSON body"), "{why}");
+    }
+
+    #[test]
+    fn compressed_bodies_decode_first() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        let packed = coding::Coding::Gzip.encode(b"{\"a\": [1, 2]}");
+        let want: Value = yaml_serde::from_str("{a: [1, 2]}").unwrap();
+        assert_eq!(decode_body(&h, packed.clone(), 1 << 20).unwrap(), want);
+        assert_eq!(decode_body(&h, packed, 4), Err(BodyError::TooLarge));
+        h.insert(
+            header::CONTENT_ENCODING,
+            HeaderValue::from_static("compress"),
+        );
+        let err = decode_body(&h, Bytes::from_static(b"x"), 100).unwrap_err();
+        assert_eq!(err.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("br"));
+        let err = decode_body(&h, Bytes::from_static(b"not brotli"), 100).unwrap_err();
+        assert_eq!(err.status(), StatusCode::BAD_REQUEST);
+    }
+
+    #[tokio::test]
+    async fn responses_compress_only_when_asked() {
+        let render = |ae: Option<&'static str>, answer: Value| {
+            let ae = ae.map(HeaderValue::from_static);
+            response(Packet::Data(answer), None, ae.as_ref())
+        };
+        let r = render(None, Value::from("pong"));
+        assert!(r.headers().get(header::CONTENT_ENCODING).is_none());
+        assert!(r.headers().get(header::VARY).is_none());
+        for (ae, coding) in [
+            ("gzip", coding::Coding::Gzip),
+            ("br", coding::Coding::Br),
+            ("deflate", coding::Coding::Deflate),
+        ] {
+            let r = render(Some(ae), Value::from("pong"));
+            assert_eq!(r.headers()[header::CONTENT_ENCODING], ae);
+            assert_eq!(r.headers()[header::VARY], "Accept-Encoding");
+            assert_eq!(
+                r.headers()[header::CONTENT_TYPE],
+                "text/plain; charset=utf-8"
+            );
+            let body = r.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(coding.decode(&body, 100).unwrap(), &b"pong"[..]);
+        }
+        // An answer that set its own Content-Encoding is sent as given.
+        let given: Value =
+            yaml_serde::from_str("{status: 200, header: {Content-Encoding: gzip}, body: already}")
+                .unwrap();
+        let r = render(Some("br"), given);
+        assert_eq!(r.headers()[header::CONTENT_ENCODING], "gzip");
+        assert_eq!(r.into_body().collect().await.unwrap().to_bytes(), "already");
+        let r = render(Some("identity"), Value::from("pong"));
+        assert!(r.headers().get(header::CONTENT_ENCODING).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_map_can_be_sent_as_multipart() {
+        let accept = HeaderValue::from_static("multipart/form-data");
+        let answer: Value = yaml_serde::from_str("{a: x}").unwrap();
+        let r = response(Packet::Data(answer), Some(&accept), None);
+        let ct = r.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let boundary = multipart::boundary(&ct).unwrap().to_owned();
+        let body = r.into_body().collect().await.unwrap().to_bytes();
+        let back = multipart::decode(&body, &boundary, 1 << 20).unwrap();
+        assert_eq!(
+            back.pick(&["values", "a"]),
+            Some(&Value::from(vec![Value::from("x")]))
+        );
     }
 }

@@ -1,10 +1,13 @@
 //! Reference scenarios and bad-input cases as YAML files in `tests/cases`, run by `check`.
 //!
 //! A case holds `specs` (or `specs_file`, relative to the workspace root) and `requests`; each
-//! request is `request: METHOD PATH` with optional `headers` and `body`, or `raw` bytes, and an
-//! `expect` block: `status`, `headers` (exact values), `absent` (header names), `body` (exact)
-//! or `body_contains`.
+//! request is `request: METHOD PATH` with optional `headers` and `body` (compressed first when
+//! `body_encoding` names a coding, which is also sent as `Content-Encoding`), or `raw` bytes,
+//! and an `expect` block: `status`, `headers` (exact values), `absent` (header names), `decode`
+//! (a coding the response body is decompressed with before it is compared), `body` (exact) or
+//! `body_contains`.
 
+use uniflow_nodes_net::coding::Coding;
 use uniflow_spec::{Format, load_file, parse};
 use uniflow_value::Value;
 
@@ -57,18 +60,26 @@ async fn check(file: &str) {
                             .collect()
                     })
                     .unwrap_or_default();
-                request(
-                    method,
-                    target,
-                    &headers,
-                    text("body").unwrap_or_default().as_bytes(),
-                )
+                let mut headers = headers;
+                let mut body = text("body").unwrap_or_default().into_bytes();
+                if let Some(name) = text("body_encoding") {
+                    body = coding(&name).encode(&body).to_vec();
+                    headers.push(("Content-Encoding".to_owned(), name));
+                }
+                request(method, target, &headers, &body)
             }
             _ => panic!("{label}: no request"),
         };
         let reply = send(addr, &raw).await;
         let expect = r.get("expect").expect("expect");
-        let body = String::from_utf8_lossy(&reply.body);
+        let body = match expect.get("decode").and_then(Value::as_str) {
+            Some(name) => coding(name)
+                .decode(&reply.body, 1 << 20)
+                .unwrap_or_else(|e| panic!("{label}: body does not decode as {name}: {e:?}"))
+                .to_vec(),
+            None => reply.body.clone(),
+        };
+        let body = String::from_utf8_lossy(&body);
         if let Some(status) = expect.get("status").and_then(Value::as_i64) {
             assert_eq!(
                 i64::from(reply.status),
@@ -104,6 +115,14 @@ async fn check(file: &str) {
         }
     }
     graph.unload().await;
+}
+
+/// The content coding named in a case.
+fn coding(name: &str) -> Coding {
+    match Coding::parse(name) {
+        Ok(Some(coding)) => coding,
+        _ => panic!("unknown coding `{name}` in a case"),
+    }
 }
 
 #[tokio::test]
@@ -154,6 +173,26 @@ async fn a12_merge() {
 #[tokio::test]
 async fn a13_fork_nop() {
     check("a13_fork_nop.yaml").await;
+}
+
+#[tokio::test]
+async fn a17_compression() {
+    check("a17_compression.yaml").await;
+}
+
+#[tokio::test]
+async fn a18_body_decoding() {
+    check("a18_body_decoding.yaml").await;
+}
+
+#[tokio::test]
+async fn http_client() {
+    check("http_client.yaml").await;
+}
+
+#[tokio::test]
+async fn proxy() {
+    check("proxy.yaml").await;
 }
 
 #[tokio::test]

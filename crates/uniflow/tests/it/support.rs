@@ -20,13 +20,29 @@ pub(crate) fn root() -> PathBuf {
 
 /// Compiles and loads `specs` with every kind plus the test kinds, with each listener moved to
 /// a free port on 127.0.0.1. Returns the graph and the first listener's address.
+///
+/// URLs in the specs that name a listener's port on `localhost` or `127.0.0.1` (a `proxy` or
+/// `http` node calling a second listener of the same workflow) follow it to its new port.
 pub(crate) async fn start(mut specs: Vec<Spec>) -> (Arc<Graph>, SocketAddr) {
+    let mut moved = Vec::new();
     for spec in &mut specs {
         if spec.kind == "listener" {
+            let free = free_port();
+            if let Some(port) = spec.fields.get("port").and_then(Value::as_i64) {
+                moved.push((port, free));
+            }
             spec.fields = spec
                 .fields
-                .insert("port", Value::Int(0))
+                .insert("port", Value::Int(i64::from(free)))
                 .insert("host", "127.0.0.1");
+        }
+    }
+    for spec in &mut specs {
+        if spec.kind != "listener" {
+            spec.fields = match follow_ports(&Value::Map(spec.fields.clone()), &moved) {
+                Value::Map(m) => m,
+                _ => unreachable!("a map stays a map"),
+            };
         }
     }
     let mut registry = uniflow::registry();
@@ -39,6 +55,39 @@ pub(crate) async fn start(mut specs: Vec<Spec>) -> (Arc<Graph>, SocketAddr) {
         .find_map(|s| s.node.as_any().downcast_ref::<ListenerNode>()?.local_addr())
         .expect("a listener is bound");
     (graph, addr)
+}
+
+/// A port that was free a moment ago: bound on 127.0.0.1 and released. Another socket could
+/// take it before the listener binds it, but the kernel spreads ephemeral ports over thousands
+/// of numbers, so within a test run that is unlikely.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// `value` with `localhost:OLD` and `127.0.0.1:OLD` rewritten to `127.0.0.1:NEW` in every
+/// string.
+fn follow_ports(value: &Value, moved: &[(i64, u16)]) -> Value {
+    match value {
+        Value::String(s) => {
+            let mut text = s.to_string();
+            for (old, new) in moved {
+                for host in ["localhost", "127.0.0.1"] {
+                    text = text.replace(&format!("{host}:{old}"), &format!("127.0.0.1:{new}"));
+                }
+            }
+            Value::from(text)
+        }
+        Value::List(l) => Value::from(l.iter().map(|v| follow_ports(v, moved)).collect::<Vec<_>>()),
+        Value::Map(m) => Value::Map(
+            m.iter()
+                .map(|(k, v)| (k.clone(), follow_ports(v, moved)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
 }
 
 /// A parsed response.

@@ -1,0 +1,203 @@
+//! `websocket`: a WebSocket client. `io` dials `url` for the process it arrives in, then
+//! messages flow with the `io`/`in`/`out`/`error` contract of `ws` (reference §3.3).
+//!
+//! The URL is the node's, with parts it leaves out (scheme, host, path, query) taken from the
+//! payload when it is an HTTP payload, as upstream did. `wss://` uses the platform's root
+//! certificates. A connection that cannot be opened within `timeout` goes to `error`.
+
+use std::any::Any;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio_tungstenite::Connector;
+use uniflow_core::{CompileCx, Cx, Flow, InPort, Node, NodeSpec, OutPort, Packet};
+use uniflow_spec::Diagnostic;
+use uniflow_value::Value;
+
+use crate::client::error_text;
+use crate::tls;
+use crate::ws::{self, Connections};
+
+/// The fields of a `websocket` spec.
+#[derive(Debug, Deserialize)]
+pub struct WebSocketSpec {
+    /// Where to connect: `ws://` or `wss://`.
+    pub url: Option<String>,
+    /// How long opening a connection may take (nanoseconds, or a string such as `"10s"`); no
+    /// limit when unset or zero.
+    #[serde(default, deserialize_with = "uniflow_spec::duration::option")]
+    pub timeout: Option<Duration>,
+}
+
+/// The parts of the node's URL.
+#[derive(Debug, Default)]
+struct Parts {
+    scheme: Option<String>,
+    authority: Option<String>,
+    path: Option<String>,
+    query: Option<String>,
+}
+
+impl NodeSpec for WebSocketSpec {
+    const KIND: &'static str = "websocket";
+
+    fn compile(self, cx: &CompileCx<'_>) -> Result<Box<dyn Node>, Vec<Diagnostic>> {
+        let Some(url) = self.url else {
+            return Err(vec![cx.error("url", "missing required field")]);
+        };
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|e| vec![cx.error("url", format!("`{url}` is not a URL: {e}"))])?;
+        let scheme = uri.scheme_str().map(str::to_ascii_lowercase);
+        if let Some(s) = scheme.as_deref()
+            && s != "ws"
+            && s != "wss"
+        {
+            return Err(vec![
+                cx.error("url", format!("unsupported scheme `{s}`: use ws or wss")),
+            ]);
+        }
+        // `wss://host` names no path (the payload's is used); `wss://host/` names `/`.
+        let after_authority = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
+        let names_path = !url.contains("://") || after_authority.contains('/');
+        let parts = Parts {
+            scheme,
+            authority: uri.authority().map(|a| a.as_str().to_owned()),
+            path: names_path.then(|| uri.path().to_owned()),
+            query: uri.query().map(str::to_owned),
+        };
+        Ok(Box::new(WebSocketNode {
+            parts,
+            timeout: self.timeout.filter(|t| !t.is_zero()),
+            connections: Connections::new(None),
+        }))
+    }
+}
+
+/// The compiled `websocket`.
+pub struct WebSocketNode {
+    parts: Parts,
+    timeout: Option<Duration>,
+    connections: Connections,
+}
+
+impl WebSocketNode {
+    fn key(&self) -> usize {
+        std::ptr::from_ref(self) as usize
+    }
+
+    /// The URL to dial for `payload`: the node's parts, the payload's where the node has none.
+    fn url(&self, payload: &Value) -> Result<String, String> {
+        let field = |k: &str| {
+            payload
+                .get(k)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+        };
+        let scheme = self
+            .parts
+            .scheme
+            .clone()
+            .or_else(|| field("scheme").map(str::to_owned))
+            .unwrap_or_else(|| "ws".to_owned());
+        let host = self
+            .parts
+            .authority
+            .clone()
+            .or_else(|| field("host").map(str::to_owned))
+            .ok_or("no host: the node's `url` names none and the payload has no `host`")?;
+        let path = self
+            .parts
+            .path
+            .clone()
+            .or_else(|| field("path").map(str::to_owned))
+            .unwrap_or_else(|| "/".to_owned());
+        let query = match &self.parts.query {
+            Some(q) => q.clone(),
+            None => match payload.get("query") {
+                Some(Value::Map(m)) => {
+                    let mut out = form_urlencoded::Serializer::new(String::new());
+                    for (k, v) in m.iter() {
+                        let Some(k) = k.as_str() else { continue };
+                        let values: &[Value] = match v {
+                            Value::List(l) => l,
+                            single => std::slice::from_ref(single),
+                        };
+                        for v in values.iter().filter_map(Value::as_str) {
+                            out.append_pair(k, v);
+                        }
+                    }
+                    out.finish()
+                }
+                _ => String::new(),
+            },
+        };
+        Ok(if query.is_empty() {
+            format!("{scheme}://{host}{path}")
+        } else {
+            format!("{scheme}://{host}{path}?{query}")
+        })
+    }
+
+    fn dial<'a>(&'a self, cx: Cx<'a>, packet: Packet) -> Flow<'a> {
+        let Packet::Data(payload) = packet else {
+            return Flow::Ready(Packet::None);
+        };
+        let url = match self.url(&payload) {
+            Ok(url) => url,
+            Err(e) => return ws::fail(cx, format!("websocket: {e}")),
+        };
+        Flow::pending(async move {
+            let connect = tokio_tungstenite::connect_async_tls_with_config(
+                url.as_str(),
+                Some(self.connections.config()),
+                true,
+                Some(Connector::Rustls(tls::client_config())),
+            );
+            let connected = match self.timeout {
+                None => connect.await.map_err(|e| error_text(&e)),
+                Some(limit) => match tokio::time::timeout(limit, connect).await {
+                    Ok(result) => result.map_err(|e| error_text(&e)),
+                    Err(_) => Err(format!("no connection within {limit:?}")),
+                },
+            };
+            match connected {
+                Ok((stream, _)) => {
+                    let open = async move { Some(stream) };
+                    self.connections
+                        .open(cx.graph(), cx.node(), self.key(), cx.proc(), open);
+                    Packet::None
+                }
+                Err(e) => ws::fail(cx, format!("websocket: cannot connect to {url}: {e}")).await,
+            }
+        })
+    }
+}
+
+impl Node for WebSocketNode {
+    fn in_port(&self, name: &str) -> Option<InPort> {
+        ws::in_port(name)
+    }
+
+    fn out_port(&self, name: &str) -> Option<OutPort> {
+        ws::out_port(name)
+    }
+
+    fn handle<'a>(&'a self, cx: Cx<'a>, port: InPort, packet: Packet) -> Flow<'a> {
+        if port == ws::IO {
+            self.dial(cx, packet)
+        } else {
+            ws::send(cx, self.key(), packet)
+        }
+    }
+
+    fn unload(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        self.connections.close()
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}

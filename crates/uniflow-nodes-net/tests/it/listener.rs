@@ -1,0 +1,249 @@
+//! The listener over sockets: TLS with a certificate generated here, the timeouts that cut
+//! slow clients off, and spec problems reported together.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWriteExt;
+
+use crate::support::{client, connect_and_send, problems, read_until_closed, start};
+
+fn pong_spec(extra: &str) -> String {
+    format!(
+        "- {{kind: listener, name: l, protocol: http, host: 127.0.0.1, port: 0, {extra} ports: {{out: [{{name: pong, port: in}}]}}}}\n- {{kind: test-const, name: pong, value: pong}}\n"
+    )
+}
+
+/// A YAML block scalar holding `text`, indented for a field of a list item.
+fn block(text: &str) -> String {
+    let mut out = String::from("|\n");
+    for line in text.lines() {
+        out.push_str("      ");
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+struct Tls {
+    cert: String,
+    key: String,
+}
+
+fn self_signed() -> Tls {
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("a certificate");
+    Tls {
+        cert: certified.cert.pem(),
+        key: certified.signing_key.serialize_pem(),
+    }
+}
+
+fn tls_client(tls: &Tls, addr: std::net::SocketAddr) -> reqwest::ClientBuilder {
+    let root = reqwest::Certificate::from_pem(tls.cert.as_bytes()).expect("a PEM certificate");
+    reqwest::Client::builder()
+        .no_proxy()
+        .tls_certs_only([root])
+        .resolve("localhost", addr)
+}
+
+#[tokio::test]
+async fn tls_serves_h2_and_http1_with_inline_pem() {
+    let tls = self_signed();
+    let yaml = format!(
+        "- kind: listener\n  name: l\n  protocol: http\n  host: 127.0.0.1\n  port: 0\n  cert: {}\n  key: {}\n  ports: {{out: [{{name: pong, port: in}}]}}\n- {{kind: test-const, name: pong, value: pong}}\n",
+        block(&tls.cert).replace("      ", "    "),
+        block(&tls.key).replace("      ", "    "),
+    );
+    let running = start(&yaml).await;
+    let addr = running.addrs[0];
+    let url = format!("https://localhost:{}/ping", addr.port());
+
+    let h2 = tls_client(&tls, addr).build().unwrap();
+    let reply = h2.get(&url).send().await.expect("an HTTPS request");
+    assert_eq!(reply.version(), http::Version::HTTP_2, "ALPN picks h2");
+    assert_eq!(reply.status(), 200);
+    assert_eq!(reply.text().await.unwrap(), "pong");
+
+    let h1 = tls_client(&tls, addr).http1_only().build().unwrap();
+    let reply = h1.get(&url).send().await.expect("an HTTPS request");
+    assert_eq!(reply.version(), http::Version::HTTP_11);
+    assert_eq!(reply.text().await.unwrap(), "pong");
+
+    // Plain HTTP to a TLS port gets no answer, and the listener keeps serving TLS.
+    let plain = client().get(format!("http://{addr}/ping")).send().await;
+    assert!(plain.is_err(), "{plain:?}");
+    let again = h2.get(&url).send().await.expect("still serving");
+    assert_eq!(again.text().await.unwrap(), "pong");
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn tls_reads_pem_files() {
+    let tls = self_signed();
+    let dir = std::env::temp_dir().join(format!("uniflow-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, &tls.cert).unwrap();
+    std::fs::write(&key, &tls.key).unwrap();
+    let running = start(&pong_spec(&format!(
+        "cert: '{}', key: '{}',",
+        cert.display(),
+        key.display()
+    )))
+    .await;
+    let addr = running.addrs[0];
+    let reply = tls_client(&tls, addr)
+        .build()
+        .unwrap()
+        .get(format!("https://localhost:{}/", addr.port()))
+        .send()
+        .await
+        .expect("an HTTPS request");
+    assert_eq!(reply.text().await.unwrap(), "pong");
+    running.stop().await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn tls_and_limit_problems_are_reported_together() {
+    let text = problems(&pong_spec("body_limit: 'ten', "));
+    assert!(
+        text.contains("field `body_limit`") && text.contains("invalid size"),
+        "{text}"
+    );
+    let text = problems(&pong_spec(
+        "cert: /nonexistent/cert.pem, key: 'not pem', read_timeout: 0, ",
+    ));
+    assert!(text.contains("3 problems"), "{text}");
+    assert!(
+        text.contains("field `cert`: cannot read `/nonexistent/cert.pem`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("field `key`: cannot read `not pem`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("field `read_timeout`: must be more than zero"),
+        "{text}"
+    );
+    let text = problems(&pong_spec("key: x, "));
+    assert!(
+        text.contains("field `cert`: `key` is set, so `cert` is required"),
+        "{text}"
+    );
+    let tls = self_signed();
+    let other = self_signed();
+    let text = problems(&format!(
+        "- kind: listener\n  name: l\n  protocol: http\n  port: 0\n  cert: {}\n  key: {}\n",
+        block(&tls.cert).replace("      ", "    "),
+        block(&other.key).replace("      ", "    "),
+    ));
+    assert!(
+        text.contains("field `key`: the key does not fit the certificate"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn slow_headers_are_cut_off() {
+    let running = start(&pong_spec("header_timeout: 300ms,")).await;
+    let started = Instant::now();
+    let mut stream = connect_and_send(running.addrs[0], b"GET /ping HTTP/1.1\r\nHost: x\r\n").await;
+    // One more header line, then silence: the headers never end.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stream.write_all(b"X-Slow: 1\r\n").await.unwrap();
+    let read = read_until_closed(&mut stream, Duration::from_secs(5)).await;
+    assert!(read.is_some(), "the server kept a slow client for 5s");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250),
+        "cut off too early: {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_secs(2),
+        "cut off too late: {waited:?}"
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_silent_connection_is_closed_when_idle() {
+    let running = start(&pong_spec("idle_timeout: 300ms,")).await;
+    let started = Instant::now();
+    // A client that connects and never sends a byte (no request, so no header timer runs).
+    let mut stream = connect_and_send(running.addrs[0], b"").await;
+    let read = read_until_closed(&mut stream, Duration::from_secs(5)).await;
+    assert_eq!(read.as_deref(), Some(&b""[..]), "closed without an answer");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250),
+        "closed too early: {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_secs(2),
+        "closed too late: {waited:?}"
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_still_serves_within_the_timeout() {
+    let running = start(&pong_spec("idle_timeout: 400ms,")).await;
+    let mut stream =
+        connect_and_send(running.addrs[0], b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stream
+        .write_all(b"GET /b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let read = read_until_closed(&mut stream, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&read);
+    assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 2, "{text}");
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_slow_body_answers_408() {
+    let running = start(&pong_spec("read_timeout: 300ms,")).await;
+    let started = Instant::now();
+    let mut stream = connect_and_send(
+        running.addrs[0],
+        b"POST /ping HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\nonly ten b",
+    )
+    .await;
+    let read = read_until_closed(&mut stream, Duration::from_secs(5))
+        .await
+        .expect("the server closes the connection");
+    let text = String::from_utf8_lossy(&read);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn the_default_body_limit_is_16_mib() {
+    let running = start(&pong_spec("")).await;
+    let big = vec![b'x'; 16 * 1024 * 1024 + 1];
+    let reply = client()
+        .post(running.url())
+        .body(big)
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(reply.status(), 413);
+    let fits = client()
+        .post(running.url())
+        .body(vec![b'x'; 1024 * 1024])
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(fits.status(), 200);
+    running.stop().await;
+}

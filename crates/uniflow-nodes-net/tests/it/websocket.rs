@@ -1,0 +1,154 @@
+//! `gateway` and `websocket` over real sockets: an echo through a gateway whose `out` feeds
+//! its own `in`, and `examples/wsproxy.yaml` relaying to such an echo server instead of the
+//! public one it names.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+use crate::support::{client, start};
+
+const ECHO: &str = "- {kind: listener, name: l, protocol: http, host: 127.0.0.1, port: 0, ports: {out: [{name: router, port: in}]}}\n- {kind: router, name: router, routes: [{method: GET, path: /ws, port: 'out[0]'}, {method: GET, path: /ping, port: 'out[1]'}], ports: {'out[0]': [{name: gateway, port: io}], 'out[1]': [{name: pong, port: in}]}}\n- {kind: gateway, name: gateway, protocol: websocket, timeout: 5s, ports: {out: [{name: gateway, port: in}]}}\n- {kind: test-const, name: pong, value: pong}\n";
+
+async fn next(
+    ws: &mut (impl StreamExt<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin),
+) -> Message {
+    tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("a message within 5s")
+        .expect("the connection is open")
+        .expect("a valid message")
+}
+
+/// Sends text, JSON text, binary and HTML and expects each back as it went, then closes.
+async fn round_trips(url: &str) {
+    let (mut ws, response) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("a websocket");
+    assert_eq!(response.status(), 101);
+    for message in [
+        Message::text("hello"),
+        Message::text("{\"a\":[1,2]}"),
+        Message::binary(vec![0u8, 1, 2, 255]),
+        Message::text("héllo wörld"),
+    ] {
+        ws.send(message.clone()).await.unwrap();
+        assert_eq!(next(&mut ws).await, message);
+    }
+    // HTML sniffs as bytes in the flow, but the message keeps its type 1, so it goes back as
+    // the text frame it came as.
+    ws.send(Message::text("<html><b>x</b></html>"))
+        .await
+        .unwrap();
+    assert_eq!(next(&mut ws).await, Message::text("<html><b>x</b></html>"));
+    // Many messages in flight come back in order.
+    for i in 0..100 {
+        ws.send(Message::text(format!("m{i}"))).await.unwrap();
+    }
+    for i in 0..100 {
+        assert_eq!(next(&mut ws).await, Message::text(format!("m{i}")));
+    }
+    ws.send(Message::Close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "bye".into(),
+    })))
+    .await
+    .unwrap();
+    let closed = next(&mut ws).await;
+    assert!(closed.is_close(), "{closed:?}");
+}
+
+#[tokio::test]
+async fn gateway_echoes_messages() {
+    let running = start(ECHO).await;
+    let url = format!("ws://{}/ws", running.addrs[0]);
+    round_trips(&url).await;
+    // Two connections at once each get their own messages.
+    let (mut a, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let (mut b, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    a.send(Message::text("to a")).await.unwrap();
+    b.send(Message::text("to b")).await.unwrap();
+    assert_eq!(next(&mut b).await, Message::text("to b"));
+    assert_eq!(next(&mut a).await, Message::text("to a"));
+    // Plain requests on the same listener are still plain.
+    let reply = client()
+        .get(format!("{}/ping", running.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.text().await.unwrap(), "pong");
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_plain_request_to_a_gateway_answers_400() {
+    let running = start(ECHO).await;
+    let reply = client()
+        .get(format!("{}/ws", running.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 400);
+    assert_eq!(reply.text().await.unwrap(), "Bad Request");
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn unloading_closes_open_connections() {
+    let running = start(ECHO).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", running.addrs[0]))
+        .await
+        .unwrap();
+    ws.send(Message::text("hi")).await.unwrap();
+    assert_eq!(next(&mut ws).await, Message::text("hi"));
+    tokio::time::timeout(Duration::from_secs(10), running.stop())
+        .await
+        .expect("unload finishes with a connection open");
+    let after = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("the connection ends");
+    assert!(
+        matches!(after, None | Some(Err(_)) | Some(Ok(Message::Close(_)))),
+        "{after:?}"
+    );
+}
+
+#[tokio::test]
+async fn wsproxy_example_relays_through_the_websocket_client() {
+    let echo = start(ECHO).await;
+    let example = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/wsproxy.yaml"),
+    )
+    .unwrap();
+    // The example relays to a public echo server; tests talk to 127.0.0.1 only.
+    assert!(example.contains("url: wss://echo.websocket.org/"));
+    let yaml = example
+        .replace(
+            "url: wss://echo.websocket.org/",
+            &format!("url: ws://{}/ws", echo.addrs[0]),
+        )
+        .replace("port: 8000", "host: 127.0.0.1\n  port: 0");
+    let proxy = start(&yaml).await;
+    round_trips(&format!("ws://{}/ws", proxy.addrs[0])).await;
+    proxy.stop().await;
+    echo.stop().await;
+}
+
+#[tokio::test]
+async fn a_websocket_that_cannot_connect_goes_to_error() {
+    // A listener on a port whose gateway route is not a WebSocket (a pong) refuses the
+    // handshake; the error reaches the client as a 500 from the front listener.
+    let target = start(ECHO).await;
+    let yaml = format!(
+        "- {{kind: listener, name: l, protocol: http, host: 127.0.0.1, port: 0, ports: {{out: [{{name: dial, port: io}}]}}}}\n- {{kind: websocket, name: dial, url: 'ws://{}/ping', timeout: 2s}}\n",
+        target.addrs[0]
+    );
+    let running = start(&yaml).await;
+    let reply = client().get(running.url()).send().await.unwrap();
+    assert_eq!(reply.status(), 500);
+    running.stop().await;
+    target.stop().await;
+}
