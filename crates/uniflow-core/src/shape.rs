@@ -35,7 +35,7 @@ pub mod indexed {
     pub const ERROR: OutPort = OutPort(0);
 
     /// The port `out[index]`.
-    pub fn out(index: usize) -> OutPort {
+    pub const fn out(index: usize) -> OutPort {
         OutPort(index as u32 + 1)
     }
 
@@ -45,6 +45,12 @@ pub mod indexed {
             return Some(ERROR);
         }
         PortName::parse(name).index_of(port::OUT, true).map(out)
+    }
+
+    /// Like [`out_port`], for a node with the outputs `out[0]` to `out[count - 1]` only (`if`,
+    /// `call`, `loop`).
+    pub fn out_port_below(name: &str, count: usize) -> Option<OutPort> {
+        out_port(name).filter(|p| p.0 as usize <= count)
     }
 }
 

@@ -8,8 +8,9 @@
 use std::any::Any;
 
 use serde::Deserialize;
+use uniflow_core::shape::indexed::{self, ERROR};
 use uniflow_core::{CompileCx, Cx, Flow, InPort, Node, NodeSpec, OutPort, Packet, port};
-use uniflow_spec::{Diagnostic, PortName};
+use uniflow_spec::Diagnostic;
 
 /// The kind name.
 pub const KIND: &str = "call";
@@ -29,9 +30,8 @@ impl NodeSpec for CallSpec {
 }
 
 const IN: InPort = InPort(0);
-const CALL: OutPort = OutPort(0);
-const NEXT: OutPort = OutPort(1);
-const ERROR: OutPort = OutPort(2);
+const CALL: OutPort = indexed::out(0);
+const NEXT: OutPort = indexed::out(1);
 
 /// The compiled `call`.
 pub struct CallNode;
@@ -42,14 +42,7 @@ impl Node for CallNode {
     }
 
     fn out_port(&self, name: &str) -> Option<OutPort> {
-        if name == port::ERROR {
-            return Some(ERROR);
-        }
-        match PortName::parse(name).index_of(port::OUT, true)? {
-            0 => Some(CALL),
-            1 => Some(NEXT),
-            _ => None,
-        }
+        indexed::out_port_below(name, 2)
     }
 
     fn handle<'a>(&'a self, cx: Cx<'a>, _port: InPort, packet: Packet) -> Flow<'a> {

@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
+use uniflow_core::shape::indexed::{self, ERROR};
 use uniflow_core::{Cx, Flow, InPort, Node, OutPort, Packet, Registry, port};
 use uniflow_lang::{Languages, Program};
-use uniflow_spec::PortName;
 use uniflow_value::Value;
 
 use crate::expression;
@@ -33,11 +33,8 @@ pub struct IfSpec {
 }
 
 const IN: InPort = InPort(0);
-/// `error` is port 0 so that `out[N]` is port `N + 1` and exists only when linked (or when a
-/// higher branch is), as upstream's lazily created ports did.
-const ERROR: OutPort = OutPort(0);
-const THEN: OutPort = OutPort(1);
-const ELSE: OutPort = OutPort(2);
+const THEN: OutPort = indexed::out(0);
+const ELSE: OutPort = indexed::out(1);
 
 /// The compiled `if`.
 pub struct IfNode {
@@ -58,14 +55,7 @@ impl Node for IfNode {
     }
 
     fn out_port(&self, name: &str) -> Option<OutPort> {
-        if name == port::ERROR {
-            return Some(ERROR);
-        }
-        match PortName::parse(name).index_of(port::OUT, true)? {
-            0 => Some(THEN),
-            1 => Some(ELSE),
-            _ => None,
-        }
+        indexed::out_port_below(name, 2)
     }
 
     #[inline]

@@ -16,8 +16,9 @@
 use std::any::Any;
 
 use serde::Deserialize;
+use uniflow_core::shape::indexed::{self, ERROR};
 use uniflow_core::{CompileCx, Cx, Flow, InPort, Node, NodeSpec, OutPort, Packet, port};
-use uniflow_spec::{Diagnostic, PortName};
+use uniflow_spec::Diagnostic;
 use uniflow_value::{ErrorValue, List, Value};
 
 /// The kind name.
@@ -38,9 +39,8 @@ impl NodeSpec for LoopSpec {
 }
 
 const IN: InPort = InPort(0);
-const BODY: OutPort = OutPort(0);
-const DONE: OutPort = OutPort(1);
-const ERROR: OutPort = OutPort(2);
+const BODY: OutPort = indexed::out(0);
+const DONE: OutPort = indexed::out(1);
 
 /// The compiled `loop`.
 pub struct LoopNode;
@@ -70,14 +70,7 @@ impl Node for LoopNode {
     }
 
     fn out_port(&self, name: &str) -> Option<OutPort> {
-        if name == port::ERROR {
-            return Some(ERROR);
-        }
-        match PortName::parse(name).index_of(port::OUT, true)? {
-            0 => Some(BODY),
-            1 => Some(DONE),
-            _ => None,
-        }
+        indexed::out_port_below(name, 2)
     }
 
     fn handle<'a>(&'a self, cx: Cx<'a>, _port: InPort, packet: Packet) -> Flow<'a> {
