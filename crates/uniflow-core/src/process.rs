@@ -18,6 +18,12 @@ pub struct Process {
     id: OnceLock<uuid::Uuid>,
     parent: Option<Arc<Process>>,
     exited: AtomicBool,
+    // Set before the first hook, datum or child is added. A process that never had any (almost
+    // every request) exits without an error, and has no parent, skips its lock. `exit` sets
+    // `exited` then reads `used`; the adders set `used` then read `exited` under the lock;
+    // both sequentially consistent, so at least one of them sees the other (and a hook added
+    // concurrently with exit runs either way).
+    used: AtomicBool,
     state: Mutex<State>,
     // Wakes `exited()` and `join()` waiters. It is created by the first waiter, so a process
     // nobody waits on (almost every request) never touches it: `notify_waiters` takes a lock.
@@ -43,6 +49,7 @@ impl Process {
             id: OnceLock::new(),
             parent: None,
             exited: AtomicBool::new(false),
+            used: AtomicBool::new(false),
             state: Mutex::new(State::default()),
             changed: OnceLock::new(),
         })
@@ -55,9 +62,11 @@ impl Process {
             id: OnceLock::new(),
             parent: Some(Arc::clone(self)),
             exited: AtomicBool::new(false),
+            used: AtomicBool::new(false),
             state: Mutex::new(State::default()),
             changed: OnceLock::new(),
         });
+        self.used.store(true, Ordering::SeqCst);
         {
             let mut state = self.lock();
             if !self.is_exited() {
@@ -89,7 +98,8 @@ impl Process {
 
     /// Whether the process has exited.
     pub fn is_exited(&self) -> bool {
-        self.exited.load(Ordering::Acquire)
+        // Sequentially consistent for the `used` handshake (see the field).
+        self.exited.load(Ordering::SeqCst)
     }
 
     /// The error the process exited with, if any.
@@ -100,7 +110,11 @@ impl Process {
     /// Ends the process: drops its data and runs its exit hooks in reverse order of
     /// registration. Only the first call has an effect.
     pub fn exit(&self, error: Option<ErrorValue>) {
-        if self.exited.swap(true, Ordering::AcqRel) {
+        if self.exited.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        if error.is_none() && self.parent.is_none() && !self.used.load(Ordering::SeqCst) {
+            self.notify();
             return;
         }
         let (forked, hooks, data) = {
@@ -130,6 +144,7 @@ impl Process {
 
     /// Runs `hook` when the process exits, or now if it already has.
     pub fn on_exit(&self, hook: impl FnOnce(Option<&ErrorValue>) + Send + 'static) {
+        self.used.store(true, Ordering::SeqCst);
         {
             let mut state = self.lock();
             if !self.is_exited() {
@@ -165,7 +180,7 @@ impl Process {
 
     /// Whether children forked from this process are still running.
     pub fn has_children(&self) -> bool {
-        self.lock().children > 0
+        self.used.load(Ordering::SeqCst) && self.lock().children > 0
     }
 
     /// Runs `f` on this process's value under `key`, created with `Default` on first use.
@@ -177,6 +192,7 @@ impl Process {
     where
         T: Any + Send + Default,
     {
+        self.used.store(true, Ordering::SeqCst);
         let mut state = self.lock();
         let index = match state.data.iter().position(|(k, _)| *k == key) {
             Some(i) => i,
@@ -277,6 +293,47 @@ mod tests {
         });
         drop(p);
         assert_eq!(ran.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_hook_added_while_the_process_exits_runs_once() {
+        // `exit` skips the lock of a process that has no hooks; a hook added concurrently must
+        // still run, exactly once, whichever side wins.
+        for _ in 0..2_000 {
+            let p = Process::new();
+            let ran = Arc::new(AtomicUsize::new(0));
+            let adder = {
+                let (p, ran) = (Arc::clone(&p), Arc::clone(&ran));
+                std::thread::spawn(move || {
+                    p.on_exit(move |_| {
+                        ran.fetch_add(1, Ordering::SeqCst);
+                    });
+                })
+            };
+            p.exit(None);
+            adder.join().unwrap();
+            assert_eq!(ran.load(Ordering::SeqCst), 1);
+        }
+    }
+
+    #[tokio::test]
+    async fn exiting_without_hooks_keeps_the_error_and_wakes_waiters() {
+        let p = Process::new();
+        assert!(!p.has_children());
+        p.exit(Some(ErrorValue::new("boom")));
+        assert!(p.is_exited());
+        assert_eq!(p.exit_error().unwrap().message(), "boom");
+        let q = Process::new();
+        let waiter = {
+            let q = Arc::clone(&q);
+            tokio::spawn(async move { q.exited().await })
+        };
+        tokio::task::yield_now().await;
+        q.exit(None);
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("the waiter is woken")
+            .unwrap();
     }
 
     #[test]

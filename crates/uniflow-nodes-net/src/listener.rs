@@ -13,6 +13,8 @@
 //! also closes an HTTP/1 connection that waits that long for its next request), a body within
 //! `read_timeout`, and a connection on which nothing moves for `idle_timeout` while no request
 //! is in flight is closed (this covers TLS handshakes, h2 and clients that never send a byte).
+//! These two are enforced by one sweep over the connections in the accept loop, not by a timer
+//! per request or a select per connection: requests only store flags and bump counters.
 //!
 //! Hyper's connection task is the only task per connection; the graph is entered by a plain
 //! call, so a request costs no spawn and no channel. What the graph needs beyond that is
@@ -26,17 +28,17 @@ use std::io;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::FutureExt;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body as _, Incoming};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulConnection;
 use serde::{Deserialize, Deserializer};
@@ -53,8 +55,8 @@ use uniflow_spec::Diagnostic;
 use uniflow_value::{ErrorValue, Value};
 
 use crate::payload::{
-    Body, Negotiation, decode_negotiated, header_map_noting, payload_with_header, response,
-    text_response,
+    Body, HeaderCache, Negotiation, decode_negotiated, header_map_noting, payload_with_header,
+    response, text_response,
 };
 use crate::{tls, upgrade};
 
@@ -418,7 +420,8 @@ fn listener_of(graph: &Graph, node: NodeId) -> &ListenerNode {
 }
 
 /// The accept loop: one task per connection, each tracked so that unloading can wait for
-/// them (bounded by `DRAIN`).
+/// them (bounded by `DRAIN`), and a sweep over the open connections that closes the ones that
+/// waited too long (see [`Watch::look`]).
 async fn serve(
     listener: TcpListener,
     graph: Arc<Graph>,
@@ -429,14 +432,15 @@ async fn serve(
     let limits = this.limits;
     let tls = this.tls.clone();
     let upgrades = this.features().upgrades;
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
-    let builder = Arc::new(builder);
+    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
     // Every connection task holds a receiver; unloading waits until all are dropped.
     let (open, tracked) = watch::channel(());
+    // The timeouts are enforced by this one sweep rather than by a timer per connection or per
+    // request: a request then costs no timer registration and its connection no select.
+    let period = limits.header_timeout.min(limits.idle_timeout) / SWEEPS_PER_TIMEOUT;
+    let mut sweeps = tokio::time::interval(period.max(Duration::from_millis(1)));
+    sweeps.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut watched: Vec<Watch> = Vec::new();
     loop {
         let (stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -448,36 +452,46 @@ async fn serve(
                     continue;
                 }
             },
+            now = sweeps.tick() => {
+                let now = now.into_std();
+                watched.retain_mut(|w| w.look(now, &limits));
+                continue;
+            }
             _ = stopped.changed() => break,
         };
         let _ = stream.set_nodelay(true);
-        let conn = Connection {
+        let conn = Arc::new(Conn {
             graph: Arc::clone(&graph),
             node,
             peer: Peer {
                 addr: remote,
                 tls: tls.is_some(),
             },
-            builder: Arc::clone(&builder),
-            limits,
-            upgrades,
-            stopped: stopped.clone(),
-            _tracked: tracked.clone(),
-        };
+            activity: Activity::default(),
+            headers: HeaderCache::default(),
+        });
+        // Closed connections leave the list at the next sweep, or here once it is full, so
+        // that a burst of short connections does not hold their memory until then.
+        if watched.len() == watched.capacity() {
+            watched.retain(|w| w.conn.strong_count() > 0);
+        }
+        watched.push(Watch::new(&conn));
+        let builder = Arc::clone(&builder);
         let tls = tls.clone();
+        let tracked = tracked.clone();
         tokio::spawn(async move {
-            let activity = Arc::new(Activity::default());
+            let _tracked = tracked;
             let io = Watched {
                 inner: stream,
-                activity: Arc::clone(&activity),
+                conn: Arc::clone(&conn),
             };
             match tls {
-                None => conn.run(io, activity).await,
+                None => serve_connection(conn, io, &builder, upgrades).await,
                 Some(acceptor) => {
                     let handshake =
                         tokio::time::timeout(limits.header_timeout, acceptor.accept(io)).await;
                     match handshake {
-                        Ok(Ok(io)) => conn.run(io, activity).await,
+                        Ok(Ok(io)) => serve_connection(conn, io, &builder, upgrades).await,
                         Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!("TLS handshake timed out"),
                     }
@@ -487,118 +501,230 @@ async fn serve(
     }
     drop(listener);
     drop(tracked);
+    for w in &watched {
+        if let Some(conn) = w.conn.upgrade() {
+            conn.activity.close(Close::Graceful);
+        }
+    }
+    drop(watched);
     if tokio::time::timeout(DRAIN, open.closed()).await.is_err() {
         tracing::warn!("in-flight requests did not finish within {DRAIN:?}; dropping them");
     }
 }
 
-/// One accepted connection and what serving it needs.
-struct Connection {
+/// How many sweeps run per shortest timeout: a timeout fires between 1 and 1¼ times its
+/// length after the connection went quiet.
+const SWEEPS_PER_TIMEOUT: u32 = 4;
+
+/// One accepted connection: what its requests need, and what the sweep looks at.
+struct Conn {
     graph: Arc<Graph>,
     node: NodeId,
     peer: Peer,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    limits: Limits,
-    upgrades: bool,
-    stopped: watch::Receiver<bool>,
-    _tracked: watch::Receiver<()>,
+    activity: Activity,
+    /// The last request's header map, for the next request with the same headers.
+    headers: HeaderCache,
 }
 
-impl Connection {
-    async fn run<I>(self, io: I, activity: Arc<Activity>)
-    where
-        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
-        let graph = Arc::clone(&self.graph);
-        let node = self.node;
-        let peer = self.peer;
-        let in_flight = Arc::clone(&activity);
-        let service = hyper::service::service_fn(move |req| {
-            let graph = Arc::clone(&graph);
-            let busy = InFlight::start(&in_flight);
-            async move {
-                let response = handle(&graph, node, peer, req).await;
-                drop(busy);
-                Ok::<_, Infallible>(response)
-            }
-        });
-        let io = TokioIo::new(io);
-        if self.upgrades {
-            let conn = self.builder.serve_connection_with_upgrades(io, service);
-            drive(conn, self.stopped, &activity, self.limits.idle_timeout).await;
-        } else {
-            let conn = self.builder.serve_connection(io, service);
-            drive(conn, self.stopped, &activity, self.limits.idle_timeout).await;
-        }
+/// Serves HTTP on an accepted (and, with TLS, handshaken) stream until the connection ends.
+async fn serve_connection<I>(
+    conn: Arc<Conn>,
+    io: I,
+    builder: &auto::Builder<TokioExecutor>,
+    upgrades: bool,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let requests = Arc::clone(&conn);
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        // One reference count per request: the future must own what it uses (HTTP/2 spawns
+        // it), and the connection's `Arc` carries the graph, the node and the counters.
+        handle(Arc::clone(&requests), req)
+    });
+    let io = TokioIo::new(io);
+    if upgrades {
+        let served = builder.serve_connection_with_upgrades(io, service);
+        drive(served, &conn.activity).await;
+    } else {
+        let served = builder.serve_connection(io, service);
+        drive(served, &conn.activity).await;
     }
 }
 
-/// Runs a connection until it ends; shuts it down gracefully when the listener stops or when
-/// it has been idle (no bytes moved, no request in flight) for a whole `idle` period.
-async fn drive<C>(conn: C, mut stopped: watch::Receiver<bool>, activity: &Activity, idle: Duration)
+/// Runs a connection until it ends, shutting it down gracefully once the sweep (or the
+/// listener's unloading) asks it to close, and dropping it when asked to abort.
+async fn drive<C>(served: C, activity: &Activity)
 where
     C: GracefulConnection,
     C::Error: std::fmt::Display,
 {
-    let mut conn = std::pin::pin!(conn);
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + idle, idle);
-    let mut closing = false;
-    loop {
-        tokio::select! {
-            biased;
-            done = conn.as_mut() => {
-                if let Err(e) = done {
-                    tracing::debug!(error = %e, "connection ended with an error");
-                }
-                return;
-            }
-            changed = stopped.changed(), if !closing => {
-                if changed.is_ok() {
+    let mut served = std::pin::pin!(served);
+    // The close level seen at the last poll; `u8::MAX` before the first.
+    let (mut seen, mut closing) = (u8::MAX, false);
+    let done = std::future::poll_fn(|cx| {
+        // This future is its task's root future, so the task's waker never changes; a wake
+        // consumes the registration, and wakes come only with a new close level. So the
+        // waker is registered on the first poll and again after each change, not on every
+        // poll of every request.
+        let mut level = activity.closing.load(Ordering::Acquire);
+        if level != seen {
+            activity.waker.register(cx.waker());
+            // A close that raced with the registration is seen here.
+            level = activity.closing.load(Ordering::Acquire);
+            seen = level;
+        }
+        match level {
+            CLOSE_NONE => {}
+            CLOSE_GRACEFUL => {
+                if !closing {
                     closing = true;
-                    conn.as_mut().graceful_shutdown();
+                    served.as_mut().graceful_shutdown();
                 }
             }
-            _ = ticks.tick(), if !closing => {
-                let moved = activity.moved.swap(false, Ordering::Relaxed);
-                if !moved && activity.in_flight.load(Ordering::Relaxed) == 0 {
-                    tracing::debug!("closing a connection idle for {idle:?}");
-                    closing = true;
-                    conn.as_mut().graceful_shutdown();
-                }
-            }
+            _ => return Poll::Ready(Ok(())),
+        }
+        served.as_mut().poll(cx)
+    })
+    .await;
+    if let Err(e) = done {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// What a connection did since the sweep last looked, and the sweep's request to close it.
+/// Requests and reads and writes only store flags and bump counters on it.
+#[derive(Default)]
+struct Activity {
+    /// Bytes were read.
+    read: AtomicBool,
+    /// Bytes were written.
+    wrote: AtomicBool,
+    /// Requests being answered.
+    in_flight: AtomicUsize,
+    /// Requests started (wrapping), so the sweep sees a request that came and went between
+    /// two looks.
+    started: AtomicUsize,
+    /// The connection speaks HTTP/2, which has no header timeout between requests.
+    h2: AtomicBool,
+    /// How the connection was asked to close: one of the `CLOSE_*` levels.
+    closing: AtomicU8,
+    /// Wakes the connection's task when `closing` is set.
+    waker: futures_util::task::AtomicWaker,
+}
+
+impl Activity {
+    fn start(&self, version: http::Version) -> Busy<'_> {
+        self.started.fetch_add(1, Ordering::Relaxed);
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        if version == http::Version::HTTP_2 && !self.h2.load(Ordering::Relaxed) {
+            self.h2.store(true, Ordering::Relaxed);
+        }
+        Busy(self)
+    }
+
+    fn close(&self, how: Close) {
+        self.closing.fetch_max(how as u8, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Records that bytes moved, writing the flag only when it changes.
+    fn note(flag: &AtomicBool) {
+        if !flag.load(Ordering::Relaxed) {
+            flag.store(true, Ordering::Relaxed);
         }
     }
 }
 
-/// What a connection has done lately, for the idle check.
-#[derive(Default)]
-struct Activity {
-    /// Bytes moved since the last check.
-    moved: AtomicBool,
-    /// Requests being answered.
-    in_flight: AtomicUsize,
+const CLOSE_NONE: u8 = 0;
+const CLOSE_GRACEFUL: u8 = Close::Graceful as u8;
+
+/// How a connection is asked to close.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Close {
+    /// Finish the requests in flight, then close (HTTP/2 says goodbye first).
+    Graceful = 1,
+    /// Drop the connection now: an HTTP/1 client stuck in the middle of its headers does not
+    /// give up on a graceful close.
+    Abort = 2,
 }
 
 /// Counts a request as in flight until dropped.
-struct InFlight(Arc<Activity>);
+struct Busy<'a>(&'a Activity);
 
-impl InFlight {
-    fn start(activity: &Arc<Activity>) -> InFlight {
-        activity.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(Arc::clone(activity))
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+/// The sweep's view of one connection.
+struct Watch {
+    conn: Weak<Conn>,
+    /// Since when no request has been in flight, none has started and nothing was written:
+    /// the connection waits for a request's headers.
+    waiting_since: Instant,
+    /// Since when no byte moved while no request was in flight.
+    silent_since: Instant,
+    /// `Activity::started` at the last look.
+    started: usize,
+    /// How the connection was last asked to close.
+    closing: Option<Close>,
+}
+
+impl Watch {
+    fn new(conn: &Arc<Conn>) -> Watch {
+        let now = Instant::now();
+        Watch {
+            conn: Arc::downgrade(conn),
+            waiting_since: now,
+            silent_since: now,
+            started: 0,
+            closing: None,
+        }
+    }
+
+    /// Looks at the connection's activity since the last look and asks it to close when it
+    /// has waited for a request's headers longer than `header_timeout` (HTTP/1: a slow client,
+    /// or a keep-alive connection idle that long) or has been silent with no request in
+    /// flight longer than `idle_timeout`; a connection still open one look after it was asked
+    /// to close gracefully is dropped. Returns whether the connection is still open.
+    fn look(&mut self, now: Instant, limits: &Limits) -> bool {
+        let Some(conn) = self.conn.upgrade() else {
+            return false;
+        };
+        let activity = &conn.activity;
+        let started = activity.started.load(Ordering::Relaxed);
+        let busy = activity.in_flight.load(Ordering::Relaxed) > 0;
+        let wrote = activity.wrote.swap(false, Ordering::Relaxed);
+        let read = activity.read.swap(false, Ordering::Relaxed);
+        if busy || wrote || started != self.started {
+            self.started = started;
+            self.waiting_since = now;
+        }
+        if busy || wrote || read {
+            self.silent_since = now;
+        }
+        let headers_late = !activity.h2.load(Ordering::Relaxed)
+            && now.duration_since(self.waiting_since) >= limits.header_timeout;
+        let silent = now.duration_since(self.silent_since) >= limits.idle_timeout;
+        let how = match self.closing {
+            None if headers_late || silent => {
+                tracing::debug!(headers_late, silent, "closing a connection");
+                Close::Graceful
+            }
+            Some(Close::Graceful) if headers_late || silent => Close::Abort,
+            _ => return true,
+        };
+        self.closing = Some(how);
+        activity.close(how);
+        true
     }
 }
 
 /// A stream that records that bytes moved.
 struct Watched<S> {
     inner: S,
-    activity: Arc<Activity>,
+    conn: Arc<Conn>,
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
@@ -611,7 +737,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
-            this.activity.moved.store(true, Ordering::Relaxed);
+            Activity::note(&this.conn.activity.read);
         }
         polled
     }
@@ -626,7 +752,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
         if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            this.activity.moved.store(true, Ordering::Relaxed);
+            Activity::note(&this.conn.activity.wrote);
         }
         polled
     }
@@ -639,7 +765,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
         if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            this.activity.moved.store(true, Ordering::Relaxed);
+            Activity::note(&this.conn.activity.wrote);
         }
         polled
     }
@@ -700,51 +826,75 @@ impl Drop for ExitGuard {
 }
 
 /// Serves one request: reads the body within the limits, then [`respond`].
-async fn handle(
-    graph: &Arc<Graph>,
-    node: NodeId,
-    peer: Peer,
+///
+/// What needs no waiting is done before the future is made, so that the future keeps only the
+/// request's head, its body and the connection: hyper moves it into place on every request.
+fn handle(
+    conn: Arc<Conn>,
     mut req: Request<Incoming>,
-) -> Response<Body> {
-    let this = listener_of(graph, node);
-    let limits = this.limits;
-    let features = this.features();
+) -> impl Future<Output = Result<Response<Body>, Infallible>> + Send + 'static {
+    let features = listener_of(&conn.graph, conn.node).features();
     // Only a graph with a gateway looks at upgrades, so other graphs pay nothing for them.
     let pending = (features.upgrades && req.headers().contains_key(header::UPGRADE))
         .then(|| hyper::upgrade::on(&mut req));
-    let (parts, body) = req.into_parts();
-    let bytes = if body.is_end_stream() {
-        Bytes::new()
-    } else {
-        let read = Limited::new(body, limits.body).collect();
-        match tokio::time::timeout(limits.read_timeout, read).await {
-            Ok(Ok(collected)) => collected.to_bytes(),
-            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-                return text_response(StatusCode::PAYLOAD_TOO_LARGE, "Payload Too Large");
-            }
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "reading the request body failed");
-                return text_response(StatusCode::BAD_REQUEST, "Bad Request");
-            }
-            Err(_) => {
-                let mut response = text_response(StatusCode::REQUEST_TIMEOUT, "Request Timeout");
-                // The rest of the body is still on the wire; the connection cannot be reused.
-                response
-                    .headers_mut()
-                    .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
-                return response;
-            }
-        }
-    };
     // Boxed, and only for graphs that use them, so the plain request path stays small.
     let extras = (pending.is_some() || features.peers || features.streams).then(|| {
         Box::new(Extras {
             pending,
-            peer: features.peers.then_some(peer),
+            peer: features.peers.then_some(conn.peer),
             streams: features.streams,
         })
     });
-    answer(graph, node, limits.body, &parts, bytes, extras).await
+    let (parts, body) = req.into_parts();
+    let body = (!body.is_end_stream()).then_some(body);
+    async move {
+        let _busy = conn.activity.start(parts.version);
+        let limits = listener_of(&conn.graph, conn.node).limits;
+        let bytes = match body {
+            None => Bytes::new(),
+            // Boxed: the body reader with its timer would more than double the future.
+            Some(body) => match Box::pin(read_body(body, &limits)).await {
+                Ok(bytes) => bytes,
+                Err(response) => return Ok(response),
+            },
+        };
+        let cache = Some(&conn.headers);
+        Ok(answer(
+            &conn.graph,
+            conn.node,
+            limits.body,
+            &parts,
+            bytes,
+            extras,
+            cache,
+        )
+        .await)
+    }
+}
+
+/// Reads a request body within the limits; a body that is too large, broken or late is
+/// answered at once.
+async fn read_body(body: Incoming, limits: &Limits) -> Result<Bytes, Response<Body>> {
+    let read = Limited::new(body, limits.body).collect();
+    match tokio::time::timeout(limits.read_timeout, read).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(text_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Payload Too Large",
+        )),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "reading the request body failed");
+            Err(text_response(StatusCode::BAD_REQUEST, "Bad Request"))
+        }
+        Err(_) => {
+            let mut response = text_response(StatusCode::REQUEST_TIMEOUT, "Request Timeout");
+            // The rest of the body is still on the wire; the connection cannot be reused.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+            Err(response)
+        }
+    }
 }
 
 /// What a request brings beyond its head and body, depending on the graph's [`Features`].
@@ -767,7 +917,7 @@ pub async fn respond(
     body: Bytes,
 ) -> Response<Body> {
     let limit = listener_of(graph, node).limits.body;
-    answer(graph, node, limit, parts, body, None).await
+    answer(graph, node, limit, parts, body, None, None).await
 }
 
 async fn answer(
@@ -777,9 +927,13 @@ async fn answer(
     parts: &http::request::Parts,
     body: Bytes,
     extras: Option<Box<Extras>>,
+    cache: Option<&HeaderCache>,
 ) -> Response<Body> {
     let mut found = Negotiation::default();
-    let header = header_map_noting(&parts.headers, &mut found);
+    let header = match cache {
+        Some(cache) => cache.header_map(&parts.headers, &mut found),
+        None => header_map_noting(&parts.headers, &mut found),
+    };
     let body = match decode_negotiated(&found, body, limit) {
         Ok(v) => v,
         Err(e) => {

@@ -18,7 +18,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode, Version};
 use hyper::body::{Frame, SizeHint};
 use uniflow_core::Packet;
-use uniflow_value::{List, Map, Str, Value};
+use uniflow_value::{Map, Str, Value};
 
 use crate::coding::{self, DecodeError};
 use crate::multipart;
@@ -130,27 +130,26 @@ pub(crate) fn payload_with_header(
             Value::String(Str::from(a.as_str()))
         }),
     };
-    let entries = [
-        (Value::from_static("body"), body),
-        (Value::from_static("header"), Value::Map(header)),
-        (Value::from_static("host"), host),
-        (Value::from_static("method"), method_value(method)),
-        (
+    // Nine slots, the last spare: the router adds `params` in place.
+    Value::Map(Map::from_sorted_fill(8, 1, |entries| {
+        entries[0] = (Value::from_static("body"), body);
+        entries[1] = (Value::from_static("header"), Value::Map(header));
+        entries[2] = (Value::from_static("host"), host);
+        entries[3] = (Value::from_static("method"), method_value(method));
+        entries[4] = (
             Value::from_static("path"),
             Value::String(decode_path(uri.path())),
-        ),
-        (
+        );
+        entries[5] = (
             Value::from_static("protocol"),
             Value::from_static(protocol(version)),
-        ),
-        (
+        );
+        entries[6] = (
             Value::from_static("query"),
             Value::Map(query_map(uri.query())),
-        ),
-        (Value::from_static("status"), Value::Int(0)),
-    ];
-    // One spare slot: the router adds `params` in place.
-    Value::Map(Map::from_sorted_with_room(entries, 1))
+        );
+        entries[7] = (Value::from_static("status"), Value::Int(0));
+    }))
 }
 
 fn method_value(method: &Method) -> Value {
@@ -226,50 +225,119 @@ pub(crate) fn header_map_noting<'a>(headers: &'a HeaderMap, found: &mut Negotiat
         )),
     };
     // `iter` yields every value, those of one name one after another, without hashing names
-    // again as `get_all` would. HeaderMap names are unique (and lowercase), so the canonical
-    // names are unique too.
-    let mut values = headers.iter().peekable();
-    Map::from_unique_exact(
+    // again as `get_all` would. HeaderMap names are unique
+    // (and lowercase), so the canonical names are unique too. All lists share one allocation.
+    let mut previous: Option<&HeaderName> = None;
+    Map::from_grouped_lists(
         headers.keys_len(),
-        std::iter::from_fn(|| {
-            let (name, first) = values.next()?;
-            found.note(name, first);
-            let first = header_text(first);
-            let list = if values.peek().is_some_and(|(next, _)| *next == name) {
-                let mut all = vec![first];
-                while let Some((_, v)) = values.next_if(|(next, _)| *next == name) {
-                    all.push(header_text(v));
-                }
-                List::from(all)
-            } else {
-                List::one(first)
-            };
-            Some((canonical_name(name), Value::List(list)))
+        headers.len(),
+        headers.iter().map(|(name, value)| {
+            let first = previous != Some(name);
+            previous = Some(name);
+            let key = first.then(|| {
+                found.note(name, value);
+                canonical_name(name)
+            });
+            (key, header_text(value))
         }),
     )
+}
+
+/// The header map of a connection's last request, reused while the client sends the same
+/// headers again. Keep-alive clients (browsers, load balancers, other services, load
+/// generators) mostly do, and building the map is the largest single cost of a small request.
+/// A connection whose headers keep changing (a per-request id, say) stops trying after
+/// [`HeaderCache::GIVE_UP`] misses in a row; the cache is filled from a connection's second
+/// request on.
+///
+/// The map is immutable, so handing the same one to two requests cannot be observed. The
+/// cache keeps its own copies of the names and values, not slices of the read buffer.
+#[derive(Default)]
+pub(crate) struct HeaderCache(std::sync::Mutex<CachedHeaders>);
+
+#[derive(Default)]
+struct CachedHeaders {
+    seen: Vec<(HeaderName, Bytes)>,
+    map: Map,
+    misses: u8,
+    /// Whether the connection has served a request: the first one does not fill the cache,
+    /// since most connections that serve one request (`ab`, `Connection: close`) close.
+    served: bool,
+}
+
+impl HeaderCache {
+    const GIVE_UP: u8 = 8;
+
+    /// [`header_map_noting`], reusing the last map when the headers are the same.
+    pub(crate) fn header_map<'a>(
+        &self,
+        headers: &'a HeaderMap,
+        found: &mut Negotiation<'a>,
+    ) -> Map {
+        // HTTP/1 requests on a connection come one at a time; concurrent HTTP/2 streams that
+        // find the slot busy build their own map rather than wait.
+        let Ok(mut cached) = self.0.try_lock() else {
+            return header_map_noting(headers, found);
+        };
+        if cached.misses >= Self::GIVE_UP {
+            return header_map_noting(headers, found);
+        }
+        let same = !cached.map.is_empty()
+            && cached.seen.len() == headers.len()
+            && headers
+                .iter()
+                .zip(&cached.seen)
+                .all(|((name, value), (seen, bytes))| {
+                    name == seen && value.as_bytes() == bytes.as_ref()
+                });
+        if same {
+            cached.misses = 0;
+            for (name, value) in headers {
+                found.note(name, value);
+            }
+            return cached.map.clone();
+        }
+        let map = header_map_noting(headers, found);
+        if !std::mem::replace(&mut cached.served, true) {
+            return map;
+        }
+        cached.misses += 1;
+        cached.seen.clear();
+        cached.seen.extend(headers.iter().map(|(name, value)| {
+            // A fresh name: a custom one would otherwise share the request's read buffer.
+            let name = HeaderName::from_bytes(name.as_str().as_bytes())
+                .expect("a parsed header name parses again");
+            (name, Bytes::copy_from_slice(value.as_bytes()))
+        }));
+        cached.map = map.clone();
+        map
+    }
 }
 
 /// The Go-canonical spelling of a header name (`content-type` -> `Content-Type`); common names
 /// are static strings.
 #[inline(always)]
 fn canonical_name(name: &HeaderName) -> Value {
-    let known = match name.as_str() {
-        "accept" => "Accept",
-        "accept-encoding" => "Accept-Encoding",
-        "accept-language" => "Accept-Language",
-        "authorization" => "Authorization",
-        "cache-control" => "Cache-Control",
-        "connection" => "Connection",
-        "content-length" => "Content-Length",
-        "content-type" => "Content-Type",
-        "cookie" => "Cookie",
-        "host" => "Host",
-        "origin" => "Origin",
-        "referer" => "Referer",
-        "user-agent" => "User-Agent",
-        other => return Value::from(canonical(other)),
-    };
-    Value::from_static(known)
+    // Comparing with standard names compares their tags, not their bytes.
+    static KNOWN: [(HeaderName, &str); 13] = [
+        (header::HOST, "Host"),
+        (header::USER_AGENT, "User-Agent"),
+        (header::ACCEPT, "Accept"),
+        (header::ACCEPT_ENCODING, "Accept-Encoding"),
+        (header::ACCEPT_LANGUAGE, "Accept-Language"),
+        (header::AUTHORIZATION, "Authorization"),
+        (header::CACHE_CONTROL, "Cache-Control"),
+        (header::CONNECTION, "Connection"),
+        (header::CONTENT_LENGTH, "Content-Length"),
+        (header::CONTENT_TYPE, "Content-Type"),
+        (header::COOKIE, "Cookie"),
+        (header::ORIGIN, "Origin"),
+        (header::REFERER, "Referer"),
+    ];
+    match KNOWN.iter().find(|(known, _)| known == name) {
+        Some((_, canonical)) => Value::from_static(canonical),
+        None => Value::from(canonical(name.as_str())),
+    }
 }
 
 /// The Go-canonical spelling of a lowercase header name: each word capitalised. Kept out of
@@ -866,6 +934,73 @@ mod tests {
     use http_body_util::BodyExt;
 
     use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn the_header_cache_reuses_a_map_only_for_the_same_headers() {
+        let cache = HeaderCache::default();
+        let a = headers(&[("host", "x"), ("accept", "text/plain"), ("x-id", "1")]);
+        let mut found = Negotiation::default();
+        let unfilled = cache.header_map(&a, &mut found);
+        assert!(
+            cache.0.lock().unwrap().map.is_empty(),
+            "the first request fills nothing"
+        );
+        let first = cache.header_map(&a, &mut found);
+        assert_eq!(first, header_map(&a));
+        assert_eq!(unfilled, first);
+        assert_ne!(unfilled.entries().as_ptr(), first.entries().as_ptr());
+        let again = headers(&[("host", "x"), ("accept", "text/plain"), ("x-id", "1")]);
+        let mut found = Negotiation::default();
+        let second = cache.header_map(&again, &mut found);
+        assert_eq!(
+            second.entries().as_ptr(),
+            first.entries().as_ptr(),
+            "the same headers share the cached map"
+        );
+        // The headers the listener negotiates with are found on a hit too.
+        assert_eq!(found.accept.unwrap(), "text/plain");
+        for changed in [
+            headers(&[("host", "x"), ("accept", "text/plain"), ("x-id", "2")]),
+            headers(&[("host", "x"), ("accept", "text/plain")]),
+            headers(&[
+                ("host", "x"),
+                ("accept", "text/plain"),
+                ("x-id", "1"),
+                ("x-id", "3"),
+            ]),
+            headers(&[("host", "x"), ("accept", "text/plain"), ("x-ie", "1")]),
+        ] {
+            let got = cache.header_map(&changed, &mut Negotiation::default());
+            assert_eq!(got, header_map(&changed), "{changed:?}");
+        }
+    }
+
+    #[test]
+    fn the_header_cache_gives_up_on_headers_that_keep_changing() {
+        let cache = HeaderCache::default();
+        for i in 0..=HeaderCache::GIVE_UP {
+            let h = headers(&[("x-request-id", &i.to_string())]);
+            cache.header_map(&h, &mut Negotiation::default());
+        }
+        let h = headers(&[("x-request-id", "last")]);
+        assert_eq!(
+            cache.header_map(&h, &mut Negotiation::default()),
+            header_map(&h)
+        );
+        let kept = cache.0.lock().unwrap();
+        assert_ne!(kept.map, header_map(&h), "nothing cached after giving up");
+    }
 
     async fn render(answer: Packet, accept: Option<&str>) -> (u16, Option<String>, String) {
         let accept = accept.map(|a| HeaderValue::from_str(a).unwrap());

@@ -189,7 +189,7 @@ impl Ord for Value {
             (Value::Int(a), Value::Int(b)) => a.cmp(b),
             (Value::Uint(a), Value::Uint(b)) => a.cmp(b),
             (Value::Float(a), Value::Float(b)) => a.total_cmp(b),
-            (Value::String(a), Value::String(b)) => a.as_bytes().cmp(b.as_bytes()),
+            (Value::String(a), Value::String(b)) => cmp_bytes(a.as_bytes(), b.as_bytes()),
             (Value::Bytes(a), Value::Bytes(b)) => a.cmp(b),
             (Value::List(a), Value::List(b)) => a.as_slice().cmp(b.as_slice()),
             (Value::Map(a), Value::Map(b)) => a.entries().cmp(b.entries()),
@@ -233,23 +233,49 @@ impl PartialEq for Map {
 impl Eq for Map {}
 
 /// An immutable list; the empty list does not allocate.
+///
+/// A list is a window on a shared slice, so that lists built together (the values of a
+/// request's headers, one list per name) share one allocation.
 #[derive(Clone, Default)]
-pub struct List(Option<Arc<[Value]>>);
+pub struct List {
+    items: Option<Arc<[Value]>>,
+    start: u32,
+    len: u32,
+}
 
 impl List {
     /// The empty list.
     pub const fn new() -> List {
-        List(None)
+        List {
+            items: None,
+            start: 0,
+            len: 0,
+        }
+    }
+
+    fn whole(items: Arc<[Value]>) -> List {
+        let len = u32::try_from(items.len()).expect("a list holds fewer than 2^32 values");
+        if len == 0 {
+            return List::new();
+        }
+        List {
+            items: Some(items),
+            start: 0,
+            len,
+        }
     }
 
     /// A list of one element, in one allocation.
     pub fn one(value: Value) -> List {
-        List(Some(Arc::from_iter(std::iter::once(value))))
+        List::whole(Arc::from_iter(std::iter::once(value)))
     }
 
     /// The elements.
     pub fn as_slice(&self) -> &[Value] {
-        self.0.as_deref().unwrap_or(&[])
+        match &self.items {
+            Some(items) => &items[self.start as usize..(self.start + self.len) as usize],
+            None => &[],
+        }
     }
 }
 
@@ -262,21 +288,16 @@ impl std::ops::Deref for List {
 
 impl FromIterator<Value> for List {
     fn from_iter<I: IntoIterator<Item = Value>>(iter: I) -> Self {
-        let items: Arc<[Value]> = iter.into_iter().collect();
-        if items.is_empty() {
-            List(None)
-        } else {
-            List(Some(items))
-        }
+        List::whole(iter.into_iter().collect())
     }
 }
 
 impl From<Vec<Value>> for List {
     fn from(items: Vec<Value>) -> Self {
         if items.is_empty() {
-            List(None)
+            List::new()
         } else {
-            List(Some(items.into()))
+            List::whole(items.into())
         }
     }
 }
@@ -335,25 +356,31 @@ impl Map {
         map
     }
 
-    /// Like [`Map::from_sorted`], with `room` spare slots so that as many later
-    /// [`Map::with`] calls on the sole reference add a key in place.
-    pub fn from_sorted_with_room<const N: usize>(entries: [(Value, Value); N], room: usize) -> Map {
-        // An array chained with `repeat_n` is an exact-size iterator std trusts, so `Arc<[_]>`
-        // allocates once.
-        let slots: Arc<[(Value, Value)]> = entries
-            .into_iter()
-            .chain(std::iter::repeat_n((Value::Null, Value::Null), room))
-            .collect();
-        if N == 0 && room == 0 {
+    /// Builds a map of `len` entries with `room` spare slots, so that as many later
+    /// [`Map::with`] calls on the sole reference add a key in place, by letting `fill` write
+    /// the entries in key order into the first `len` slots of the new allocation: they are
+    /// built in place rather than in an array that is then copied (a request map's entries
+    /// are 640 bytes).
+    ///
+    /// The caller promises sorted, unique keys; debug builds check them.
+    #[inline]
+    pub fn from_sorted_fill(
+        len: usize,
+        room: usize,
+        fill: impl FnOnce(&mut [(Value, Value)]),
+    ) -> Map {
+        if len + room == 0 {
             return Map::new();
         }
+        let mut slots = exact_slice(len + room, <(Value, Value)>::default);
+        fill(&mut Arc::get_mut(&mut slots).expect("a fresh Arc is unique")[..len]);
         let map = Map {
             slots: Some(slots),
-            len: N,
+            len,
         };
         debug_assert!(
             map.is_sorted(),
-            "Map::from_sorted_with_room needs sorted, unique keys"
+            "Map::from_sorted_fill needs sorted, unique keys"
         );
         map
     }
@@ -375,19 +402,73 @@ impl Map {
             return Map::new();
         }
         let mut it = entries.into_iter();
-        // A mapped range is an exact-size iterator std trusts, so `Arc<[_]>` allocates once.
-        let mut arc: Arc<[(Value, Value)]> = (0..len)
-            .map(|_| {
-                it.next()
-                    .expect("from_unique_exact: fewer entries than `len`")
-            })
-            .collect();
+        let mut arc = exact_slice(len, || {
+            it.next()
+                .expect("from_unique_exact: fewer entries than `len`")
+        });
         let slice = Arc::get_mut(&mut arc).expect("a fresh Arc is unique");
         if len > 1 {
             slice.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         }
         let map = Map::full(arc);
         debug_assert!(map.is_sorted(), "from_unique_exact needs unique keys");
+        map
+    }
+
+    /// Builds a map of lists from `(key, value)` pairs in which a key (`Some`) starts a list
+    /// that the following values (`None`) extend: `keys` unique keys and `values` values in
+    /// all, the order of an HTTP header map. The lists share one allocation and the map takes
+    /// another, whatever the number of keys.
+    ///
+    /// # Panics
+    /// If `pairs` yields fewer than `values` pairs, more than `keys` keys, or a value before
+    /// the first key.
+    pub fn from_grouped_lists<I>(keys: usize, values: usize, pairs: I) -> Map
+    where
+        I: IntoIterator<Item = (Option<Value>, Value)>,
+    {
+        if keys == 0 || values == 0 {
+            return Map::new();
+        }
+        u32::try_from(values).expect("a list holds fewer than 2^32 values");
+        let mut slots = exact_slice(keys, <(Value, Value)>::default);
+        let entries = Arc::get_mut(&mut slots).expect("a fresh Arc is unique");
+        let mut pairs = pairs.into_iter();
+        let (mut filled, mut index) = (0, 0);
+        let items = exact_slice(values, || {
+            let (key, value) = pairs
+                .next()
+                .expect("from_grouped_lists: fewer pairs than `values`");
+            if let Some(key) = key {
+                // Until the items are complete, a key's slot holds where its values start.
+                entries[filled] = (key, Value::Uint(index));
+                filled += 1;
+            }
+            assert!(
+                filled > 0,
+                "from_grouped_lists: a value before the first key"
+            );
+            index += 1;
+            value
+        });
+        let mut end = values as u64;
+        for (_, slot) in entries[..filled].iter_mut().rev() {
+            let Value::Uint(start) = *slot else {
+                unreachable!("every filled slot holds its start")
+            };
+            *slot = Value::List(List {
+                items: Some(Arc::clone(&items)),
+                start: start as u32,
+                len: (end - start) as u32,
+            });
+            end = start;
+        }
+        entries[..filled].sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let map = Map {
+            slots: Some(slots),
+            len: filled,
+        };
+        debug_assert!(map.is_sorted(), "from_grouped_lists needs unique keys");
         map
     }
 
@@ -417,12 +498,17 @@ impl Map {
     /// The value under a string key.
     pub fn get(&self, key: &str) -> Option<&Value> {
         let entries = self.entries();
-        // Requests and most payloads have a handful of keys: comparing lengths first rejects
-        // almost every wrong key without touching its bytes, which beats the ordering
+        // Requests and most payloads have a handful of keys: comparing lengths and first bytes
+        // rejects almost every wrong key without a `memcmp` call, which beats the ordering
         // comparisons of a binary search.
         if entries.len() <= 12 {
+            let (len, first) = (key.len(), key.as_bytes().first());
             return entries.iter().find_map(|(k, v)| match k {
-                Value::String(k) if k.len() == key.len() && **k == *key => Some(v),
+                Value::String(k)
+                    if k.len() == len && k.as_bytes().first() == first && **k == *key =>
+                {
+                    Some(v)
+                }
                 _ => None,
             });
         }
@@ -469,16 +555,15 @@ impl Map {
         }
         let mut moved = slots[..len].iter_mut().map(std::mem::take);
         let mut pending = Some((key, value));
-        // A mapped range is exact-size, so `Arc<[_]>` allocates once.
-        let merged: Arc<[(Value, Value)]> = (0..=len)
-            .map(|i| {
-                if i == split {
-                    pending.take().expect("the new entry is placed once")
-                } else {
-                    moved.next().expect("an entry for every other slot")
-                }
-            })
-            .collect();
+        let mut i = 0;
+        let merged = exact_slice(len + 1, || {
+            i += 1;
+            if i - 1 == split {
+                pending.take().expect("the new entry is placed once")
+            } else {
+                moved.next().expect("an entry for every other slot")
+            }
+        });
         Map::full(merged)
     }
 
@@ -502,10 +587,28 @@ impl Map {
     }
 }
 
+/// A slice of `len` items made by `next`, in one allocation and without an intermediate
+/// `Vec`. (`Arc<[T]>: FromIterator` only skips the `Vec` for iterators std trusts to report
+/// their length, which a chain with `repeat_n` is not: that path cost the request map a copy.)
+fn exact_slice<T>(len: usize, next: impl FnMut() -> T) -> Arc<[T]> {
+    let mut next = next;
+    (0..len).map(|_| next()).collect()
+}
+
+/// Compares byte strings, deciding on the first byte without a `memcmp` call when it differs:
+/// map keys (`body`, `header`, `host`, `method`, ...) mostly differ there.
+#[inline]
+fn cmp_bytes(a: &[u8], b: &[u8]) -> Ordering {
+    match (a.first(), b.first()) {
+        (Some(x), Some(y)) if x != y => x.cmp(y),
+        _ => a.cmp(b),
+    }
+}
+
 /// Compares a map key with a string key without building a `Value` for the latter.
 fn cmp_with_str(key: &Value, s: &str) -> Ordering {
     match key {
-        Value::String(k) => (**k).cmp(s),
+        Value::String(k) => cmp_bytes(k.as_bytes(), s.as_bytes()),
         other => other.rank().cmp(&Value::String(Str::new()).rank()),
     }
 }
@@ -725,13 +828,10 @@ mod tests {
 
     #[test]
     fn map_with_room_adds_keys_in_place_until_full() {
-        let m = Map::from_sorted_with_room(
-            [
-                (Value::from("a"), Value::Int(1)),
-                (Value::from("c"), Value::Int(3)),
-            ],
-            1,
-        );
+        let m = Map::from_sorted_fill(2, 1, |e| {
+            e[0] = (Value::from("a"), Value::Int(1));
+            e[1] = (Value::from("c"), Value::Int(3));
+        });
         let before = m.slots.as_ref().map(|s| Arc::as_ptr(s).cast::<u8>());
         let m = m.with("b", 2);
         assert_eq!(
@@ -745,8 +845,38 @@ mod tests {
         let n = m.with("d", 4).with("a", 0);
         assert_eq!(n, [("a", 0), ("b", 2), ("c", 3), ("d", 4)].into());
         assert_eq!(shared, [("a", 1), ("b", 2), ("c", 3)].into());
-        let full = Map::from_sorted_with_room([(Value::from("x"), Value::Int(1))], 0).with("y", 2);
+        let full = Map::from_sorted_fill(1, 0, |e| e[0] = (Value::from("x"), Value::Int(1)));
+        let full = full.with("y", 2);
         assert_eq!(full, [("x", 1), ("y", 2)].into());
+    }
+
+    #[test]
+    fn grouped_lists_share_one_allocation() {
+        let pairs = [
+            (Some("b"), "1"),
+            (None, "2"),
+            (Some("a"), "3"),
+            (Some("c"), "4"),
+            (None, "5"),
+            (None, "6"),
+        ]
+        .map(|(k, v)| (k.map(Value::from), Value::from(v)));
+        let m = Map::from_grouped_lists(3, 6, pairs);
+        let list = |key: &str| m.get(key).and_then(Value::as_list).unwrap().clone();
+        assert_eq!(m.len(), 3);
+        assert_eq!(list("a").as_slice(), &[Value::from("3")]);
+        assert_eq!(list("b").as_slice(), &[Value::from("1"), Value::from("2")]);
+        assert_eq!(list("c").len(), 3);
+        assert_eq!(list("c")[2], Value::from("6"));
+        let keys: Vec<_> = m.iter().map(|(k, _)| k.as_str().unwrap()).collect();
+        assert_eq!(keys, ["a", "b", "c"]);
+        let slab = |key: &str| list(key).items.as_ref().map(Arc::as_ptr).unwrap();
+        assert_eq!(slab("a"), slab("c"), "one allocation for all lists");
+        assert_eq!(
+            Value::List(list("b")),
+            Value::List(vec![Value::from("1"), Value::from("2")].into())
+        );
+        assert!(Map::from_grouped_lists(0, 0, std::iter::empty()).is_empty());
     }
 
     #[test]
@@ -770,7 +900,7 @@ mod tests {
     fn empty_collections_do_not_allocate_and_are_falsy() {
         let l: List = Vec::new().into();
         let m: Map = Map::from_iter(std::iter::empty());
-        assert!(l.0.is_none() && m.slots.is_none());
+        assert!(l.items.is_none() && m.slots.is_none());
         assert!(!Value::List(l).is_truthy());
         assert!(!Value::Map(m).is_truthy());
         assert!(!Value::from("").is_truthy());
