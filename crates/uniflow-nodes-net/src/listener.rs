@@ -501,14 +501,17 @@ async fn serve(
     }
     drop(listener);
     drop(tracked);
-    for w in &watched {
-        if let Some(conn) = w.conn.upgrade() {
-            conn.activity.close(Close::Graceful);
+    let close_all = |how| {
+        for w in &watched {
+            if let Some(conn) = w.conn.upgrade() {
+                conn.activity.close(how);
+            }
         }
-    }
-    drop(watched);
+    };
+    close_all(Close::Graceful);
     if tokio::time::timeout(DRAIN, open.closed()).await.is_err() {
         tracing::warn!("in-flight requests did not finish within {DRAIN:?}; dropping them");
+        close_all(Close::Abort);
     }
 }
 
