@@ -48,6 +48,7 @@ const NAMES: &[&str] = &[
     "nodes.switch",
     "nodes.loop_3",
     "ping.in_process",
+    "ping.keep_alive",
 ];
 
 fn build(name: &str) -> Option<Box<dyn FnMut()>> {
@@ -89,6 +90,12 @@ fn build(name: &str) -> Option<Box<dyn FnMut()>> {
             let ping = fx::Ping::new();
             Box::new(move || {
                 black_box(ping.run());
+            })
+        }
+        "ping.keep_alive" => {
+            let ping = fx::Ping::new();
+            Box::new(move || {
+                black_box(ping.run_keep_alive());
             })
         }
         _ => return None,

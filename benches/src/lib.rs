@@ -185,6 +185,7 @@ pub struct Ping {
     graph: Arc<Graph>,
     listener: NodeId,
     parts: http::request::Parts,
+    connection: uniflow_nodes_net::payload::HeaderCache,
 }
 
 impl Ping {
@@ -210,6 +211,7 @@ impl Ping {
             graph,
             listener,
             parts,
+            connection: Default::default(),
         }
     }
 
@@ -227,14 +229,37 @@ impl Ping {
         )
         .now_or_never()
         .expect("the ping path does not wait");
-        response
-            .into_body()
-            .collect()
-            .now_or_never()
-            .expect("a full body is ready")
-            .expect("infallible")
-            .to_bytes()
+        body_bytes(response)
     }
+
+    /// [`Ping::run`] as the next request on a keep-alive connection that sent the same
+    /// headers before: the connection's header map is reused.
+    ///
+    /// # Panics
+    /// As [`Ping::run`].
+    #[inline]
+    pub fn run_keep_alive(&self) -> Bytes {
+        let response = uniflow_nodes_net::listener::respond_on(
+            &self.graph,
+            self.listener,
+            &self.parts,
+            Bytes::new(),
+            &self.connection,
+        )
+        .now_or_never()
+        .expect("the ping path does not wait");
+        body_bytes(response)
+    }
+}
+
+fn body_bytes(response: http::Response<uniflow_nodes_net::payload::Body>) -> Bytes {
+    response
+        .into_body()
+        .collect()
+        .now_or_never()
+        .expect("a full body is ready")
+        .expect("infallible")
+        .to_bytes()
 }
 
 impl Default for Ping {

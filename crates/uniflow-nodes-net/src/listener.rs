@@ -923,6 +923,19 @@ pub async fn respond(
     answer(graph, node, limit, parts, body, None, None).await
 }
 
+/// [`respond`] for a request on a keep-alive connection whose header map `cache` keeps (as
+/// the listener does per connection), so benchmarks can measure that path too.
+pub async fn respond_on(
+    graph: &Arc<Graph>,
+    node: NodeId,
+    parts: &http::request::Parts,
+    body: Bytes,
+    cache: &HeaderCache,
+) -> Response<Body> {
+    let limit = listener_of(graph, node).limits.body;
+    answer(graph, node, limit, parts, body, None, Some(cache)).await
+}
+
 async fn answer(
     graph: &Arc<Graph>,
     node: NodeId,

@@ -253,7 +253,7 @@ pub(crate) fn header_map_noting<'a>(headers: &'a HeaderMap, found: &mut Negotiat
 /// The map is immutable, so handing the same one to two requests cannot be observed. The
 /// cache keeps its own copies of the names and values, not slices of the read buffer.
 #[derive(Default)]
-pub(crate) struct HeaderCache(std::sync::Mutex<CachedHeaders>);
+pub struct HeaderCache(std::sync::Mutex<CachedHeaders>);
 
 #[derive(Default)]
 struct CachedHeaders {
