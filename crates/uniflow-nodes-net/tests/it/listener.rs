@@ -168,6 +168,28 @@ async fn slow_headers_are_cut_off() {
 }
 
 #[tokio::test]
+async fn a_keep_alive_connection_idle_past_the_header_timeout_is_closed() {
+    let running = start(&pong_spec("header_timeout: 300ms,")).await;
+    let mut stream =
+        connect_and_send(running.addrs[0], b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let answered = Instant::now();
+    // The server answers, then waits for the next request's headers, which never come.
+    let read = read_until_closed(&mut stream, Duration::from_secs(5)).await;
+    let text = String::from_utf8_lossy(read.as_deref().expect("the server closes the connection"));
+    assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 1, "{text}");
+    let waited = answered.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250),
+        "closed too early: {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_secs(2),
+        "closed too late: {waited:?}"
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
 async fn a_silent_connection_is_closed_when_idle() {
     let running = start(&pong_spec("idle_timeout: 300ms,")).await;
     let started = Instant::now();
