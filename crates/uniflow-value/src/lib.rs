@@ -340,22 +340,6 @@ impl Map {
         }
     }
 
-    /// Builds a map from entries that are already sorted by key and unique, in one allocation.
-    ///
-    /// The caller promises the order (the listener builds its request map from a fixed set of
-    /// keys); debug builds check it.
-    pub fn from_sorted<I>(entries: I) -> Map
-    where
-        I: IntoIterator<Item = (Value, Value)>,
-    {
-        let map = Map::full(entries.into_iter().collect());
-        debug_assert!(
-            map.is_sorted(),
-            "Map::from_sorted needs sorted, unique keys"
-        );
-        map
-    }
-
     /// Builds a map of `len` entries with `room` spare slots, so that as many later
     /// [`Map::with`] calls on the sole reference add a key in place, by letting `fill` write
     /// the entries in key order into the first `len` slots of the new allocation: they are
@@ -387,32 +371,6 @@ impl Map {
 
     fn is_sorted(&self) -> bool {
         self.entries().windows(2).all(|w| w[0].0 < w[1].0)
-    }
-
-    /// Builds a map from exactly `len` entries with unique keys, in any order, in one
-    /// allocation (the request's header map: names are unique, the count is known).
-    ///
-    /// # Panics
-    /// If `entries` yields fewer than `len` items.
-    pub fn from_unique_exact<I>(len: usize, entries: I) -> Map
-    where
-        I: IntoIterator<Item = (Value, Value)>,
-    {
-        if len == 0 {
-            return Map::new();
-        }
-        let mut it = entries.into_iter();
-        let mut arc = exact_slice(len, || {
-            it.next()
-                .expect("from_unique_exact: fewer entries than `len`")
-        });
-        let slice = Arc::get_mut(&mut arc).expect("a fresh Arc is unique");
-        if len > 1 {
-            slice.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        }
-        let map = Map::full(arc);
-        debug_assert!(map.is_sorted(), "from_unique_exact needs unique keys");
-        map
     }
 
     /// Builds a map of lists from `(key, value)` pairs in which a key (`Some`) starts a list
