@@ -18,11 +18,11 @@ pub struct Process {
     id: OnceLock<uuid::Uuid>,
     parent: Option<Arc<Process>>,
     exited: AtomicBool,
-    // Set before the first hook, datum or child is added. A process that never had any (almost
-    // every request) exits without an error, and has no parent, skips its lock. `exit` sets
-    // `exited` then reads `used`; the adders set `used` then read `exited` under the lock;
-    // both sequentially consistent, so at least one of them sees the other (and a hook added
-    // concurrently with exit runs either way).
+    // Set before the first hook, datum or child is added (`lock_to_add`). A process that never
+    // had any, exits without an error and has no parent (almost every request) skips its lock
+    // in `exit`. `exit` sets `exited` then reads `used`; the adders set `used` then read
+    // `exited` under the lock; both sequentially consistent, so at least one of them sees the
+    // other (and a hook added concurrently with exit runs either way).
     used: AtomicBool,
     state: Mutex<State>,
     // Wakes `exited()` and `join()` waiters. It is created by the first waiter, so a process
@@ -66,9 +66,8 @@ impl Process {
             state: Mutex::new(State::default()),
             changed: OnceLock::new(),
         });
-        self.used.store(true, Ordering::SeqCst);
         {
-            let mut state = self.lock();
+            let mut state = self.lock_to_add();
             if !self.is_exited() {
                 state.children += 1;
                 if state.forked.len() == state.forked.capacity() {
@@ -144,9 +143,8 @@ impl Process {
 
     /// Runs `hook` when the process exits, or now if it already has.
     pub fn on_exit(&self, hook: impl FnOnce(Option<&ErrorValue>) + Send + 'static) {
-        self.used.store(true, Ordering::SeqCst);
         {
-            let mut state = self.lock();
+            let mut state = self.lock_to_add();
             if !self.is_exited() {
                 state.hooks.push(Box::new(hook));
                 return;
@@ -192,8 +190,7 @@ impl Process {
     where
         T: Any + Send + Default,
     {
-        self.used.store(true, Ordering::SeqCst);
-        let mut state = self.lock();
+        let mut state = self.lock_to_add();
         let index = match state.data.iter().position(|(k, _)| *k == key) {
             Some(i) => i,
             None => {
@@ -215,6 +212,13 @@ impl Process {
         if let Some(changed) = self.changed.get() {
             changed.notify_waiters();
         }
+    }
+
+    /// The lock, taken to add a hook, a datum or a child: marks the process as used first,
+    /// so that `exit` takes the lock too.
+    fn lock_to_add(&self) -> MutexGuard<'_, State> {
+        self.used.store(true, Ordering::SeqCst);
+        self.lock()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

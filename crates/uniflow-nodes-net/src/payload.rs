@@ -225,8 +225,8 @@ pub(crate) fn header_map_noting<'a>(headers: &'a HeaderMap, found: &mut Negotiat
         )),
     };
     // `iter` yields every value, those of one name one after another, without hashing names
-    // again as `get_all` would. HeaderMap names are unique
-    // (and lowercase), so the canonical names are unique too. All lists share one allocation.
+    // again as `get_all` would. HeaderMap names are unique (and lowercase), so the canonical
+    // names are unique too. All lists share one allocation.
     let mut previous: Option<&HeaderName> = None;
     Map::from_grouped_lists(
         headers.keys_len(),
@@ -282,19 +282,19 @@ impl HeaderCache {
         if cached.misses >= Self::GIVE_UP {
             return header_map_noting(headers, found);
         }
+        // The negotiation headers are noted in the same pass; on a miss, `header_map_noting`
+        // notes the same first values again.
         let same = !cached.map.is_empty()
             && cached.seen.len() == headers.len()
             && headers
                 .iter()
                 .zip(&cached.seen)
                 .all(|((name, value), (seen, bytes))| {
+                    found.note(name, value);
                     name == seen && value.as_bytes() == bytes.as_ref()
                 });
         if same {
             cached.misses = 0;
-            for (name, value) in headers {
-                found.note(name, value);
-            }
             return cached.map.clone();
         }
         let map = header_map_noting(headers, found);
