@@ -131,24 +131,27 @@ pub(crate) fn payload_with_header(
         }),
     };
     // Nine slots, the last spare: the router adds `params` in place.
-    Value::Map(Map::from_sorted_fill(8, 1, |entries| {
-        entries[0] = (Value::from_static("body"), body);
-        entries[1] = (Value::from_static("header"), Value::Map(header));
-        entries[2] = (Value::from_static("host"), host);
-        entries[3] = (Value::from_static("method"), method_value(method));
-        entries[4] = (
+    Value::Map(Map::from_sorted_fill(8, 1, |e| {
+        e.set(0, Value::from_static("body"), body);
+        e.set(1, Value::from_static("header"), Value::Map(header));
+        e.set(2, Value::from_static("host"), host);
+        e.set(3, Value::from_static("method"), method_value(method));
+        e.set(
+            4,
             Value::from_static("path"),
             Value::String(decode_path(uri.path())),
         );
-        entries[5] = (
+        e.set(
+            5,
             Value::from_static("protocol"),
             Value::from_static(protocol(version)),
         );
-        entries[6] = (
+        e.set(
+            6,
             Value::from_static("query"),
             Value::Map(query_map(uri.query())),
         );
-        entries[7] = (Value::from_static("status"), Value::Int(0));
+        e.set(7, Value::from_static("status"), Value::Int(0));
     }))
 }
 
@@ -291,7 +294,7 @@ impl HeaderCache {
                 .zip(&cached.seen)
                 .all(|((name, value), (seen, bytes))| {
                     found.note(name, value);
-                    name == seen && value.as_bytes() == bytes.as_ref()
+                    name == seen && uniflow_value::eq_bytes(value.as_bytes(), bytes)
                 });
         if same {
             cached.misses = 0;

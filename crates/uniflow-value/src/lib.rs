@@ -341,36 +341,36 @@ impl Map {
     }
 
     /// Builds a map of `len` entries with `room` spare slots, so that as many later
-    /// [`Map::with`] calls on the sole reference add a key in place, by letting `fill` write
-    /// the entries in key order into the first `len` slots of the new allocation: they are
-    /// built in place rather than in an array that is then copied (a request map's entries
-    /// are 640 bytes).
+    /// [`Map::with`] calls on the sole reference add a key in place. `fill` sets the entries,
+    /// in key order, straight into the new allocation ([`Fill::set`]): they are not built in
+    /// an array that is then copied (a request map's entries are 640 bytes).
     ///
-    /// The caller promises sorted, unique keys; debug builds check them.
+    /// The caller promises to set each of the first `len` slots, with sorted, unique keys;
+    /// debug builds check both.
     #[inline]
-    pub fn from_sorted_fill(
-        len: usize,
-        room: usize,
-        fill: impl FnOnce(&mut [(Value, Value)]),
-    ) -> Map {
+    pub fn from_sorted_fill(len: usize, room: usize, fill: impl FnOnce(&mut Fill<'_>)) -> Map {
         if len + room == 0 {
             return Map::new();
         }
         let mut slots = exact_slice(len + room, <(Value, Value)>::default);
-        fill(&mut Arc::get_mut(&mut slots).expect("a fresh Arc is unique")[..len]);
+        fill(&mut Fill {
+            slots: &mut Arc::get_mut(&mut slots).expect("a fresh Arc is unique")[..len],
+        });
         let map = Map {
             slots: Some(slots),
             len,
         };
         debug_assert!(
-            map.is_sorted(),
-            "Map::from_sorted_fill needs sorted, unique keys"
+            map.is_sorted() && map.entries().iter().all(|(k, _)| !matches!(k, Value::Null)),
+            "Map::from_sorted_fill needs every entry set, with sorted, unique keys"
         );
         map
     }
 
     fn is_sorted(&self) -> bool {
-        self.entries().windows(2).all(|w| w[0].0 < w[1].0)
+        self.entries()
+            .windows(2)
+            .all(|w| cmp_keys(&w[0].0, &w[1].0) == Ordering::Less)
     }
 
     /// Builds a map of lists from `(key, value)` pairs in which a key (`Some`) starts a list
@@ -421,7 +421,7 @@ impl Map {
             });
             end = start;
         }
-        entries[..filled].sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        entries[..filled].sort_unstable_by(|a, b| cmp_keys(&a.0, &b.0));
         let map = Map {
             slots: Some(slots),
             len: filled,
@@ -463,7 +463,9 @@ impl Map {
             let (len, first) = (key.len(), key.as_bytes().first());
             return entries.iter().find_map(|(k, v)| match k {
                 Value::String(k)
-                    if k.len() == len && k.as_bytes().first() == first && **k == *key =>
+                    if k.len() == len
+                        && k.as_bytes().first() == first
+                        && eq_bytes(k.as_bytes(), key.as_bytes()) =>
                 {
                     Some(v)
                 }
@@ -480,7 +482,7 @@ impl Map {
     pub fn get_value(&self, key: &Value) -> Option<&Value> {
         let entries = self.entries();
         entries
-            .binary_search_by(|(k, _)| k.cmp(key))
+            .binary_search_by(|(k, _)| cmp_keys(k, key))
             .ok()
             .map(|i| &entries[i].1)
     }
@@ -496,7 +498,7 @@ impl Map {
         };
         let key = key.into();
         let value = value.into();
-        let (split, replace) = match slots[..len].binary_search_by(|(k, _)| k.cmp(&key)) {
+        let (split, replace) = match slots[..len].binary_search_by(|(k, _)| cmp_keys(k, &key)) {
             Ok(i) => (i, true),
             Err(i) => (i, false),
         };
@@ -530,7 +532,7 @@ impl Map {
         let key = key.into();
         let value = value.into();
         let entries = self.entries();
-        let (before, after) = match entries.binary_search_by(|(k, _)| k.cmp(&key)) {
+        let (before, after) = match entries.binary_search_by(|(k, _)| cmp_keys(k, &key)) {
             Ok(i) => (&entries[..i], &entries[i + 1..]),
             Err(i) => (&entries[..i], &entries[i..]),
         };
@@ -542,6 +544,26 @@ impl Map {
             .chain(after.iter().cloned())
             .collect();
         Map::full(merged)
+    }
+}
+
+/// The slots of a map being built by [`Map::from_sorted_fill`].
+pub struct Fill<'a> {
+    slots: &'a mut [(Value, Value)],
+}
+
+impl Fill<'_> {
+    /// Sets entry `i`, which must not be set yet.
+    #[inline]
+    pub fn set(&mut self, i: usize, key: Value, value: Value) {
+        // The slot still holds its `(Null, Null)` placeholder, which owns nothing: forgetting
+        // it skips the two out-of-line drop calls an assignment would make.
+        let placeholder = std::mem::replace(&mut self.slots[i], (key, value));
+        debug_assert!(
+            matches!(placeholder, (Value::Null, Value::Null)),
+            "Fill::set: entry {i} is set twice"
+        );
+        std::mem::forget(placeholder);
     }
 }
 
@@ -563,6 +585,41 @@ fn cmp_bytes(a: &[u8], b: &[u8]) -> Ordering {
     }
 }
 
+/// Byte-string equality tuned for the short strings of map keys and HTTP headers: up to 16
+/// bytes, two overlapping word loads per side decide it inline, where `==` on slices calls
+/// `memcmp`.
+#[inline]
+pub fn eq_bytes(a: &[u8], b: &[u8]) -> bool {
+    let len = a.len();
+    if len != b.len() {
+        return false;
+    }
+    fn word<const N: usize>(s: &[u8], at: usize) -> [u8; N] {
+        s[at..at + N].try_into().expect("N bytes")
+    }
+    match len {
+        0 => true,
+        1..=3 => a[0] == b[0] && a[len / 2] == b[len / 2] && a[len - 1] == b[len - 1],
+        4..=7 => {
+            word::<4>(a, 0) == word::<4>(b, 0) && word::<4>(a, len - 4) == word::<4>(b, len - 4)
+        }
+        8..=16 => {
+            word::<8>(a, 0) == word::<8>(b, 0) && word::<8>(a, len - 8) == word::<8>(b, len - 8)
+        }
+        _ => a == b,
+    }
+}
+
+/// Compares map keys, inline for the common case of two strings (the full [`Ord`] for
+/// values is a call that dispatches on both kinds).
+#[inline]
+fn cmp_keys(a: &Value, b: &Value) -> Ordering {
+    match (a, b) {
+        (Value::String(a), Value::String(b)) => cmp_bytes(a.as_bytes(), b.as_bytes()),
+        _ => a.cmp(b),
+    }
+}
+
 /// Compares a map key with a string key without building a `Value` for the latter.
 fn cmp_with_str(key: &Value, s: &str) -> Ordering {
     match key {
@@ -580,7 +637,7 @@ impl FromIterator<(Value, Value)> for Map {
         }
         // A stable sort keeps equal keys in input order; moving each later value into the
         // retained entry implements "last wins" in place.
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        entries.sort_by(|a, b| cmp_keys(&a.0, &b.0));
         entries.dedup_by(|later, kept| {
             if later.0 == kept.0 {
                 std::mem::swap(&mut later.1, &mut kept.1);
@@ -769,6 +826,21 @@ mod tests {
     }
 
     #[test]
+    fn eq_bytes_agrees_with_slice_equality() {
+        let text = b"abcdefghijklmnopqrstuvwxyz";
+        for len in 0..=20 {
+            let a = &text[..len];
+            assert!(eq_bytes(a, a), "equal at {len}");
+            assert!(!eq_bytes(a, &text[..len + 1]), "lengths differ at {len}");
+            for i in 0..len {
+                let mut b = a.to_vec();
+                b[i] ^= 1;
+                assert!(!eq_bytes(a, &b), "byte {i} of {len} differs");
+            }
+        }
+    }
+
+    #[test]
     fn map_with_moves_unique_entries_and_copies_shared_ones() {
         let m: Map = [("a", 1), ("c", 3)].into();
         let shared = m.clone();
@@ -787,8 +859,8 @@ mod tests {
     #[test]
     fn map_with_room_adds_keys_in_place_until_full() {
         let m = Map::from_sorted_fill(2, 1, |e| {
-            e[0] = (Value::from("a"), Value::Int(1));
-            e[1] = (Value::from("c"), Value::Int(3));
+            e.set(0, Value::from("a"), Value::Int(1));
+            e.set(1, Value::from("c"), Value::Int(3));
         });
         let before = m.slots.as_ref().map(|s| Arc::as_ptr(s).cast::<u8>());
         let m = m.with("b", 2);
@@ -803,7 +875,7 @@ mod tests {
         let n = m.with("d", 4).with("a", 0);
         assert_eq!(n, [("a", 0), ("b", 2), ("c", 3), ("d", 4)].into());
         assert_eq!(shared, [("a", 1), ("b", 2), ("c", 3)].into());
-        let full = Map::from_sorted_fill(1, 0, |e| e[0] = (Value::from("x"), Value::Int(1)));
+        let full = Map::from_sorted_fill(1, 0, |e| e.set(0, Value::from("x"), Value::Int(1)));
         let full = full.with("y", 2);
         assert_eq!(full, [("x", 1), ("y", 2)].into());
     }

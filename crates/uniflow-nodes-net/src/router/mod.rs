@@ -53,7 +53,7 @@ impl Leaf {
     fn port(&self, method: &str) -> Option<OutPort> {
         self.methods
             .iter()
-            .find(|(m, _)| m == method)
+            .find(|(m, _)| uniflow_value::eq_bytes(m.as_bytes(), method.as_bytes()))
             .map(|(_, p)| *p)
     }
 
@@ -182,16 +182,21 @@ impl Node for RouterNode {
         if !cx.port_exists(port) {
             return Flow::Ready(Packet::None);
         }
-        let params: Map = found
-            .params
-            .iter()
-            .map(|(name, value)| {
-                (
-                    Value::String(Str::from(*name)),
-                    Value::String(Str::from(*value)),
-                )
-            })
-            .collect();
+        // Most routes have no parameters: their empty map costs nothing to build.
+        let params: Map = if found.params.is_empty() {
+            Map::new()
+        } else {
+            found
+                .params
+                .iter()
+                .map(|(name, value)| {
+                    (
+                        Value::String(Str::from(*name)),
+                        Value::String(Str::from(*value)),
+                    )
+                })
+                .collect()
+        };
         cx.send(port, Value::Map(request.with("params", Value::Map(params))))
     }
 

@@ -262,7 +262,8 @@ impl Node {
         let first = *rest.first()?;
         let position = self.index.iter().position(|&byte| byte == first)?;
         let child = &self.statics[position];
-        rest.starts_with(&child.prefix).then_some(child)
+        let head = rest.get(..child.prefix.len())?;
+        uniflow_value::eq_bytes(head, &child.prefix).then_some(child)
     }
 
     /// Whether a failure below this node still leaves other candidates here.
