@@ -477,27 +477,36 @@ async fn serve(
         }
         watched.push(Watch::new(&conn));
         let builder = Arc::clone(&builder);
-        let tls = tls.clone();
         let tracked = tracked.clone();
-        tokio::spawn(async move {
-            let _tracked = tracked;
-            let io = Watched {
-                inner: stream,
-                conn: Arc::clone(&conn),
-            };
-            match tls {
-                None => serve_connection(conn, io, &builder, upgrades).await,
-                Some(acceptor) => {
-                    let handshake =
-                        tokio::time::timeout(limits.header_timeout, acceptor.accept(io)).await;
-                    match handshake {
-                        Ok(Ok(io)) => serve_connection(conn, io, &builder, upgrades).await,
-                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!("TLS handshake timed out"),
-                    }
+        let io = Watched {
+            inner: stream,
+            conn: Arc::clone(&conn),
+        };
+        // Each kind of connection is its own task type: a task's future is moved whole when
+        // it is spawned and when it finishes, so a plain connection must not carry the space
+        // of a TLS stream or of the other kind of hyper connection (that tripled the bytes
+        // copied per connection).
+        match (tls.clone(), upgrades) {
+            (None, false) => tokio::spawn(async move {
+                let _tracked = tracked;
+                serve_http(conn, io, &builder).await;
+            }),
+            (None, true) => tokio::spawn(async move {
+                let _tracked = tracked;
+                serve_upgradable(conn, io, &builder).await;
+            }),
+            (Some(acceptor), _) => tokio::spawn(async move {
+                let _tracked = tracked;
+                let handshake =
+                    tokio::time::timeout(limits.header_timeout, acceptor.accept(io)).await;
+                match handshake {
+                    Ok(Ok(io)) if upgrades => serve_upgradable(conn, io, &builder).await,
+                    Ok(Ok(io)) => serve_http(conn, io, &builder).await,
+                    Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!("TLS handshake timed out"),
                 }
-            }
-        });
+            }),
+        };
     }
     drop(listener);
     drop(tracked);
@@ -530,28 +539,39 @@ struct Conn {
 }
 
 /// Serves HTTP on an accepted (and, with TLS, handshaken) stream until the connection ends.
-async fn serve_connection<I>(
-    conn: Arc<Conn>,
-    io: I,
-    builder: &auto::Builder<TokioExecutor>,
-    upgrades: bool,
-) where
+async fn serve_http<I>(conn: Arc<Conn>, io: I, builder: &auto::Builder<TokioExecutor>)
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let requests = Arc::clone(&conn);
-    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+    let served = builder.serve_connection(TokioIo::new(io), service(Arc::clone(&conn)));
+    drive(served, &conn.activity).await;
+}
+
+/// [`serve_http`] for a graph with a gateway: requests may upgrade the connection.
+async fn serve_upgradable<I>(conn: Arc<Conn>, io: I, builder: &auto::Builder<TokioExecutor>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let served =
+        builder.serve_connection_with_upgrades(TokioIo::new(io), service(Arc::clone(&conn)));
+    drive(served, &conn.activity).await;
+}
+
+/// The per-request service of a connection.
+fn service(
+    conn: Arc<Conn>,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<Body>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
+> + Send
++ 'static {
+    hyper::service::service_fn(move |req: Request<Incoming>| {
         // One reference count per request: the future must own what it uses (HTTP/2 spawns
         // it), and the connection's `Arc` carries the graph, the node and the counters.
-        handle(Arc::clone(&requests), req)
-    });
-    let io = TokioIo::new(io);
-    if upgrades {
-        let served = builder.serve_connection_with_upgrades(io, service);
-        drive(served, &conn.activity).await;
-    } else {
-        let served = builder.serve_connection(io, service);
-        drive(served, &conn.activity).await;
-    }
+        handle(Arc::clone(&conn), req)
+    })
 }
 
 /// Runs a connection until it ends, shutting it down gracefully once the sweep (or the
