@@ -28,7 +28,7 @@ pub use error::Error;
 pub use graph::{Graph, Symbol, Target};
 pub use node::{BoxFlow, Cx, Flow, FlowFuture, InPort, LoadCx, MAX_DEPTH, Node, NodeId, OutPort};
 pub use packet::{Packet, merge};
-pub use process::Process;
+pub use process::{Process, ProcessSlot};
 pub use registry::{CompileCx, NodeSpec, Registry};
 
 #[cfg(test)]

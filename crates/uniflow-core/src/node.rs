@@ -17,7 +17,7 @@ use uniflow_value::{ErrorValue, Value};
 use crate::Error;
 use crate::graph::{Graph, Target};
 use crate::packet::{Packet, merge};
-use crate::process::Process;
+use crate::process::{Process, ProcessSlot};
 
 /// An input port of a node, as the node numbers them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -176,25 +176,47 @@ pub struct LoadCx {
 #[derive(Clone, Copy)]
 pub struct Cx<'a> {
     graph: &'a Arc<Graph>,
-    proc: &'a Arc<Process>,
+    proc: ProcRef<'a>,
     node: NodeId,
     depth: u32,
 }
 
+/// The process of a [`Cx`]: given, or made when first asked for.
+#[derive(Clone, Copy)]
+enum ProcRef<'a> {
+    Given(&'a Arc<Process>),
+    Lazy(&'a ProcessSlot),
+}
+
 impl<'a> Cx<'a> {
-    /// The context of `node` handling work for `proc`; sources (listeners, `init`) start here.
+    /// The context of `node` handling work for `proc`; sources (`init`, a forked child's
+    /// flow) start here.
     pub fn new(graph: &'a Arc<Graph>, proc: &'a Arc<Process>, node: NodeId) -> Cx<'a> {
         Cx {
             graph,
-            proc,
+            proc: ProcRef::Given(proc),
             node,
             depth: 0,
         }
     }
 
-    /// The process this packet belongs to.
+    /// [`Cx::new`] for work whose process is made only if a node asks for it (a listener's
+    /// request: see [`ProcessSlot`]).
+    pub fn lazy(graph: &'a Arc<Graph>, slot: &'a ProcessSlot, node: NodeId) -> Cx<'a> {
+        Cx {
+            graph,
+            proc: ProcRef::Lazy(slot),
+            node,
+            depth: 0,
+        }
+    }
+
+    /// The process this packet belongs to (made now, for a lazy one).
     pub fn proc(&self) -> &'a Arc<Process> {
-        self.proc
+        match self.proc {
+            ProcRef::Given(proc) => proc,
+            ProcRef::Lazy(slot) => slot.get(),
+        }
     }
 
     /// The graph.
@@ -214,7 +236,7 @@ impl<'a> Cx<'a> {
     {
         Cx {
             graph: self.graph,
-            proc,
+            proc: ProcRef::Given(proc),
             node: self.node,
             depth: self.depth,
         }

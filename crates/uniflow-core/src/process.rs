@@ -227,6 +227,29 @@ impl Process {
     }
 }
 
+/// A process made on first use, for a source that starts work which may never ask for its
+/// process: a request through a router and a snippet never does, and then costs no
+/// allocation and no exit. Reads through [`Cx::proc`](crate::Cx::proc) make it.
+#[derive(Debug, Default)]
+pub struct ProcessSlot(OnceLock<Arc<Process>>);
+
+impl ProcessSlot {
+    /// An empty slot.
+    pub fn new() -> ProcessSlot {
+        ProcessSlot(OnceLock::new())
+    }
+
+    /// The process, made now if nothing has asked for it yet.
+    pub fn get(&self) -> &Arc<Process> {
+        self.0.get_or_init(Process::new)
+    }
+
+    /// The process, if something has asked for it.
+    pub fn made(&self) -> Option<&Arc<Process>> {
+        self.0.get()
+    }
+}
+
 impl Drop for Process {
     fn drop(&mut self) {
         // A process dropped without an explicit exit (a client that disconnected mid-request,

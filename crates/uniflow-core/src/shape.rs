@@ -5,14 +5,12 @@
 //! port is unlinked sends the packet back as the answer. Most kinds are one of these.
 
 use std::any::Any;
-use std::sync::Arc;
 
 use uniflow_value::{ErrorValue, Value};
 
 use crate::node::{Cx, Flow, InPort, Node, OutPort};
 use crate::packet::Packet;
 use crate::port;
-use crate::process::Process;
 
 /// The input port of a one-to-one node.
 pub const IN: InPort = InPort(0);
@@ -56,11 +54,12 @@ pub mod indexed {
 
 /// A synchronous function of the payload.
 pub trait Transform: Send + Sync + 'static {
-    /// Computes the output for one input.
+    /// Computes the output for one input. The process is behind `cx` ([`Cx::proc`]): asking
+    /// for it makes a lazy one, so transforms that do not need it do not ask.
     ///
     /// # Errors
     /// A failure, sent to the `error` port.
-    fn transform(&self, proc: &Arc<Process>, input: Value) -> Result<Value, ErrorValue>;
+    fn transform(&self, cx: &Cx<'_>, input: Value) -> Result<Value, ErrorValue>;
 }
 
 /// A node with one input, computing one output per packet.
@@ -101,7 +100,7 @@ impl<T: Transform> Node for OneToOne<T> {
         let Packet::Data(input) = packet else {
             return Flow::Ready(Packet::None);
         };
-        match self.0.transform(cx.proc(), input) {
+        match self.0.transform(&cx, input) {
             Ok(output) => cx.send(OUT, output),
             Err(e) => cx.send(ERROR, Value::Error(e)),
         }

@@ -11,7 +11,6 @@
 //! | `test-wrap` | `key` | writes `{key: input}` to `out` (shows a request without its `status`) |
 //! | `test-log` | `tag` | appends `tag` to a global log read by [`logged`], then echoes |
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -55,7 +54,7 @@ pub fn recorded(proc: &Process) -> Vec<String> {
 const RECORD_KEY: usize = 0x7265_636f_7264;
 
 macro_rules! one_to_one_kind {
-    ($spec:ident, $kind:literal, |$this:ident, $proc:ident, $input:ident| $body:expr) => {
+    ($spec:ident, $kind:literal, |$this:ident, $cx:ident, $input:ident| $body:expr) => {
         impl NodeSpec for $spec {
             const KIND: &'static str = $kind;
             fn compile(self, _cx: &CompileCx<'_>) -> Result<Box<dyn Node>, Vec<Diagnostic>> {
@@ -63,9 +62,9 @@ macro_rules! one_to_one_kind {
             }
         }
         impl Transform for $spec {
-            fn transform(&self, $proc: &Arc<Process>, $input: Value) -> Result<Value, ErrorValue> {
+            fn transform(&self, $cx: &Cx<'_>, $input: Value) -> Result<Value, ErrorValue> {
                 let $this = self;
-                let _ = $proc;
+                let _ = $cx;
                 $body
             }
         }
@@ -75,14 +74,14 @@ macro_rules! one_to_one_kind {
 /// `test-echo`.
 #[derive(Deserialize)]
 pub struct EchoSpec {}
-one_to_one_kind!(EchoSpec, "test-echo", |_this, _proc, input| Ok(input));
+one_to_one_kind!(EchoSpec, "test-echo", |_this, _cx, input| Ok(input));
 
 /// `test-const`.
 #[derive(Deserialize)]
 pub struct ConstSpec {
     value: Value,
 }
-one_to_one_kind!(ConstSpec, "test-const", |this, _proc, _input| Ok(this
+one_to_one_kind!(ConstSpec, "test-const", |this, _cx, _input| Ok(this
     .value
     .clone()));
 
@@ -91,14 +90,14 @@ one_to_one_kind!(ConstSpec, "test-const", |this, _proc, _input| Ok(this
 pub struct FailSpec {
     message: String,
 }
-one_to_one_kind!(FailSpec, "test-fail", |this, _proc, _input| Err(
+one_to_one_kind!(FailSpec, "test-fail", |this, _cx, _input| Err(
     ErrorValue::new(this.message.clone())
 ));
 
 /// `test-panic`.
 #[derive(Deserialize)]
 pub struct PanicSpec {}
-one_to_one_kind!(PanicSpec, "test-panic", |_this, _proc, _input| panic!(
+one_to_one_kind!(PanicSpec, "test-panic", |_this, _cx, _input| panic!(
     "test-panic node was asked to panic"
 ));
 
@@ -107,8 +106,9 @@ one_to_one_kind!(PanicSpec, "test-panic", |_this, _proc, _input| panic!(
 pub struct RecordSpec {
     tag: String,
 }
-one_to_one_kind!(RecordSpec, "test-record", |this, proc, input| {
-    proc.with_local::<Vec<String>, _>(RECORD_KEY, |v| v.push(this.tag.clone()));
+one_to_one_kind!(RecordSpec, "test-record", |this, cx, input| {
+    cx.proc()
+        .with_local::<Vec<String>, _>(RECORD_KEY, |v| v.push(this.tag.clone()));
     Ok(input)
 });
 
@@ -117,7 +117,7 @@ one_to_one_kind!(RecordSpec, "test-record", |this, proc, input| {
 pub struct WrapSpec {
     key: String,
 }
-one_to_one_kind!(WrapSpec, "test-wrap", |this, _proc, input| Ok(Value::Map(
+one_to_one_kind!(WrapSpec, "test-wrap", |this, _cx, input| Ok(Value::Map(
     [(Value::from(this.key.clone()), input)]
         .into_iter()
         .collect()
@@ -128,7 +128,7 @@ one_to_one_kind!(WrapSpec, "test-wrap", |this, _proc, input| Ok(Value::Map(
 pub struct LogSpec {
     tag: String,
 }
-one_to_one_kind!(LogSpec, "test-log", |this, _proc, input| {
+one_to_one_kind!(LogSpec, "test-log", |this, _cx, input| {
     LOG.lock()
         .unwrap_or_else(|e| e.into_inner())
         .push(this.tag.clone());

@@ -1,13 +1,15 @@
 //! Protocol tests: YAML cases in `tests/protocol.yaml` run through one `check` helper, plus the
 //! cases that need more than one write.
 
+use std::future::IntoFuture;
 use std::sync::Arc;
 
+use futures_util::FutureExt;
 use uniflow_spec::{Format, parse};
-use uniflow_value::Value;
+use uniflow_value::{Map, Value};
 
 use crate::testing::{self, recorded};
-use crate::{Cx, Graph, Packet, Process, Registry};
+use crate::{Cx, Graph, Packet, Process, ProcessSlot, Registry};
 
 fn registry() -> Registry {
     let mut r = Registry::new();
@@ -136,6 +138,44 @@ async fn init_port_runs_once_after_load() {
     graph.load().await.unwrap();
     assert_eq!(testing::logged("init_port_runs_once_after_load"), 1);
     graph.unload().await;
+}
+
+#[tokio::test]
+async fn a_lazy_process_is_made_only_when_a_node_asks_for_it() {
+    let graph = compile(
+        &yaml_serde::from_str(
+            "- {kind: test-echo, name: echo, ports: {out: [{name: wrap, port: in}]}}\n\
+             - {kind: test-wrap, name: wrap, key: k}\n\
+             - {kind: test-record, name: record, tag: seen, ports: {out: [{name: echo, port: in}]}}\n",
+        )
+        .unwrap(),
+    );
+    let run = |node: &str| {
+        let id = graph.find(node).expect("node exists");
+        let slot = ProcessSlot::new();
+        let answer = graph
+            .node(id)
+            .handle(
+                Cx::lazy(&graph, &slot, id),
+                crate::shape::IN,
+                Packet::Data(Value::Int(1)),
+            )
+            .into_future()
+            .now_or_never()
+            .expect("the flow is ready");
+        (answer, slot)
+    };
+    let (answer, slot) = run("echo");
+    assert_eq!(answer, Packet::Data(Value::Map(Map::from([("k", 1)]))));
+    assert!(
+        slot.made().is_none(),
+        "echo and wrap never ask for the process"
+    );
+    let (answer, slot) = run("record");
+    assert_eq!(answer, Packet::Data(Value::Map(Map::from([("k", 1)]))));
+    let proc = slot.made().expect("test-record asked for the process");
+    assert_eq!(recorded(proc), ["seen"]);
+    assert!(Arc::ptr_eq(proc, slot.get()), "one process per slot");
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use uniflow_core::shape::{OneToOne, Transform};
-use uniflow_core::{Process, Registry};
+use uniflow_core::{Cx, Registry};
 use uniflow_lang::{Languages, Options, Program};
 use uniflow_value::{ErrorValue, Value};
 
@@ -41,7 +41,7 @@ pub struct SnippetNode {
 
 impl Transform for SnippetNode {
     #[inline]
-    fn transform(&self, _proc: &Arc<Process>, input: Value) -> Result<Value, ErrorValue> {
+    fn transform(&self, _cx: &Cx<'_>, input: Value) -> Result<Value, ErrorValue> {
         self.program.run(input)
     }
 }

@@ -159,7 +159,8 @@ impl NodeSpec for FlakySpec {
 }
 
 impl Transform for FlakySpec {
-    fn transform(&self, proc: &Arc<Process>, input: Value) -> Result<Value, ErrorValue> {
+    fn transform(&self, cx: &Cx<'_>, input: Value) -> Result<Value, ErrorValue> {
+        let proc = cx.proc();
         let key = self as *const Self as usize;
         let seen = proc.with_local::<usize, _>(key, |n| {
             *n += 1;

@@ -7,11 +7,11 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use serde::Deserialize;
 use uniflow_core::shape::{OneToOne, Transform};
-use uniflow_core::{CompileCx, Node, NodeSpec, Process};
+use uniflow_core::{CompileCx, Cx, Node, NodeSpec};
 use uniflow_spec::Diagnostic;
 use uniflow_value::{ErrorValue, Value};
 
@@ -86,7 +86,7 @@ fn unsupported() -> ErrorValue {
 }
 
 impl Transform for PrintNode {
-    fn transform(&self, _proc: &Arc<Process>, input: Value) -> Result<Value, ErrorValue> {
+    fn transform(&self, _cx: &Cx<'_>, input: Value) -> Result<Value, ErrorValue> {
         let items: Vec<Value> = match input {
             Value::List(l) => l.to_vec(),
             single @ Value::String(_) if self.sink.is_some() => vec![single],

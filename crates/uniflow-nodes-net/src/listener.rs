@@ -49,7 +49,7 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use uniflow_core::{
     CompileCx, Cx, Error, Flow, Graph, InPort, LoadCx, Node, NodeId, NodeSpec, OutPort, Packet,
-    Process, port,
+    Process, ProcessSlot, port,
 };
 use uniflow_spec::Diagnostic;
 use uniflow_value::{ErrorValue, Value};
@@ -813,23 +813,34 @@ const _: fn() = || {
     unpin::<tokio_rustls::server::TlsStream<Watched<TcpStream>>>();
 };
 
-/// Exits the process if the request's future is dropped before it finishes (the client went
-/// away), so hooks and per-process state are released.
-struct ExitGuard(Option<Arc<Process>>);
+/// Ends a request's process, if the flow made one (most never ask for theirs: see
+/// [`ProcessSlot`]), and exits it if the request's future is dropped before it finishes (the
+/// client went away), so hooks and per-process state are released.
+struct ExitGuard<'a> {
+    slot: &'a ProcessSlot,
+    finished: bool,
+}
 
-impl ExitGuard {
-    fn proc(&self) -> &Arc<Process> {
-        self.0
-            .as_ref()
-            .expect("the guard holds its process until finished")
+impl<'a> ExitGuard<'a> {
+    fn new(slot: &'a ProcessSlot) -> ExitGuard<'a> {
+        ExitGuard {
+            slot,
+            finished: false,
+        }
     }
 
-    /// Ends the request's process: at once, or, when forked children still run, once they
-    /// have finished (upstream joined children before exiting). The response does not wait
-    /// for them; only flows that fork pay for the task that waits.
-    fn finish(mut self, error: Option<ErrorValue>) {
-        let proc = self.0.take().expect("finished once");
+    /// Ends the request's process, with the error `error` makes: at once, or, when forked
+    /// children still run, once they have finished (upstream joined children before
+    /// exiting). The response does not wait for them; only flows that fork pay for the task
+    /// that waits.
+    fn finish(mut self, error: impl FnOnce() -> Option<ErrorValue>) {
+        self.finished = true;
+        let Some(proc) = self.slot.made() else {
+            return;
+        };
+        let error = error();
         if proc.has_children() {
+            let proc = Arc::clone(proc);
             tokio::spawn(async move {
                 proc.join().await;
                 proc.exit(error);
@@ -840,9 +851,11 @@ impl ExitGuard {
     }
 }
 
-impl Drop for ExitGuard {
+impl Drop for ExitGuard<'_> {
     fn drop(&mut self) {
-        if let Some(proc) = self.0.take() {
+        if !self.finished
+            && let Some(proc) = self.slot.made()
+        {
             proc.exit(Some(ErrorValue::new("request canceled")));
         }
     }
@@ -980,7 +993,8 @@ async fn answer(
         }
     };
     let payload = payload_with_header(&parts.method, &parts.uri, parts.version, header, body);
-    let guard = ExitGuard(Some(Process::new()));
+    let slot = ProcessSlot::new();
+    let guard = ExitGuard::new(&slot);
     let (mut upgrading, mut streams) = (false, false);
     if let Some(extras) = extras {
         let Extras {
@@ -991,15 +1005,14 @@ async fn answer(
         streams = may_stream;
         if let Some(pending) = pending {
             upgrading = true;
-            upgrade::offer(guard.proc(), pending);
+            upgrade::offer(slot.get(), pending);
         }
         if let Some(peer) = peer {
-            guard
-                .proc()
+            slot.get()
                 .with_local::<Option<Peer>, _>(peer_key(), |p| *p = Some(peer));
         }
     }
-    let cx = Cx::new(graph, guard.proc(), node);
+    let cx = Cx::lazy(graph, &slot, node);
     let mut answer = run(cx.write_guarded(OUT, payload)).await;
     if answer.is_error() {
         let error = answer.clone();
@@ -1007,22 +1020,23 @@ async fn answer(
     }
     // A gateway that took the connection leaves its handshake response; the answer is not
     // sent (upstream's gateway took the response writer away from the listener).
-    if upgrading && let Some(handshake) = upgrade::take_response(guard.proc()) {
-        guard.finish(None);
+    if upgrading && let Some(handshake) = upgrade::take_response(slot.get()) {
+        guard.finish(|| None);
         return handshake;
     }
-    let streamed = if streams {
-        crate::proxy::take_stream(guard.proc(), &answer)
-    } else {
-        None
+    // A proxy that streams its answer leaves the stream in the process it made.
+    let streamed = match slot.made() {
+        Some(proc) if streams => crate::proxy::take_stream(proc, &answer),
+        _ => None,
     };
     let response = match streamed {
         Some(streamed) => streamed,
         None => response(answer, found.accept, found.accept_encoding),
     };
-    let failed = response.status().as_u16() >= 400;
-    guard
-        .finish(failed.then(|| ErrorValue::new(format!("request answered {}", response.status()))));
+    let status = response.status();
+    guard.finish(|| {
+        (status.as_u16() >= 400).then(|| ErrorValue::new(format!("request answered {status}")))
+    });
     response
 }
 
