@@ -55,8 +55,8 @@ use uniflow_spec::Diagnostic;
 use uniflow_value::{ErrorValue, Value};
 
 use crate::payload::{
-    Body, HeaderCache, Negotiation, decode_negotiated, header_map_noting, payload_with_header,
-    response, text_response,
+    Body, HeaderCache, Negotiation, decode_negotiated, decode_path, header_map_noting,
+    payload_with_header, response, text_response,
 };
 use crate::{tls, upgrade};
 
@@ -979,9 +979,12 @@ async fn answer(
     cache: Option<&HeaderCache>,
 ) -> Response<Body> {
     let mut found = Negotiation::default();
-    let header = match cache {
-        Some(cache) => cache.header_map(&parts.headers, &mut found),
-        None => header_map_noting(&parts.headers, &mut found),
+    let (header, path) = match cache {
+        Some(cache) => cache.head(&parts.headers, parts.uri.path(), &mut found),
+        None => (
+            header_map_noting(&parts.headers, &mut found),
+            decode_path(parts.uri.path()),
+        ),
     };
     let body = match decode_negotiated(&found, body, limit) {
         Ok(v) => v,
@@ -992,7 +995,7 @@ async fn answer(
             return text_response(status, text);
         }
     };
-    let payload = payload_with_header(&parts.method, &parts.uri, parts.version, header, body);
+    let payload = payload_with_header(&parts.method, &parts.uri, parts.version, header, path, body);
     let slot = ProcessSlot::new();
     let guard = ExitGuard::new(&slot);
     let (mut upgrading, mut streams) = (false, false);
@@ -1013,10 +1016,17 @@ async fn answer(
         }
     }
     let cx = Cx::lazy(graph, &slot, node);
-    let mut answer = run(cx.write_guarded(OUT, payload)).await;
+    // A flow that is ready (most are) is taken as it is, without making `run`'s future.
+    let mut answer = match cx.write_guarded(OUT, payload) {
+        Ok(Flow::Ready(answer)) => answer,
+        flow => run(flow).await,
+    };
     if answer.is_error() {
         let error = answer.clone();
-        answer = run(cx.write_guarded(ERROR, error.into_value())).await;
+        answer = match cx.write_guarded(ERROR, error.into_value()) {
+            Ok(Flow::Ready(answer)) => answer,
+            flow => run(flow).await,
+        };
     }
     // A gateway that took the connection leaves its handshake response; the answer is not
     // sent (upstream's gateway took the response writer away from the listener).

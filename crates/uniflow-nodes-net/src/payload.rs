@@ -108,15 +108,24 @@ pub fn request_payload(
     headers: &HeaderMap,
     body: Value,
 ) -> Value {
-    payload_with_header(method, uri, version, header_map(headers), body)
+    payload_with_header(
+        method,
+        uri,
+        version,
+        header_map(headers),
+        decode_path(uri.path()),
+        body,
+    )
 }
 
-/// [`request_payload`] with the header map already built (see [`header_map_noting`]).
+/// [`request_payload`] with the header map and the decoded path already made (see
+/// [`header_map_noting`], [`HeaderCache::head`]).
 pub(crate) fn payload_with_header(
     method: &Method,
     uri: &http::Uri,
     version: Version,
     header: Map,
+    path: Str,
     body: Value,
 ) -> Value {
     // The host is the Host header's value, shared with the header map rather than copied.
@@ -136,11 +145,7 @@ pub(crate) fn payload_with_header(
         e.set(1, Value::from_static("header"), Value::Map(header));
         e.set(2, Value::from_static("host"), host);
         e.set(3, Value::from_static("method"), method_value(method));
-        e.set(
-            4,
-            Value::from_static("path"),
-            Value::String(decode_path(uri.path())),
-        );
+        e.set(4, Value::from_static("path"), Value::String(path));
         e.set(
             5,
             Value::from_static("protocol"),
@@ -182,7 +187,7 @@ fn protocol(version: Version) -> &'static str {
     }
 }
 
-fn decode_path(path: &str) -> Str {
+pub(crate) fn decode_path(path: &str) -> Str {
     if path.as_bytes().contains(&b'%') {
         Str::from(
             percent_encoding::percent_decode_str(path)
@@ -246,15 +251,16 @@ pub(crate) fn header_map_noting<'a>(headers: &'a HeaderMap, found: &mut Negotiat
     )
 }
 
-/// The header map of a connection's last request, reused while the client sends the same
-/// headers again. Keep-alive clients (browsers, load balancers, other services, load
-/// generators) mostly do, and building the map is the largest single cost of a small request.
-/// A connection whose headers keep changing (a per-request id, say) stops trying after
-/// [`HeaderCache::GIVE_UP`] misses in a row; the cache is filled from a connection's second
-/// request on.
+/// The head of a connection's last request (its header map and decoded path), reused while
+/// the client sends the same again. Keep-alive clients (browsers, load balancers, other
+/// services, load generators) mostly do, and building the header map is the largest single
+/// cost of a small request. A connection whose headers keep changing (a per-request id, say)
+/// stops trying after [`HeaderCache::GIVE_UP`] misses in a row; the cache is filled from a
+/// connection's second request on.
 ///
-/// The map is immutable, so handing the same one to two requests cannot be observed. The
-/// cache keeps its own copies of the names and values, not slices of the read buffer.
+/// Maps and strings are immutable, so handing the same one to two requests cannot be
+/// observed. The cache keeps its own copies of the names and values, not slices of the read
+/// buffer.
 #[derive(Default)]
 pub struct HeaderCache(std::sync::Mutex<CachedHeaders>);
 
@@ -263,6 +269,8 @@ struct CachedHeaders {
     seen: Vec<(HeaderName, Bytes)>,
     map: Map,
     misses: u8,
+    /// The last path that needed no decoding.
+    path: Option<Str>,
     /// Whether the connection has served a request: the first one does not fill the cache,
     /// since most connections that serve one request (`ab`, `Connection: close`) close.
     served: bool,
@@ -271,48 +279,71 @@ struct CachedHeaders {
 impl HeaderCache {
     const GIVE_UP: u8 = 8;
 
-    /// [`header_map_noting`], reusing the last map when the headers are the same.
-    pub(crate) fn header_map<'a>(
+    /// The payload's `header` map ([`header_map_noting`]) and decoded `path`, reusing the
+    /// last request's when they are the same.
+    pub(crate) fn head<'a>(
         &self,
         headers: &'a HeaderMap,
+        path: &str,
         found: &mut Negotiation<'a>,
-    ) -> Map {
+    ) -> (Map, Str) {
         // HTTP/1 requests on a connection come one at a time; concurrent HTTP/2 streams that
-        // find the slot busy build their own map rather than wait.
+        // find the slot busy build their own rather than wait.
         let Ok(mut cached) = self.0.try_lock() else {
-            return header_map_noting(headers, found);
+            return (header_map_noting(headers, found), decode_path(path));
         };
-        if cached.misses >= Self::GIVE_UP {
+        let path = cached.path(path);
+        (cached.header_map(headers, found), path)
+    }
+}
+
+impl CachedHeaders {
+    fn path(&mut self, raw: &str) -> Str {
+        if let Some(last) = &self.path
+            && uniflow_value::eq_bytes(last.as_bytes(), raw.as_bytes())
+        {
+            return last.clone();
+        }
+        let path = decode_path(raw);
+        // A decoded path differs from the raw one, which the next request is compared with.
+        if self.served && !raw.contains('%') {
+            self.path = Some(path.clone());
+        }
+        path
+    }
+
+    fn header_map<'a>(&mut self, headers: &'a HeaderMap, found: &mut Negotiation<'a>) -> Map {
+        if self.misses >= HeaderCache::GIVE_UP {
             return header_map_noting(headers, found);
         }
         // The negotiation headers are noted in the same pass; on a miss, `header_map_noting`
         // notes the same first values again.
-        let same = !cached.map.is_empty()
-            && cached.seen.len() == headers.len()
+        let same = !self.map.is_empty()
+            && self.seen.len() == headers.len()
             && headers
                 .iter()
-                .zip(&cached.seen)
+                .zip(&self.seen)
                 .all(|((name, value), (seen, bytes))| {
                     found.note(name, value);
                     name == seen && uniflow_value::eq_bytes(value.as_bytes(), bytes)
                 });
         if same {
-            cached.misses = 0;
-            return cached.map.clone();
+            self.misses = 0;
+            return self.map.clone();
         }
         let map = header_map_noting(headers, found);
-        if !std::mem::replace(&mut cached.served, true) {
+        if !std::mem::replace(&mut self.served, true) {
             return map;
         }
-        cached.misses += 1;
-        cached.seen.clear();
-        cached.seen.extend(headers.iter().map(|(name, value)| {
+        self.misses += 1;
+        self.seen.clear();
+        self.seen.extend(headers.iter().map(|(name, value)| {
             // A fresh name: a custom one would otherwise share the request's read buffer.
             let name = HeaderName::from_bytes(name.as_str().as_bytes())
                 .expect("a parsed header name parses again");
             (name, Bytes::copy_from_slice(value.as_bytes()))
         }));
-        cached.map = map.clone();
+        self.map = map.clone();
         map
     }
 }
@@ -954,18 +985,18 @@ mod tests {
         let cache = HeaderCache::default();
         let a = headers(&[("host", "x"), ("accept", "text/plain"), ("x-id", "1")]);
         let mut found = Negotiation::default();
-        let unfilled = cache.header_map(&a, &mut found);
+        let unfilled = cache.head(&a, "/", &mut found).0;
         assert!(
             cache.0.lock().unwrap().map.is_empty(),
             "the first request fills nothing"
         );
-        let first = cache.header_map(&a, &mut found);
+        let first = cache.head(&a, "/", &mut found).0;
         assert_eq!(first, header_map(&a));
         assert_eq!(unfilled, first);
         assert_ne!(unfilled.entries().as_ptr(), first.entries().as_ptr());
         let again = headers(&[("host", "x"), ("accept", "text/plain"), ("x-id", "1")]);
         let mut found = Negotiation::default();
-        let second = cache.header_map(&again, &mut found);
+        let second = cache.head(&again, "/", &mut found).0;
         assert_eq!(
             second.entries().as_ptr(),
             first.entries().as_ptr(),
@@ -984,7 +1015,7 @@ mod tests {
             ]),
             headers(&[("host", "x"), ("accept", "text/plain"), ("x-ie", "1")]),
         ] {
-            let got = cache.header_map(&changed, &mut Negotiation::default());
+            let got = cache.head(&changed, "/", &mut Negotiation::default()).0;
             assert_eq!(got, header_map(&changed), "{changed:?}");
         }
     }
@@ -994,15 +1025,36 @@ mod tests {
         let cache = HeaderCache::default();
         for i in 0..=HeaderCache::GIVE_UP {
             let h = headers(&[("x-request-id", &i.to_string())]);
-            cache.header_map(&h, &mut Negotiation::default());
+            cache.head(&h, "/", &mut Negotiation::default());
         }
         let h = headers(&[("x-request-id", "last")]);
         assert_eq!(
-            cache.header_map(&h, &mut Negotiation::default()),
+            cache.head(&h, "/", &mut Negotiation::default()).0,
             header_map(&h)
         );
         let kept = cache.0.lock().unwrap();
         assert_ne!(kept.map, header_map(&h), "nothing cached after giving up");
+    }
+
+    #[test]
+    fn the_header_cache_reuses_a_repeated_path_that_needed_no_decoding() {
+        let cache = HeaderCache::default();
+        let h = headers(&[("host", "x")]);
+        let path = |raw| cache.head(&h, raw, &mut Negotiation::default()).1;
+        let first = path("/ping");
+        assert!(
+            cache.0.lock().unwrap().path.is_none(),
+            "the first request fills nothing"
+        );
+        let second = path("/ping");
+        let third = path("/ping");
+        assert_eq!(third, "/ping");
+        assert_eq!(third.as_ptr(), second.as_ptr(), "the same path is shared");
+        assert_ne!(first.as_ptr(), second.as_ptr());
+        assert_eq!(path("/pong"), "/pong");
+        assert_eq!(path("/a%20b"), "/a b");
+        assert_eq!(path("/a%20b"), "/a b", "a decoded path is not compared raw");
+        assert_eq!(path("/pong"), "/pong");
     }
 
     async fn render(answer: Packet, accept: Option<&str>) -> (u16, Option<String>, String) {
