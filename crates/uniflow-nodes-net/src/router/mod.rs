@@ -163,7 +163,12 @@ impl Node for RouterNode {
         ) else {
             return Flow::Ready(Packet::None);
         };
-        let Some(found) = self.tree.lookup(path, |leaf| leaf.port(method).is_some()) else {
+        // The accepted leaf is the last one offered, so `port` ends up holding its port.
+        let mut port = None;
+        let Some(found) = self.tree.lookup(path, |leaf| {
+            port = leaf.port(method);
+            port.is_some()
+        }) else {
             return cx.send(ERROR, self.not_found.clone());
         };
         if !found.accepted {
@@ -174,10 +179,7 @@ impl Node for RouterNode {
             };
             return cx.send(ERROR, answer.clone());
         }
-        let port = found
-            .value
-            .port(method)
-            .expect("accepted leaves serve the method");
+        let port = port.expect("accepted leaves serve the method");
         // Upstream answers None for a route to an `out[N]` that nothing created by linking.
         if !cx.port_exists(port) {
             return Flow::Ready(Packet::None);
