@@ -637,12 +637,16 @@ struct Activity {
 
 impl Activity {
     fn start(&self, version: http::Version) -> Busy<'_> {
-        self.started.fetch_add(1, Ordering::Relaxed);
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        if version == http::Version::HTTP_2 && !self.h2.load(Ordering::Relaxed) {
+        let shared = version == http::Version::HTTP_2;
+        if shared && !self.h2.load(Ordering::Relaxed) {
             self.h2.store(true, Ordering::Relaxed);
         }
-        Busy(self)
+        add(&self.started, 1, shared);
+        add(&self.in_flight, 1, shared);
+        Busy {
+            activity: self,
+            shared,
+        }
     }
 
     fn close(&self, how: Close) {
@@ -672,11 +676,31 @@ enum Close {
 }
 
 /// Counts a request as in flight until dropped.
-struct Busy<'a>(&'a Activity);
+struct Busy<'a> {
+    activity: &'a Activity,
+    /// Whether other tasks count on the same connection (HTTP/2 streams).
+    shared: bool,
+}
 
 impl Drop for Busy<'_> {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        add(&self.activity.in_flight, usize::MAX, self.shared);
+    }
+}
+
+/// Adds `delta` (wrapping; `usize::MAX` subtracts one) to a connection's counter. An HTTP/1
+/// connection's requests all run one after another in the connection's task, so only that
+/// task writes its counters (the sweep only reads them) and a plain load and store suffice;
+/// HTTP/2 streams run in tasks of their own and need the atomic read-modify-write, a locked
+/// instruction.
+fn add(counter: &AtomicUsize, delta: usize, shared: bool) {
+    if shared {
+        counter.fetch_add(delta, Ordering::Relaxed);
+    } else {
+        counter.store(
+            counter.load(Ordering::Relaxed).wrapping_add(delta),
+            Ordering::Relaxed,
+        );
     }
 }
 
