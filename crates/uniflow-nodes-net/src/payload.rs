@@ -513,8 +513,11 @@ pub fn encode_typed(body: &Value, headers: &mut HeaderMap) -> Result<Bytes, Stri
             t
         }
     };
-    let (mut bytes, with_boundary) =
-        encode(body, Encoding::of(&content_type), Some(&content_type))?;
+    let (mut bytes, with_boundary) = encode(
+        body.clone(),
+        Encoding::of(&content_type),
+        Some(&content_type),
+    )?;
     if let Some(t) = with_boundary {
         headers.insert(header::CONTENT_TYPE, t);
     }
@@ -642,7 +645,7 @@ pub fn response(
         Encoding::Multipart => response.headers().get(header::CONTENT_TYPE).cloned(),
         _ => None,
     };
-    let mut bytes = match encode(&body, encoding, content_type.as_ref()) {
+    let mut bytes = match encode(body, encoding, content_type.as_ref()) {
         Ok((bytes, None)) => bytes,
         Ok((bytes, Some(with_boundary))) => {
             response
@@ -889,19 +892,19 @@ impl Encoding {
 /// Encodes `body`. Multipart takes its boundary from `content_type`; without one it makes one
 /// and returns the content type to send instead.
 fn encode(
-    body: &Value,
+    body: Value,
     encoding: Encoding,
     content_type: Option<&HeaderValue>,
 ) -> Result<(Bytes, Option<HeaderValue>), String> {
     if let Encoding::Json = encoding {
         let mut out = BytesMut::with_capacity(64).writer();
-        serde_json::to_writer(&mut out, body)
+        serde_json::to_writer(&mut out, &body)
             .map_err(|e| format!("cannot encode the body as JSON: {e}"))?;
         let mut out = out.into_inner();
         out.put_u8(b'\n');
         return Ok((out.freeze(), None));
     }
-    if let (Encoding::Form, Value::Map(m)) = (encoding, body) {
+    if let (Encoding::Form, Value::Map(m)) = (encoding, &body) {
         let mut form = form_urlencoded::Serializer::new(String::new());
         for (k, v) in m.iter() {
             let Some(k) = k.as_str() else { continue };
@@ -915,13 +918,14 @@ fn encode(
         }
         return Ok((Bytes::from(form.finish()), None));
     }
-    if let (Encoding::Multipart, Value::Map(_)) = (encoding, body) {
-        return encode_multipart(body, content_type);
+    if let (Encoding::Multipart, Value::Map(_)) = (encoding, &body) {
+        return encode_multipart(&body, content_type);
     }
     match body {
-        // A string's bytes are shared, not copied: a constant `pong` costs a reference count.
-        Value::String(s) => Ok((s.as_bytes().clone(), None)),
-        Value::Bytes(b) => Ok((b.clone(), None)),
+        // A string's bytes are moved, not copied: a constant `pong` costs the reference count
+        // its answer took.
+        Value::String(s) => Ok((s.into_bytes(), None)),
+        Value::Bytes(b) => Ok((b, None)),
         Value::Null => Ok((Bytes::new(), None)),
         other => Err(format!(
             "cannot encode a {} body as the answer's Content-Type; set it to JSON or drop it",
