@@ -431,7 +431,8 @@ async fn serve(
     let this = listener_of(&graph, node);
     let limits = this.limits;
     let tls = this.tls.clone();
-    let upgrades = this.features().upgrades;
+    let features = this.features();
+    let upgrades = features.upgrades;
     let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
     // Every connection task holds a receiver; unloading waits until all are dropped.
     let (open, tracked) = watch::channel(());
@@ -463,6 +464,8 @@ async fn serve(
         let conn = Arc::new(Conn {
             graph: Arc::clone(&graph),
             node,
+            features,
+            limits,
             peer: Peer {
                 addr: remote,
                 tls: tls.is_some(),
@@ -532,6 +535,9 @@ const SWEEPS_PER_TIMEOUT: u32 = 4;
 struct Conn {
     graph: Arc<Graph>,
     node: NodeId,
+    /// The listener's, copied here so that a request need not find the listener node.
+    features: Features,
+    limits: Limits,
     peer: Peer,
     activity: Activity,
     /// The last request's header map, for the next request with the same headers.
@@ -893,7 +899,7 @@ fn handle(
     conn: Arc<Conn>,
     mut req: Request<Incoming>,
 ) -> impl Future<Output = Result<Response<Body>, Infallible>> + Send + 'static {
-    let features = listener_of(&conn.graph, conn.node).features();
+    let features = conn.features;
     // Only a graph with a gateway looks at upgrades, so other graphs pay nothing for them.
     let pending = (features.upgrades && req.headers().contains_key(header::UPGRADE))
         .then(|| hyper::upgrade::on(&mut req));
@@ -909,7 +915,7 @@ fn handle(
     let body = (!body.is_end_stream()).then_some(body);
     async move {
         let _busy = conn.activity.start(parts.version);
-        let limits = listener_of(&conn.graph, conn.node).limits;
+        let limits = conn.limits;
         let bytes = match body {
             None => Bytes::new(),
             // Boxed: the body reader with its timer would more than double the future.
