@@ -540,7 +540,7 @@ struct Conn {
     limits: Limits,
     peer: Peer,
     activity: Activity,
-    /// The last request's header map, for the next request with the same headers.
+    /// The last request's header map and path, for the next request that repeats them.
     headers: HeaderCache,
 }
 
