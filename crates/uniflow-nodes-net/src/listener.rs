@@ -442,7 +442,13 @@ async fn serve(
     let mut sweeps = tokio::time::interval(period.max(Duration::from_millis(1)));
     sweeps.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut watched: Vec<Watch> = Vec::new();
+    // Made once, so the stop signal's waiter stays registered instead of being added and
+    // removed (a lock each way) on every accept.
+    let stop = stopped.changed();
+    tokio::pin!(stop);
     loop {
+        // Not biased: under a flood of connections a biased accept would starve the sweep and
+        // the stop signal.
         let (stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
@@ -458,7 +464,7 @@ async fn serve(
                 watched.retain_mut(|w| w.look(now, &limits));
                 continue;
             }
-            _ = stopped.changed() => break,
+            _ = &mut stop => break,
         };
         let _ = stream.set_nodelay(true);
         let conn = Arc::new(Conn {
