@@ -10,6 +10,7 @@
 //! | `test-record` | `tag` | appends `tag` to the process's [`recorded`] list, then echoes |
 //! | `test-wrap` | `key` | writes `{key: input}` to `out` (shows a request without its `status`) |
 //! | `test-log` | `tag` | appends `tag` to a global log read by [`logged`], then echoes |
+//! | `test-on-exit` | `tag` | asks for the process and logs `"<tag>: <exit error or ok>"` to the same log when it exits, then echoes |
 
 use std::time::Duration;
 
@@ -33,6 +34,7 @@ pub fn register(registry: &mut Registry) {
     registry.add::<RecordSpec>();
     registry.add::<LogSpec>();
     registry.add::<WrapSpec>();
+    registry.add::<OnExitSpec>();
 }
 
 /// How many times `test-log` nodes with this tag have run, in any process.
@@ -122,6 +124,22 @@ one_to_one_kind!(WrapSpec, "test-wrap", |this, _cx, input| Ok(Value::Map(
         .into_iter()
         .collect()
 )));
+
+/// `test-on-exit`.
+#[derive(Deserialize)]
+pub struct OnExitSpec {
+    tag: String,
+}
+one_to_one_kind!(OnExitSpec, "test-on-exit", |this, cx, input| {
+    let tag = this.tag.clone();
+    cx.proc().on_exit(move |error| {
+        let how = error.map_or_else(|| "ok".to_owned(), |e| e.message().to_string());
+        LOG.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(format!("{tag}: {how}"));
+    });
+    Ok(input)
+});
 
 /// `test-log`.
 #[derive(Deserialize)]

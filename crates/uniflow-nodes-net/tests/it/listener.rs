@@ -1,5 +1,5 @@
 //! The listener over sockets: TLS with a certificate generated here, the timeouts that cut
-//! slow clients off, and spec problems reported together.
+//! slow clients off, how a request's process exits, and spec problems reported together.
 
 use std::time::{Duration, Instant};
 
@@ -214,6 +214,68 @@ async fn an_idle_keep_alive_connection_still_serves_within_the_timeout() {
         .unwrap();
     let text = String::from_utf8_lossy(&read);
     assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 2, "{text}");
+    running.stop().await;
+}
+
+/// Waits until the test log holds `entry` once; exit hooks of a canceled request run when
+/// the server notices the client is gone, a moment after the client acts.
+async fn assert_logged(entry: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while uniflow_core::testing::logged(entry) == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        uniflow_core::testing::logged(entry),
+        1,
+        "`{entry}` logged once"
+    );
+}
+
+fn exit_spec(tag: &str, then: &str) -> String {
+    format!(
+        "- {{kind: listener, name: l, protocol: http, host: 127.0.0.1, port: 0, ports: {{out: [{{name: watch, port: in}}]}}}}\n\
+         - {{kind: test-on-exit, name: watch, tag: {tag}, ports: {{out: [{{name: then, port: in}}]}}}}\n\
+         - {then}\n"
+    )
+}
+
+#[tokio::test]
+async fn a_request_process_exits_with_the_answer_s_error() {
+    let running = start(&exit_spec(
+        "exit-ok",
+        "{kind: test-const, name: then, value: pong}",
+    ))
+    .await;
+    let reply = client().get(running.url()).send().await.unwrap();
+    assert_eq!(reply.text().await.unwrap(), "pong");
+    assert_logged("exit-ok: ok").await;
+    running.stop().await;
+
+    let running = start(&exit_spec(
+        "exit-500",
+        "{kind: test-fail, name: then, message: boom}",
+    ))
+    .await;
+    let reply = client().get(running.url()).send().await.unwrap();
+    assert_eq!(reply.status(), 500);
+    assert_logged("exit-500: request answered 500 Internal Server Error").await;
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_whose_client_goes_away_exits_its_process_canceled() {
+    let running = start(&exit_spec(
+        "exit-cancel",
+        "{kind: test-delay, name: then, millis: 10000}",
+    ))
+    .await;
+    let mut stream =
+        connect_and_send(running.addrs[0], b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    // Once the flow is waiting in test-delay, the client leaves.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stream.shutdown().await.unwrap();
+    drop(stream);
+    assert_logged("exit-cancel: request canceled").await;
     running.stop().await;
 }
 
