@@ -241,25 +241,28 @@ fn exit_spec(tag: &str, then: &str) -> String {
 
 #[tokio::test]
 async fn a_request_process_exits_with_the_answer_s_error() {
-    let running = start(&exit_spec(
-        "exit-ok",
-        "{kind: test-const, name: then, value: pong}",
-    ))
-    .await;
-    let reply = client().get(running.url()).send().await.unwrap();
-    assert_eq!(reply.text().await.unwrap(), "pong");
-    assert_logged("exit-ok: ok").await;
-    running.stop().await;
-
-    let running = start(&exit_spec(
-        "exit-500",
-        "{kind: test-fail, name: then, message: boom}",
-    ))
-    .await;
-    let reply = client().get(running.url()).send().await.unwrap();
-    assert_eq!(reply.status(), 500);
-    assert_logged("exit-500: request answered 500 Internal Server Error").await;
-    running.stop().await;
+    // (exit tag, the node after the watch, the status answered, the exit logged)
+    let cases = [
+        (
+            "exit-ok",
+            "{kind: test-const, name: then, value: pong}",
+            200,
+            "exit-ok: ok",
+        ),
+        (
+            "exit-500",
+            "{kind: test-fail, name: then, message: boom}",
+            500,
+            "exit-500: request answered 500 Internal Server Error",
+        ),
+    ];
+    for (tag, then, status, exit) in cases {
+        let running = start(&exit_spec(tag, then)).await;
+        let reply = client().get(running.url()).send().await.unwrap();
+        assert_eq!(reply.status(), status, "{tag}");
+        assert_logged(exit).await;
+        running.stop().await;
+    }
 }
 
 #[tokio::test]
