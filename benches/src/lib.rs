@@ -226,6 +226,7 @@ impl Ping {
             self.listener,
             &self.parts,
             Bytes::new(),
+            None,
         )
         .now_or_never()
         .expect("the ping path does not wait");
@@ -239,12 +240,12 @@ impl Ping {
     /// As [`Ping::run`].
     #[inline]
     pub fn run_keep_alive(&self) -> Bytes {
-        let response = uniflow_nodes_net::listener::respond_on(
+        let response = uniflow_nodes_net::listener::respond(
             &self.graph,
             self.listener,
             &self.parts,
             Bytes::new(),
-            &self.connection,
+            Some(&self.connection),
         )
         .now_or_never()
         .expect("the ping path does not wait");

@@ -980,29 +980,19 @@ struct Extras {
 }
 
 /// The per-request path after the body is read: decode it, build the payload, run it through
-/// the graph from listener `node`, and turn the answer into a response. Public so benchmarks
-/// can measure the in-process path without a socket.
+/// the graph from listener `node`, and turn the answer into a response. With `cache`, the
+/// request is the next one on a keep-alive connection whose head that cache keeps, as the
+/// listener does per connection. Public so benchmarks can measure the in-process path
+/// without a socket.
 pub async fn respond(
     graph: &Arc<Graph>,
     node: NodeId,
     parts: &http::request::Parts,
     body: Bytes,
+    cache: Option<&HeaderCache>,
 ) -> Response<Body> {
     let limit = listener_of(graph, node).limits.body;
-    answer(graph, node, limit, parts, body, None, None).await
-}
-
-/// [`respond`] for a request on a keep-alive connection whose header map `cache` keeps (as
-/// the listener does per connection), so benchmarks can measure that path too.
-pub async fn respond_on(
-    graph: &Arc<Graph>,
-    node: NodeId,
-    parts: &http::request::Parts,
-    body: Bytes,
-    cache: &HeaderCache,
-) -> Response<Body> {
-    let limit = listener_of(graph, node).limits.body;
-    answer(graph, node, limit, parts, body, None, Some(cache)).await
+    answer(graph, node, limit, parts, body, None, cache).await
 }
 
 async fn answer(
