@@ -185,7 +185,7 @@ pub struct Ping {
     graph: Arc<Graph>,
     listener: NodeId,
     parts: http::request::Parts,
-    connection: uniflow_nodes_net::payload::HeaderCache,
+    connection: uniflow_nodes_net::payload::RequestCache,
 }
 
 impl Ping {
@@ -234,7 +234,7 @@ impl Ping {
     }
 
     /// [`Ping::run`] as the next request on a keep-alive connection that sent the same
-    /// headers before: the connection's header map is reused.
+    /// headers before: the connection's cache gives the last request's payload again.
     ///
     /// # Panics
     /// As [`Ping::run`].

@@ -54,10 +54,7 @@ use uniflow_core::{
 use uniflow_spec::Diagnostic;
 use uniflow_value::{ErrorValue, Value};
 
-use crate::payload::{
-    Body, HeaderCache, Negotiation, decode_negotiated, decode_path, header_map_noting,
-    payload_with_header, response, text_response,
-};
+use crate::payload::{Body, Negotiation, RequestCache, Shape, payload, response, text_response};
 use crate::{tls, upgrade};
 
 /// The listen backlog; the kernel caps it at `net.core.somaxconn`. 1024 clients connecting at
@@ -265,15 +262,27 @@ struct Features {
     peers: bool,
     /// Some `proxy` passes upstream bodies through: an answer may be a streamed response.
     streams: bool,
+    /// What the listener's payloads hold for the nodes it feeds.
+    shape: Shape,
 }
 
 impl Features {
-    fn of(graph: &Graph) -> Features {
+    fn of(graph: &Graph, node: NodeId) -> Features {
         let has = |f: fn(&dyn Node) -> bool| graph.symbols().iter().any(|s| f(&*s.node));
+        let targets = graph.targets(node, OUT);
+        let is_router = |t: &uniflow_core::Target| {
+            graph
+                .node(t.node)
+                .as_any()
+                .is::<crate::router::RouterNode>()
+        };
         Features {
             upgrades: has(|n| n.as_any().is::<crate::gateway::GatewayNode>()),
             peers: has(|n| n.as_any().is::<crate::proxy::ProxyNode>()),
             streams: crate::proxy::allow_streaming(graph),
+            shape: Shape {
+                params: !targets.is_empty() && targets.iter().all(is_router),
+            },
         }
     }
 }
@@ -338,8 +347,9 @@ impl ListenerNode {
         self.limits
     }
 
-    fn features(&self) -> Features {
-        self.features.get().copied().unwrap_or_default()
+    /// What the graph needs from this listener, node `node` of `graph`.
+    fn features(&self, graph: &Graph, node: NodeId) -> Features {
+        *self.features.get_or_init(|| Features::of(graph, node))
     }
 
     fn bind(&self) -> std::io::Result<TcpListener> {
@@ -376,7 +386,7 @@ impl Node for ListenerNode {
     }
 
     fn load(&self, cx: LoadCx) -> Result<(), Error> {
-        let _ = self.features.set(Features::of(&cx.graph));
+        self.features(&cx.graph, cx.node);
         let listener = self
             .bind()
             .map_err(|e| Error::Start(format!("cannot listen on {}: {e}", self.addr)))?;
@@ -431,7 +441,7 @@ async fn serve(
     let this = listener_of(&graph, node);
     let limits = this.limits;
     let tls = this.tls.clone();
-    let features = this.features();
+    let features = this.features(&graph, node);
     let upgrades = features.upgrades;
     let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
     // Every connection task holds a receiver; unloading waits until all are dropped.
@@ -477,7 +487,7 @@ async fn serve(
                 tls: tls.is_some(),
             },
             activity: Activity::default(),
-            headers: HeaderCache::default(),
+            cache: RequestCache::default(),
         });
         // Closed connections leave the list at the next sweep, or here once it is full, so
         // that a burst of short connections does not hold their memory until then.
@@ -546,8 +556,8 @@ struct Conn {
     limits: Limits,
     peer: Peer,
     activity: Activity,
-    /// The last request's header map and path, for the next request that repeats them.
-    headers: HeaderCache,
+    /// What the last request left for the next one that repeats it.
+    cache: RequestCache,
 }
 
 /// Serves HTTP on an accepted (and, with TLS, handshaken) stream until the connection ends.
@@ -930,17 +940,14 @@ fn handle(
                 Err(response) => return Ok(response),
             },
         };
-        let cache = Some(&conn.headers);
-        Ok(answer(
-            &conn.graph,
-            conn.node,
-            limits.body,
-            &parts,
-            bytes,
-            extras,
-            cache,
-        )
-        .await)
+        let at = Serving {
+            graph: &conn.graph,
+            node: conn.node,
+            limit: limits.body,
+            shape: features.shape,
+            cache: Some(&conn.cache),
+        };
+        Ok(answer(at, &parts, bytes, extras).await)
     }
 }
 
@@ -981,38 +988,58 @@ struct Extras {
 
 /// The per-request path after the body is read: decode it, build the payload, run it through
 /// the graph from listener `node`, and turn the answer into a response. With `cache`, the
-/// request is the next one on a keep-alive connection whose head that cache keeps, as the
-/// listener does per connection. Public so benchmarks can measure the in-process path
-/// without a socket.
+/// request is the next one on a keep-alive connection that cache serves, as the listener
+/// keeps one per connection. Public so benchmarks can measure the in-process path without a
+/// socket.
 pub async fn respond(
     graph: &Arc<Graph>,
     node: NodeId,
     parts: &http::request::Parts,
     body: Bytes,
-    cache: Option<&HeaderCache>,
+    cache: Option<&RequestCache>,
 ) -> Response<Body> {
-    let limit = listener_of(graph, node).limits.body;
-    answer(graph, node, limit, parts, body, None, cache).await
+    let listener = listener_of(graph, node);
+    let at = Serving {
+        graph,
+        node,
+        limit: listener.limits.body,
+        shape: listener.features(graph, node).shape,
+        cache,
+    };
+    answer(at, parts, body, None).await
+}
+
+/// The listener a request is answered for.
+#[derive(Clone, Copy)]
+struct Serving<'a> {
+    graph: &'a Arc<Graph>,
+    node: NodeId,
+    /// The largest request body, decoded.
+    limit: usize,
+    shape: Shape,
+    /// The connection's, when the request came on one.
+    cache: Option<&'a RequestCache>,
 }
 
 async fn answer(
-    graph: &Arc<Graph>,
-    node: NodeId,
-    limit: usize,
+    at: Serving<'_>,
     parts: &http::request::Parts,
     body: Bytes,
     extras: Option<Box<Extras>>,
-    cache: Option<&HeaderCache>,
 ) -> Response<Body> {
+    let Serving {
+        graph,
+        node,
+        limit,
+        shape,
+        cache,
+    } = at;
     let mut found = Negotiation::default();
-    let (header, path) = match cache {
-        Some(cache) => cache.head(&parts.headers, parts.uri.path(), &mut found),
-        None => (
-            header_map_noting(&parts.headers, &mut found),
-            decode_path(parts.uri.path()),
-        ),
+    let payload = match cache {
+        Some(cache) => cache.payload(parts, body, limit, shape, &mut found),
+        None => payload(parts, body, limit, shape, &mut found),
     };
-    let body = match decode_negotiated(&found, body, limit) {
+    let payload = match payload {
         Ok(v) => v,
         Err(e) => {
             tracing::debug!(error = %e, "request body did not decode");
@@ -1021,7 +1048,6 @@ async fn answer(
             return text_response(status, text);
         }
     };
-    let payload = payload_with_header(&parts.method, &parts.uri, parts.version, header, path, body);
     let slot = ProcessSlot::new();
     let guard = ExitGuard::new(&slot);
     let (mut upgrading, mut streams) = (false, false);

@@ -184,21 +184,28 @@ impl Node for RouterNode {
         if !cx.port_exists(port) {
             return Flow::Ready(Packet::None);
         }
-        // Most routes have no parameters: their empty map costs nothing to build.
-        let params: Map = if found.params.is_empty() {
-            Map::new()
-        } else {
-            found
-                .params
-                .iter()
-                .map(|(name, value)| {
-                    (
-                        Value::String(Str::from(*name)),
-                        Value::String(Str::from(*value)),
-                    )
-                })
-                .collect()
-        };
+        if found.params.is_empty() {
+            // A listener that feeds only routers sends its payloads with empty `params`
+            // already in place; passed on unchanged, such a payload stays shareable.
+            if matches!(request.get("params"), Some(Value::Map(p)) if p.is_empty()) {
+                return cx.send(port, Value::Map(request));
+            }
+            // An empty map costs nothing to build.
+            return cx.send(
+                port,
+                Value::Map(request.with("params", Value::Map(Map::new()))),
+            );
+        }
+        let params: Map = found
+            .params
+            .iter()
+            .map(|(name, value)| {
+                (
+                    Value::String(Str::from(*name)),
+                    Value::String(Str::from(*value)),
+                )
+            })
+            .collect();
         cx.send(port, Value::Map(request.with("params", Value::Map(params))))
     }
 
@@ -225,18 +232,27 @@ mod tests {
     }
 
     async fn route(graph: &Arc<Graph>, method: &str, path: &str) -> Packet {
+        send(graph, request(method, path)).await
+    }
+
+    fn request(method: &str, path: &str) -> Map {
+        [
+            ("method", Value::from(method.to_owned())),
+            ("path", Value::from(path.to_owned())),
+        ]
+        .into()
+    }
+
+    async fn send(graph: &Arc<Graph>, request: Map) -> Packet {
         let proc = Process::new();
         let id = graph.find("router").unwrap();
-        let request = Value::Map(
-            [
-                ("method", Value::from(method.to_owned())),
-                ("path", Value::from(path.to_owned())),
-            ]
-            .into(),
-        );
         graph
             .node(id)
-            .handle(Cx::new(graph, &proc, id), IN, Packet::Data(request))
+            .handle(
+                Cx::new(graph, &proc, id),
+                IN,
+                Packet::Data(Value::Map(request)),
+            )
             .await
     }
 
@@ -261,6 +277,37 @@ mod tests {
         assert_eq!(answer.pick(&["params", "*"]), Some(&Value::from("a/b.txt")));
         let answer = route(&g, "GET", "/files/").await.into_value();
         assert_eq!(answer.pick(&["params", "*"]), Some(&Value::from("")));
+    }
+
+    #[tokio::test]
+    async fn a_request_gets_params_once_and_one_that_has_them_empty_goes_on_as_it_is() {
+        let routes = ROUTES.replace(
+            "    - {method: GET, path: /files/*",
+            "    - {method: GET, path: /users, port: 'out[0]'}\n    - {method: GET, path: /files/*",
+        );
+        let g = graph(&routes).unwrap();
+        let empty = Value::Map(Map::new());
+        let answer = route(&g, "GET", "/users").await.into_value();
+        assert_eq!(answer.get("params"), Some(&empty));
+        // What a listener that feeds only routers sends: params already in place, and the
+        // payload shared with the connection's cache.
+        let routed = request("GET", "/users").with("params", empty.clone());
+        let Value::Map(answer) = send(&g, routed.clone()).await.into_value() else {
+            panic!("not a map")
+        };
+        assert_eq!(answer, routed);
+        assert_eq!(
+            answer.entries().as_ptr(),
+            routed.entries().as_ptr(),
+            "passed on, not copied"
+        );
+        let answer = send(&g, request("GET", "/users/7").with("params", empty))
+            .await
+            .into_value();
+        assert_eq!(
+            answer.get("params"),
+            Some(&Value::Map([("id", Value::from("7"))].into()))
+        );
     }
 
     #[tokio::test]

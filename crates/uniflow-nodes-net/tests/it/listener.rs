@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
+use uniflow_value::{Map, Value};
 
 use crate::support::{client, connect_and_send, problems, read_until_closed, start};
 
@@ -322,5 +323,80 @@ async fn the_default_body_limit_is_16_mib() {
         .await
         .expect("an answer");
     assert_eq!(fits.status(), 200);
+    running.stop().await;
+}
+
+/// One keep-alive connection to each listener: a repeated request may get the last one's
+/// payload, and every answer must still show the payload of its own request.
+#[tokio::test]
+async fn repeated_and_changing_requests_on_one_connection_see_their_own_payloads() {
+    let running = start(
+        "
+- {kind: listener, name: routed, protocol: http, host: 127.0.0.1, port: 0, ports: {out: [{name: router, port: in}]}}
+- kind: router
+  name: router
+  routes: [{method: GET, path: /users, port: 'out[0]'}, {method: GET, path: '/users/:id', port: 'out[0]'}]
+  ports: {'out[0]': [{name: wrap, port: in}]}
+- {kind: test-wrap, name: wrap, key: request}
+- {kind: listener, name: plain, protocol: http, host: 127.0.0.1, port: 0, ports: {out: [{name: wrap, port: in}]}}
+",
+    )
+    .await;
+    let client = client();
+    let payload = |addr, target: &'static str, header: Option<&'static str>| {
+        let mut request = client.get(format!("http://{addr}{target}"));
+        if let Some(value) = header {
+            request = request.header("x-a", value);
+        }
+        async move {
+            let text = request.send().await.unwrap().text().await.unwrap();
+            let answer: Value = yaml_serde::from_str(&text).unwrap();
+            answer.get("request").cloned().expect("a wrapped request")
+        }
+    };
+    let routed = running.addrs[0];
+    let requests = [
+        ("/users", None),
+        ("/users", None),
+        ("/users", None),
+        ("/users", None),
+        ("/users/1", None),
+        ("/users/1", None),
+        ("/users/2", None),
+        ("/users?page=1", None),
+        ("/users?page=1", None),
+        ("/users?page=2", None),
+        ("/users?page=2", Some("1")),
+        ("/users?page=2", Some("1")),
+        ("/users?page=2", Some("2")),
+        ("/users", None),
+    ];
+    for (target, header) in requests {
+        let got = payload(routed, target, header).await;
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        assert_eq!(got.get("path"), Some(&Value::from(path)), "{target}");
+        let params = match path.strip_prefix("/users/") {
+            Some(id) => Value::Map([("id", Value::from(id))].into()),
+            None => Value::Map(Map::new()),
+        };
+        assert_eq!(got.get("params"), Some(&params), "{target}");
+        let pages = got.pick(&["query", "page"]).cloned();
+        let want_pages = query
+            .strip_prefix("page=")
+            .map(|p| Value::from(vec![Value::from(p)]));
+        assert_eq!(pages, want_pages, "{target}");
+        let x_a = got.pick(&["header", "X-A"]).cloned();
+        assert_eq!(
+            x_a,
+            header.map(|v| Value::from(vec![Value::from(v)])),
+            "{target} {header:?}"
+        );
+    }
+    // A listener that feeds no router sends the request as it came: no `params`.
+    for _ in 0..3 {
+        let got = payload(running.addrs[1], "/users", None).await;
+        assert_eq!(got.get("path"), Some(&Value::from("/users")));
+        assert_eq!(got.get("params"), None);
+    }
     running.stop().await;
 }
