@@ -410,15 +410,19 @@ impl Cached {
         found: &mut Negotiation<'a>,
     ) -> Result<Value, BodyError> {
         let fill = std::mem::replace(&mut self.served, true);
-        let (header, kept) = self.header_map(&head.headers, fill, found);
         let bodiless = body.is_empty();
-        if kept
-            && bodiless
-            && let Some(last) = &self.last
-            && last.repeated_by(head)
-        {
-            return Ok(last.payload.clone());
-        }
+        let (header, kept) = match self.headers(&head.headers, fill, found) {
+            Headers::Same => {
+                if bodiless
+                    && let Some(last) = &self.last
+                    && last.repeated_by(head)
+                {
+                    return Ok(last.payload.clone());
+                }
+                (self.map.clone(), true)
+            }
+            Headers::New { map, kept } => (map, kept),
+        };
         let path = self.path(head.uri.path(), fill);
         let value = build(head, header, path, body, limit, shape, found)?;
         if kept && bodiless && head.uri.authority().is_none() {
@@ -449,16 +453,17 @@ impl Cached {
         path
     }
 
-    /// The header map, and whether the cache now holds these headers (so that the last
-    /// payload may be theirs).
-    fn header_map<'a>(
+    /// Compares `headers` with the cached ones, and on a miss makes their map (keeping it
+    /// when `fill`).
+    fn headers<'a>(
         &mut self,
         headers: &'a HeaderMap,
         fill: bool,
         found: &mut Negotiation<'a>,
-    ) -> (Map, bool) {
+    ) -> Headers {
         if self.misses >= RequestCache::GIVE_UP {
-            return (header_map_noting(headers, found), false);
+            let map = header_map_noting(headers, found);
+            return Headers::New { map, kept: false };
         }
         // The negotiation headers are noted in the same pass; on a miss, `header_map_noting`
         // notes the same first values again.
@@ -473,20 +478,20 @@ impl Cached {
                 });
         if same {
             self.misses = 0;
-            return (self.map.clone(), true);
+            return Headers::Same;
         }
         // The last payload was made from the headers being replaced.
         self.last = None;
         let map = header_map_noting(headers, found);
         if !fill {
-            return (map, false);
+            return Headers::New { map, kept: false };
         }
         self.misses += 1;
         if self.misses >= RequestCache::GIVE_UP {
             // Given up: what is kept would never be used again.
             self.seen = Vec::new();
             self.map = Map::new();
-            return (map, false);
+            return Headers::New { map, kept: false };
         }
         self.seen.clear();
         self.seen.extend(headers.iter().map(|(name, value)| {
@@ -496,8 +501,16 @@ impl Cached {
             (name, Bytes::copy_from_slice(value.as_bytes()))
         }));
         self.map = map.clone();
-        (map, true)
+        Headers::New { map, kept: true }
     }
+}
+
+/// How a request's headers compare with a connection's cached ones.
+enum Headers {
+    /// The same: the cached map is theirs.
+    Same,
+    /// Different (or not compared): their map, and whether the cache now holds them.
+    New { map: Map, kept: bool },
 }
 
 /// The Go-canonical spelling of a header name (`content-type` -> `Content-Type`); common names
@@ -782,7 +795,9 @@ pub fn response(
     if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         return response;
     }
-    let encoding = match response.headers().get(header::CONTENT_TYPE) {
+    // Only an answer with a `header` map can have set the type.
+    let explicit = headers.and_then(|_| response.headers().get(header::CONTENT_TYPE));
+    let encoding = match explicit {
         Some(t) => Encoding::of(t),
         None => {
             let chosen = negotiate(offers(&body), accept);

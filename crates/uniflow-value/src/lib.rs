@@ -478,6 +478,34 @@ impl Map {
             .map(|i| &entries[i].1)
     }
 
+    /// The values under several string keys, found in one pass over a small map rather than
+    /// one pass per key (a router reads `method`, `path` and `params` of every request).
+    pub fn get_many<const N: usize>(&self, keys: [&str; N]) -> [Option<&Value>; N] {
+        let entries = self.entries();
+        let mut found = [None; N];
+        if entries.len() > 12 {
+            for (slot, key) in found.iter_mut().zip(keys) {
+                *slot = self.get(key);
+            }
+            return found;
+        }
+        let mut left = N;
+        for (k, v) in entries {
+            let Value::String(k) = k else { continue };
+            let k = k.as_bytes();
+            for (slot, key) in found.iter_mut().zip(keys) {
+                if slot.is_none() && eq_bytes(k, key.as_bytes()) {
+                    *slot = Some(v);
+                    left -= 1;
+                }
+            }
+            if left == 0 {
+                break;
+            }
+        }
+        found
+    }
+
     /// The value under any key.
     pub fn get_value(&self, key: &Value) -> Option<&Value> {
         let entries = self.entries();
@@ -823,6 +851,22 @@ mod tests {
         assert_eq!(keys, ["a", "b"]);
         assert_eq!(m.get("b"), Some(&Value::Int(3)));
         assert_eq!(m.get("c"), None);
+    }
+
+    #[test]
+    fn get_many_agrees_with_get() {
+        // Small maps are scanned once; large ones (over 12 entries) searched per key.
+        for size in [0, 3, 12, 13, 40] {
+            let mut m: Map = (0..size)
+                .map(|i| (Value::from(format!("k{i}")), Value::Int(i)))
+                .collect();
+            m = m.with(Value::Int(7), "an integer key");
+            let keys = ["k2", "missing", "k0", "k2", "k12", ""];
+            let got = m.get_many(keys);
+            for (key, got) in keys.iter().zip(got) {
+                assert_eq!(got, m.get(key), "{key} of {size}");
+            }
+        }
     }
 
     #[test]

@@ -157,12 +157,15 @@ impl Node for RouterNode {
         let Packet::Data(Value::Map(request)) = packet else {
             return Flow::Ready(Packet::None);
         };
-        let (Some(method), Some(path)) = (
-            request.get("method").and_then(Value::as_str),
-            request.get("path").and_then(Value::as_str),
-        ) else {
+        let [method, path, params] = request.get_many(["method", "path", "params"]);
+        let (Some(method), Some(path)) =
+            (method.and_then(Value::as_str), path.and_then(Value::as_str))
+        else {
             return Flow::Ready(Packet::None);
         };
+        // A listener that feeds only routers sends its payloads with empty `params` already
+        // in place; passed on unchanged, such a payload stays shareable.
+        let has_empty_params = matches!(params, Some(Value::Map(p)) if p.is_empty());
         // The accepted leaf is the last one offered, so `port` ends up holding its port.
         let mut port = None;
         let Some(found) = self.tree.lookup(path, |leaf| {
@@ -185,9 +188,7 @@ impl Node for RouterNode {
             return Flow::Ready(Packet::None);
         }
         if found.params.is_empty() {
-            // A listener that feeds only routers sends its payloads with empty `params`
-            // already in place; passed on unchanged, such a payload stays shareable.
-            if matches!(request.get("params"), Some(Value::Map(p)) if p.is_empty()) {
+            if has_empty_params {
                 return cx.send(port, Value::Map(request));
             }
             // An empty map costs nothing to build.
