@@ -54,7 +54,9 @@ use uniflow_core::{
 use uniflow_spec::Diagnostic;
 use uniflow_value::{ErrorValue, Value};
 
-use crate::payload::{Body, Negotiation, RequestCache, Shape, payload, response, text_response};
+use crate::payload::{
+    Body, Negotiation, Read, RequestCache, Shape, payload, response, text_response,
+};
 use crate::{tls, upgrade};
 
 /// The listen backlog; the kernel caps it at `net.core.somaxconn`. 1024 clients connecting at
@@ -886,15 +888,21 @@ impl<'a> ExitGuard<'a> {
         };
         let error = error();
         if proc.has_children() {
-            let proc = Arc::clone(proc);
-            tokio::spawn(async move {
-                proc.join().await;
-                proc.exit(error);
-            });
+            exit_after_children(Arc::clone(proc), error);
         } else {
             proc.exit(error);
         }
     }
+}
+
+/// Exits `proc` with `error` once its forked children have finished.
+#[cold]
+#[inline(never)]
+fn exit_after_children(proc: Arc<Process>, error: Option<ErrorValue>) {
+    tokio::spawn(async move {
+        proc.join().await;
+        proc.exit(error);
+    });
 }
 
 impl Drop for ExitGuard<'_> {
@@ -986,6 +994,28 @@ struct Extras {
     streams: bool,
 }
 
+impl Extras {
+    /// Puts the upgrade and the client into the request's process; returns whether an
+    /// upgrade was offered and whether the answer may be a stream.
+    #[inline(never)]
+    fn offer(self, slot: &ProcessSlot) -> (bool, bool) {
+        let Extras {
+            pending,
+            peer,
+            streams,
+        } = self;
+        let upgrading = pending.is_some();
+        if let Some(pending) = pending {
+            upgrade::offer(slot.get(), pending);
+        }
+        if let Some(peer) = peer {
+            slot.get()
+                .with_local::<Option<Peer>, _>(peer_key(), |p| *p = Some(peer));
+        }
+        (upgrading, streams)
+    }
+}
+
 /// The per-request path after the body is read: decode it, build the payload, run it through
 /// the graph from listener `node`, and turn the answer into a response. With `cache`, the
 /// request is the next one on a keep-alive connection that cache serves, as the listener
@@ -1035,40 +1065,30 @@ async fn answer(
         cache,
     } = at;
     let mut found = Negotiation::default();
+    let read = Read {
+        head: parts,
+        body,
+        limit,
+        shape,
+    };
     let payload = match cache {
-        Some(cache) => cache.payload(parts, body, limit, shape, &mut found),
-        None => payload(parts, body, limit, shape, &mut found),
+        Some(cache) => cache.payload(read, &mut found),
+        None => payload(read, &mut found),
     };
     let payload = match payload {
         Ok(v) => v,
-        Err(e) => {
-            tracing::debug!(error = %e, "request body did not decode");
-            let status = e.status();
-            let text = status.canonical_reason().unwrap_or("Bad Request");
-            return text_response(status, text);
-        }
+        Err(e) => return undecodable(&e),
     };
     let slot = ProcessSlot::new();
     let guard = ExitGuard::new(&slot);
-    let (mut upgrading, mut streams) = (false, false);
-    if let Some(extras) = extras {
-        let Extras {
-            pending,
-            peer,
-            streams: may_stream,
-        } = *extras;
-        streams = may_stream;
-        if let Some(pending) = pending {
-            upgrading = true;
-            upgrade::offer(slot.get(), pending);
-        }
-        if let Some(peer) = peer {
-            slot.get()
-                .with_local::<Option<Peer>, _>(peer_key(), |p| *p = Some(peer));
-        }
-    }
+    let (upgrading, streams) = match extras {
+        Some(extras) => (*extras).offer(&slot),
+        None => (false, false),
+    };
     let cx = Cx::lazy(graph, &slot, node);
-    // A flow that is ready (most are) is taken as it is, without making `run`'s future.
+    // A flow that is ready (most are) is taken as it is; a pending one is awaited through a
+    // boxed future, so that awaiting it adds neither code nor space to this future's hot
+    // path (the flow's own future is boxed already).
     let mut answer = match cx.write_guarded(OUT, payload) {
         Ok(Flow::Ready(answer)) => answer,
         flow => run(flow).await,
@@ -1096,24 +1116,43 @@ async fn answer(
         None => response(answer, found.accept, found.accept_encoding),
     };
     let status = response.status();
-    guard.finish(|| {
-        (status.as_u16() >= 400).then(|| ErrorValue::new(format!("request answered {status}")))
-    });
+    guard.finish(|| (status.as_u16() >= 400).then(|| answered(status)));
     response
 }
 
-/// Awaits a flow, turning a panic into an error answer.
-async fn run(flow: std::thread::Result<Flow<'_>>) -> Packet {
-    match flow {
-        Ok(Flow::Ready(p)) => p,
-        Ok(Flow::Pending(f)) => AssertUnwindSafe(f)
-            .catch_unwind()
-            .await
-            .unwrap_or_else(panicked),
-        Err(panic) => panicked(panic),
-    }
+/// The error a request's process exits with when its answer is a 4xx or 5xx.
+#[cold]
+#[inline(never)]
+fn answered(status: StatusCode) -> ErrorValue {
+    ErrorValue::new(format!("request answered {status}"))
 }
 
+/// The response to a request body that does not decode.
+#[cold]
+#[inline(never)]
+fn undecodable(e: &crate::payload::BodyError) -> Response<Body> {
+    tracing::debug!(error = %e, "request body did not decode");
+    let status = e.status();
+    let text = status.canonical_reason().unwrap_or("Bad Request");
+    text_response(status, text)
+}
+
+/// Awaits a flow that did not finish at once, turning a panic into an error answer.
+fn run(flow: std::thread::Result<Flow<'_>>) -> Pin<Box<dyn Future<Output = Packet> + Send + '_>> {
+    Box::pin(async move {
+        match flow {
+            Ok(Flow::Ready(p)) => p,
+            Ok(Flow::Pending(f)) => AssertUnwindSafe(f)
+                .catch_unwind()
+                .await
+                .unwrap_or_else(panicked),
+            Err(panic) => panicked(panic),
+        }
+    })
+}
+
+#[cold]
+#[inline(never)]
 fn panicked(panic: Box<dyn Any + Send>) -> Packet {
     let message = panic
         .downcast_ref::<&str>()

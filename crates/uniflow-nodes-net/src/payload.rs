@@ -181,39 +181,38 @@ pub(crate) struct Shape {
     pub(crate) params: bool,
 }
 
+/// A request as the listener read it, with what its listener makes of requests.
+pub(crate) struct Read<'a> {
+    pub(crate) head: &'a http::request::Parts,
+    pub(crate) body: Bytes,
+    /// The largest body, decoded.
+    pub(crate) limit: usize,
+    pub(crate) shape: Shape,
+}
+
 /// The payload of a request: its body decoded by the negotiated headers (noted in `found`
 /// while the header map is built) into [`payload_with_header`].
 ///
 /// # Errors
 /// A body that does not decode.
-pub(crate) fn payload<'a>(
-    head: &'a http::request::Parts,
-    body: Bytes,
-    limit: usize,
-    shape: Shape,
-    found: &mut Negotiation<'a>,
-) -> Result<Value, BodyError> {
-    let header = header_map_noting(&head.headers, found);
-    build(
-        head,
-        header,
-        decode_path(head.uri.path()),
-        body,
-        limit,
-        shape,
-        found,
-    )
+pub(crate) fn payload<'a>(read: Read<'a>, found: &mut Negotiation<'a>) -> Result<Value, BodyError> {
+    let header = header_map_noting(&read.head.headers, found);
+    let path = decode_path(read.head.uri.path());
+    build(read, header, path, found)
 }
 
 fn build(
-    head: &http::request::Parts,
+    read: Read<'_>,
     header: Map,
     path: Str,
-    body: Bytes,
-    limit: usize,
-    shape: Shape,
     found: &Negotiation<'_>,
 ) -> Result<Value, BodyError> {
+    let Read {
+        head,
+        body,
+        limit,
+        shape,
+    } = read;
     let body = decode_negotiated(found, body, limit)?;
     Ok(payload_with_header(
         &head.method,
@@ -385,46 +384,107 @@ impl RequestCache {
     /// A body that does not decode.
     pub(crate) fn payload<'a>(
         &self,
-        head: &'a http::request::Parts,
-        body: Bytes,
-        limit: usize,
-        shape: Shape,
+        read: Read<'a>,
         found: &mut Negotiation<'a>,
     ) -> Result<Value, BodyError> {
         // HTTP/1 requests on a connection come one at a time; concurrent HTTP/2 streams that
         // find the slot busy build their own rather than wait.
         let Ok(mut cached) = self.0.try_lock() else {
-            return payload(head, body, limit, shape, found);
+            return payload(read, found);
         };
-        cached.payload(head, body, limit, shape, found)
+        cached.payload(read, found)
     }
 }
 
 impl Cached {
+    /// The hit path is kept small, and what a miss needs is out of line.
     fn payload<'a>(
         &mut self,
-        head: &'a http::request::Parts,
-        body: Bytes,
-        limit: usize,
-        shape: Shape,
+        read: Read<'a>,
         found: &mut Negotiation<'a>,
     ) -> Result<Value, BodyError> {
         let fill = std::mem::replace(&mut self.served, true);
-        let bodiless = body.is_empty();
-        let (header, kept) = match self.headers(&head.headers, fill, found) {
-            Headers::Same => {
-                if bodiless
-                    && let Some(last) = &self.last
-                    && last.repeated_by(head)
-                {
-                    return Ok(last.payload.clone());
-                }
-                (self.map.clone(), true)
-            }
-            Headers::New { map, kept } => (map, kept),
-        };
+        if !self.same_headers(&read.head.headers, found) {
+            return self.miss(read, fill, found);
+        }
+        self.misses = 0;
+        if read.body.is_empty()
+            && let Some(last) = &self.last
+            && last.repeated_by(read.head)
+        {
+            return Ok(last.payload.clone());
+        }
+        let header = self.map.clone();
+        self.build(read, header, true, fill, found)
+    }
+
+    /// Whether `headers` are the cached ones, noting the negotiation headers on the way (on a
+    /// miss, [`header_map_noting`] notes the same first values again).
+    fn same_headers<'a>(&self, headers: &'a HeaderMap, found: &mut Negotiation<'a>) -> bool {
+        self.misses < RequestCache::GIVE_UP
+            && !self.map.is_empty()
+            && self.seen.len() == headers.len()
+            && headers
+                .iter()
+                .zip(&self.seen)
+                .all(|((name, value), (seen, bytes))| {
+                    found.note(name, value);
+                    name == seen && uniflow_value::eq_bytes(value.as_bytes(), bytes)
+                })
+    }
+
+    /// The payload of a request whose headers are not the cached ones: their map is made, and
+    /// kept when `fill`, until the cache gives up.
+    #[inline(never)]
+    fn miss<'a>(
+        &mut self,
+        read: Read<'a>,
+        fill: bool,
+        found: &mut Negotiation<'a>,
+    ) -> Result<Value, BodyError> {
+        let headers = &read.head.headers;
+        let map = header_map_noting(headers, found);
+        if self.misses >= RequestCache::GIVE_UP {
+            return self.build(read, map, false, fill, found);
+        }
+        // The last payload was made from the headers being replaced.
+        self.last = None;
+        if !fill {
+            return self.build(read, map, false, fill, found);
+        }
+        self.misses += 1;
+        if self.misses >= RequestCache::GIVE_UP {
+            // Given up: what is kept would never be used again.
+            self.seen = Vec::new();
+            self.map = Map::new();
+            return self.build(read, map, false, fill, found);
+        }
+        self.seen.clear();
+        self.seen.extend(headers.iter().map(|(name, value)| {
+            // A fresh name: a custom one would otherwise share the request's read buffer.
+            let name = HeaderName::from_bytes(name.as_str().as_bytes())
+                .expect("a parsed header name parses again");
+            (name, Bytes::copy_from_slice(value.as_bytes()))
+        }));
+        self.map = map.clone();
+        self.build(read, map, true, fill, found)
+    }
+
+    /// Builds the payload with `header`, reusing the path when it repeats, and keeps it as
+    /// the last payload when it is bodiless and `kept` says the cache holds its headers.
+    #[inline(never)]
+    fn build(
+        &mut self,
+        read: Read<'_>,
+        header: Map,
+        kept: bool,
+        fill: bool,
+        found: &Negotiation<'_>,
+    ) -> Result<Value, BodyError> {
+        let head = read.head;
+        let bodiless = read.body.is_empty();
         let path = self.path(head.uri.path(), fill);
-        let value = build(head, header, path, body, limit, shape, found)?;
+        let value = build(read, header, path, found)?;
         if kept && bodiless && head.uri.authority().is_none() {
             let mut target_bytes = self.last.take().map(|l| l.target).unwrap_or_default();
             target_bytes.clear();
@@ -452,65 +512,6 @@ impl Cached {
         }
         path
     }
-
-    /// Compares `headers` with the cached ones, and on a miss makes their map (keeping it
-    /// when `fill`).
-    fn headers<'a>(
-        &mut self,
-        headers: &'a HeaderMap,
-        fill: bool,
-        found: &mut Negotiation<'a>,
-    ) -> Headers {
-        if self.misses >= RequestCache::GIVE_UP {
-            let map = header_map_noting(headers, found);
-            return Headers::New { map, kept: false };
-        }
-        // The negotiation headers are noted in the same pass; on a miss, `header_map_noting`
-        // notes the same first values again.
-        let same = !self.map.is_empty()
-            && self.seen.len() == headers.len()
-            && headers
-                .iter()
-                .zip(&self.seen)
-                .all(|((name, value), (seen, bytes))| {
-                    found.note(name, value);
-                    name == seen && uniflow_value::eq_bytes(value.as_bytes(), bytes)
-                });
-        if same {
-            self.misses = 0;
-            return Headers::Same;
-        }
-        // The last payload was made from the headers being replaced.
-        self.last = None;
-        let map = header_map_noting(headers, found);
-        if !fill {
-            return Headers::New { map, kept: false };
-        }
-        self.misses += 1;
-        if self.misses >= RequestCache::GIVE_UP {
-            // Given up: what is kept would never be used again.
-            self.seen = Vec::new();
-            self.map = Map::new();
-            return Headers::New { map, kept: false };
-        }
-        self.seen.clear();
-        self.seen.extend(headers.iter().map(|(name, value)| {
-            // A fresh name: a custom one would otherwise share the request's read buffer.
-            let name = HeaderName::from_bytes(name.as_str().as_bytes())
-                .expect("a parsed header name parses again");
-            (name, Bytes::copy_from_slice(value.as_bytes()))
-        }));
-        self.map = map.clone();
-        Headers::New { map, kept: true }
-    }
-}
-
-/// How a request's headers compare with a connection's cached ones.
-enum Headers {
-    /// The same: the cached map is theirs.
-    Same,
-    /// Different (or not compared): their map, and whether the cache now holds them.
-    New { map: Map, kept: bool },
 }
 
 /// The Go-canonical spelling of a header name (`content-type` -> `Content-Type`); common names
@@ -760,10 +761,7 @@ pub fn response(
 ) -> Response<Body> {
     let value = match answer {
         Packet::None => return Response::new(Body::empty()),
-        Packet::Data(Value::Error(e)) => {
-            tracing::warn!(error = %e, "request answered with an unhandled error");
-            return text_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
-        }
+        Packet::Data(Value::Error(e)) => return unhandled(&e),
         Packet::Data(v) => v,
     };
     let (status, headers, body) = match &value {
@@ -775,9 +773,9 @@ pub fn response(
                     .and_then(|c| StatusCode::from_u16(c).ok())
                 {
                     Some(s) => s,
-                    None => return invalid_answer(format!("status {code} is not an HTTP status")),
+                    None => return bad_status(Some(code)),
                 },
-                None => return invalid_answer("`status` is not an integer".into()),
+                None => return bad_status(None),
             };
             (
                 status,
@@ -831,6 +829,7 @@ pub fn response(
 
 /// Compresses a response body as `Accept-Encoding` asks, unless the answer chose its own
 /// `Content-Encoding` (its body is then sent as given) or there is nothing to compress.
+#[inline(never)]
 fn compress(response: &mut Response<Body>, bytes: &mut Bytes, accept_encoding: &HeaderValue) {
     if bytes.is_empty() || response.headers().contains_key(header::CONTENT_ENCODING) {
         return;
@@ -847,6 +846,26 @@ fn compress(response: &mut Response<Body>, bytes: &mut Bytes, accept_encoding: &
     }
 }
 
+/// The response to an answer whose `status` is not an HTTP status code (or not an integer).
+#[cold]
+#[inline(never)]
+fn bad_status(code: Option<i64>) -> Response<Body> {
+    invalid_answer(match code {
+        Some(code) => format!("status {code} is not an HTTP status"),
+        None => "`status` is not an integer".into(),
+    })
+}
+
+/// The response to an error answer that no `error` port handled.
+#[cold]
+#[inline(never)]
+fn unhandled(error: &uniflow_value::ErrorValue) -> Response<Body> {
+    tracing::warn!(%error, "request answered with an unhandled error");
+    text_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
+}
+
+#[cold]
+#[inline(never)]
 fn invalid_answer(message: String) -> Response<Body> {
     tracing::warn!(%message, "cannot turn the answer into a response");
     text_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
@@ -888,6 +907,7 @@ fn is_blocked(name: &str) -> bool {
         || name.starts_with("if-")
 }
 
+#[inline(never)]
 fn copy_headers(headers: &Value, out: &mut HeaderMap) {
     let Some(map) = headers.as_map() else { return };
     for (name, values) in map.iter() {
@@ -987,6 +1007,14 @@ fn negotiate(offers: &[Offer], accept: Option<&HeaderValue>) -> Offer {
     if offers.len() == 1 || accept == "*/*" {
         return first;
     }
+    preferred(offers, accept)
+}
+
+/// [`negotiate`] for an `Accept` header that needs parsing; out of line, so that the common
+/// cases stay small.
+#[inline(never)]
+fn preferred(offers: &[Offer], accept: &str) -> Offer {
+    let first = offers[0];
     let mut best: Option<(Offer, f32)> = None;
     for range in accept.split(',') {
         let mut parts = range.split(';');
@@ -1032,6 +1060,7 @@ enum Encoding {
 
 impl Encoding {
     /// The encoding a `Content-Type` set by the answer asks for (`*/*+json` is JSON).
+    #[inline(never)]
     fn of(content_type: &HeaderValue) -> Encoding {
         let media = content_type
             .to_str()
@@ -1063,27 +1092,13 @@ fn encode(
     encoding: Encoding,
     content_type: Option<&HeaderValue>,
 ) -> Result<(Bytes, Option<HeaderValue>), String> {
+    // The serialisers are called, not inlined: a string or bytes answer (the common case)
+    // then runs through a small function.
     if let Encoding::Json = encoding {
-        let mut out = BytesMut::with_capacity(64).writer();
-        serde_json::to_writer(&mut out, &body)
-            .map_err(|e| format!("cannot encode the body as JSON: {e}"))?;
-        let mut out = out.into_inner();
-        out.put_u8(b'\n');
-        return Ok((out.freeze(), None));
+        return Ok((encode_json(&body)?, None));
     }
     if let (Encoding::Form, Value::Map(m)) = (encoding, &body) {
-        let mut form = form_urlencoded::Serializer::new(String::new());
-        for (k, v) in m.iter() {
-            let Some(k) = k.as_str() else { continue };
-            let values: &[Value] = match v {
-                Value::List(l) => l,
-                single => std::slice::from_ref(single),
-            };
-            for v in values {
-                form.append_pair(k, &scalar_text(v));
-            }
-        }
-        return Ok((Bytes::from(form.finish()), None));
+        return Ok((encode_form(m), None));
     }
     if let (Encoding::Multipart, Value::Map(_)) = (encoding, &body) {
         return encode_multipart(&body, content_type);
@@ -1094,11 +1109,43 @@ fn encode(
         Value::String(s) => Ok((s.into_bytes(), None)),
         Value::Bytes(b) => Ok((b, None)),
         Value::Null => Ok((Bytes::new(), None)),
-        other => Err(format!(
-            "cannot encode a {} body as the answer's Content-Type; set it to JSON or drop it",
-            other.kind_name()
-        )),
+        other => Err(unencodable(&other)),
     }
+}
+
+#[cold]
+#[inline(never)]
+fn unencodable(body: &Value) -> String {
+    format!(
+        "cannot encode a {} body as the answer's Content-Type; set it to JSON or drop it",
+        body.kind_name()
+    )
+}
+
+#[inline(never)]
+fn encode_json(body: &Value) -> Result<Bytes, String> {
+    let mut out = BytesMut::with_capacity(64).writer();
+    serde_json::to_writer(&mut out, body)
+        .map_err(|e| format!("cannot encode the body as JSON: {e}"))?;
+    let mut out = out.into_inner();
+    out.put_u8(b'\n');
+    Ok(out.freeze())
+}
+
+#[inline(never)]
+fn encode_form(m: &Map) -> Bytes {
+    let mut form = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in m.iter() {
+        let Some(k) = k.as_str() else { continue };
+        let values: &[Value] = match v {
+            Value::List(l) => l,
+            single => std::slice::from_ref(single),
+        };
+        for v in values {
+            form.append_pair(k, &scalar_text(v));
+        }
+    }
+    Bytes::from(form.finish())
 }
 
 /// The multipart branch of [`encode`], out of line: it is rare, and inlined it would keep
@@ -1164,11 +1211,20 @@ mod tests {
         parts
     }
 
+    fn read(head: &http::request::Parts, body: Bytes, shape: Shape) -> Read<'_> {
+        Read {
+            head,
+            body,
+            limit: 1 << 20,
+            shape,
+        }
+    }
+
     /// The payload `cache` gives for `head` with `body`, as a map.
     fn cached(cache: &RequestCache, head: &http::request::Parts, body: &'static [u8]) -> Map {
         let body = Bytes::from_static(body);
         let found = &mut Negotiation::default();
-        match cache.payload(head, body, 1 << 20, Shape::default(), found) {
+        match cache.payload(read(head, body, Shape::default()), found) {
             Ok(Value::Map(m)) => m,
             other => panic!("not a map: {other:?}"),
         }
@@ -1211,10 +1267,7 @@ mod tests {
         let again = head("POST", "/", &pairs);
         let mut found = Negotiation::default();
         let second = match cache.payload(
-            &again,
-            Bytes::from_static(b"3"),
-            1 << 20,
-            Shape::default(),
+            read(&again, Bytes::from_static(b"3"), Shape::default()),
             &mut found,
         ) {
             Ok(Value::Map(m)) => m,
@@ -1308,7 +1361,7 @@ mod tests {
         // The negotiated headers are noted on a reused payload too.
         let mut found = Negotiation::default();
         cache
-            .payload(&get, Bytes::new(), 1 << 20, Shape::default(), &mut found)
+            .payload(read(&get, Bytes::new(), Shape::default()), &mut found)
             .unwrap();
         assert_eq!(found.accept.unwrap(), "application/json");
         // Anything that changes the payload makes a new one, equal to one built afresh.
@@ -1357,7 +1410,7 @@ mod tests {
     fn a_payload_shaped_for_routers_carries_empty_params() {
         let h = head("GET", "/", &[("host", "x")]);
         let found = &mut Negotiation::default();
-        let routed = payload(&h, Bytes::new(), 1 << 20, Shape { params: true }, found).unwrap();
+        let routed = payload(read(&h, Bytes::new(), Shape { params: true }), found).unwrap();
         let Value::Map(routed) = routed else {
             panic!("not a map")
         };

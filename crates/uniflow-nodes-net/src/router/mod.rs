@@ -78,6 +78,20 @@ impl Leaf {
     }
 }
 
+/// The `params` of a match, out of line: most routes have none.
+#[inline(never)]
+fn params_map(params: &[(&str, &str)]) -> Map {
+    params
+        .iter()
+        .map(|(name, value)| {
+            (
+                Value::String(Str::from(*name)),
+                Value::String(Str::from(*value)),
+            )
+        })
+        .collect()
+}
+
 /// The compiled `router`.
 pub struct RouterNode {
     tree: Tree<Leaf>,
@@ -197,16 +211,7 @@ impl Node for RouterNode {
                 Value::Map(request.with("params", Value::Map(Map::new()))),
             );
         }
-        let params: Map = found
-            .params
-            .iter()
-            .map(|(name, value)| {
-                (
-                    Value::String(Str::from(*name)),
-                    Value::String(Str::from(*value)),
-                )
-            })
-            .collect();
+        let params = params_map(&found.params);
         cx.send(port, Value::Map(request.with("params", Value::Map(params))))
     }
 
