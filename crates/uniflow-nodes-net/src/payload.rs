@@ -1134,6 +1134,12 @@ fn encode_json(body: &Value) -> Result<Bytes, String> {
 
 #[inline(never)]
 fn encode_form(m: &Map) -> Bytes {
+    Bytes::from(form_text(m))
+}
+
+/// A map as `application/x-www-form-urlencoded` text: a list gives one pair per item, and
+/// scalars are written as text (a query string is written the same way).
+pub(crate) fn form_text(m: &Map) -> String {
     let mut form = form_urlencoded::Serializer::new(String::new());
     for (k, v) in m.iter() {
         let Some(k) = k.as_str() else { continue };
@@ -1145,7 +1151,7 @@ fn encode_form(m: &Map) -> Bytes {
             form.append_pair(k, &scalar_text(v));
         }
     }
-    Bytes::from(form.finish())
+    form.finish()
 }
 
 /// The multipart branch of [`encode`], out of line: it is rare, and inlined it would keep

@@ -117,20 +117,7 @@ impl WebSocketNode {
         let query = match &self.parts.query {
             Some(q) => q.clone(),
             None => match payload.get("query") {
-                Some(Value::Map(m)) => {
-                    let mut out = form_urlencoded::Serializer::new(String::new());
-                    for (k, v) in m.iter() {
-                        let Some(k) = k.as_str() else { continue };
-                        let values: &[Value] = match v {
-                            Value::List(l) => l,
-                            single => std::slice::from_ref(single),
-                        };
-                        for v in values.iter().filter_map(Value::as_str) {
-                            out.append_pair(k, v);
-                        }
-                    }
-                    out.finish()
-                }
+                Some(Value::Map(m)) => crate::payload::form_text(m),
                 _ => String::new(),
             },
         };
@@ -199,5 +186,29 @@ impl Node for WebSocketNode {
 
     fn as_any(&self) -> &dyn Any {
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_payload_query_is_written_like_a_form_numbers_included() {
+        let node = WebSocketNode {
+            parts: Parts {
+                scheme: Some("ws".to_owned()),
+                authority: Some("h:1".to_owned()),
+                ..Parts::default()
+            },
+            timeout: None,
+            connections: Connections::new(None),
+        };
+        let payload: Value =
+            yaml_serde::from_str("{path: /chat, query: {room: [a b, c], page: 2}}").unwrap();
+        assert_eq!(
+            node.url(&payload).unwrap(),
+            "ws://h:1/chat?page=2&room=a+b&room=c"
+        );
     }
 }
