@@ -55,7 +55,7 @@ use uniflow_spec::Diagnostic;
 use uniflow_value::{ErrorValue, Value};
 
 use crate::payload::{
-    Body, Negotiation, Read, RequestCache, Shape, payload, response, text_response,
+    Body, Negotiation, Received, RequestCache, Shape, payload, response, text_response,
 };
 use crate::{tls, upgrade};
 
@@ -951,11 +951,15 @@ fn handle(
         let at = Serving {
             graph: &conn.graph,
             node: conn.node,
-            limit: limits.body,
-            shape: features.shape,
             cache: Some(&conn.cache),
         };
-        Ok(answer(at, &parts, bytes, extras).await)
+        let read = Received {
+            head: &parts,
+            body: bytes,
+            limit: limits.body,
+            shape: features.shape,
+        };
+        Ok(answer(at, read, extras).await)
     }
 }
 
@@ -1029,14 +1033,13 @@ pub async fn respond(
     cache: Option<&RequestCache>,
 ) -> Response<Body> {
     let listener = listener_of(graph, node);
-    let at = Serving {
-        graph,
-        node,
+    let read = Received {
+        head: parts,
+        body,
         limit: listener.limits.body,
         shape: listener.features(graph, node).shape,
-        cache,
     };
-    answer(at, parts, body, None).await
+    answer(Serving { graph, node, cache }, read, None).await
 }
 
 /// The listener a request is answered for.
@@ -1044,33 +1047,17 @@ pub async fn respond(
 struct Serving<'a> {
     graph: &'a Arc<Graph>,
     node: NodeId,
-    /// The largest request body, decoded.
-    limit: usize,
-    shape: Shape,
     /// The connection's, when the request came on one.
     cache: Option<&'a RequestCache>,
 }
 
 async fn answer(
     at: Serving<'_>,
-    parts: &http::request::Parts,
-    body: Bytes,
+    read: Received<'_>,
     extras: Option<Box<Extras>>,
 ) -> Response<Body> {
-    let Serving {
-        graph,
-        node,
-        limit,
-        shape,
-        cache,
-    } = at;
+    let Serving { graph, node, cache } = at;
     let mut found = Negotiation::default();
-    let read = Read {
-        head: parts,
-        body,
-        limit,
-        shape,
-    };
     let payload = match cache {
         Some(cache) => cache.payload(read, &mut found),
         None => payload(read, &mut found),

@@ -120,9 +120,9 @@ pub fn request_payload(
 }
 
 /// [`request_payload`] with the header map and the decoded path already made (see
-/// [`header_map_noting`], [`RequestCache::payload`]). With `params`, the map also holds the
-/// empty `params` a router adds when a route has none (see [`Shape`]); without, it keeps a
-/// spare slot for the router to add them in place.
+/// [`header_map_noting`], [`RequestCache::payload`]). With `shape.params`, the map also
+/// holds the empty `params` a router adds when a route has none (see [`Shape`]); without,
+/// it keeps a spare slot for the router to add them in place.
 pub(crate) fn payload_with_header(
     method: &Method,
     uri: &http::Uri,
@@ -181,8 +181,8 @@ pub(crate) struct Shape {
     pub(crate) params: bool,
 }
 
-/// A request as the listener read it, with what its listener makes of requests.
-pub(crate) struct Read<'a> {
+/// A request as the listener received it, with what its listener makes of requests.
+pub(crate) struct Received<'a> {
     pub(crate) head: &'a http::request::Parts,
     pub(crate) body: Bytes,
     /// The largest body, decoded.
@@ -195,19 +195,22 @@ pub(crate) struct Read<'a> {
 ///
 /// # Errors
 /// A body that does not decode.
-pub(crate) fn payload<'a>(read: Read<'a>, found: &mut Negotiation<'a>) -> Result<Value, BodyError> {
+pub(crate) fn payload<'a>(
+    read: Received<'a>,
+    found: &mut Negotiation<'a>,
+) -> Result<Value, BodyError> {
     let header = header_map_noting(&read.head.headers, found);
     let path = decode_path(read.head.uri.path());
     build(read, header, path, found)
 }
 
 fn build(
-    read: Read<'_>,
+    read: Received<'_>,
     header: Map,
     path: Str,
     found: &Negotiation<'_>,
 ) -> Result<Value, BodyError> {
-    let Read {
+    let Received {
         head,
         body,
         limit,
@@ -384,7 +387,7 @@ impl RequestCache {
     /// A body that does not decode.
     pub(crate) fn payload<'a>(
         &self,
-        read: Read<'a>,
+        read: Received<'a>,
         found: &mut Negotiation<'a>,
     ) -> Result<Value, BodyError> {
         // HTTP/1 requests on a connection come one at a time; concurrent HTTP/2 streams that
@@ -400,7 +403,7 @@ impl Cached {
     /// The hit path is kept small, and what a miss needs is out of line.
     fn payload<'a>(
         &mut self,
-        read: Read<'a>,
+        read: Received<'a>,
         found: &mut Negotiation<'a>,
     ) -> Result<Value, BodyError> {
         let fill = std::mem::replace(&mut self.served, true);
@@ -433,31 +436,36 @@ impl Cached {
                 })
     }
 
-    /// The payload of a request whose headers are not the cached ones: their map is made, and
-    /// kept when `fill`, until the cache gives up.
+    /// The payload of a request whose headers are not the cached ones.
     #[inline(never)]
     fn miss<'a>(
         &mut self,
-        read: Read<'a>,
+        read: Received<'a>,
         fill: bool,
         found: &mut Negotiation<'a>,
     ) -> Result<Value, BodyError> {
-        let headers = &read.head.headers;
-        let map = header_map_noting(headers, found);
+        let map = header_map_noting(&read.head.headers, found);
+        let kept = self.keep(&read.head.headers, &map, fill);
+        self.build(read, map, kept, fill, found)
+    }
+
+    /// Replaces the cached headers with `headers`, whose map is `map`, when `fill`, until
+    /// the cache gives up; returns whether the cache holds them now.
+    fn keep(&mut self, headers: &HeaderMap, map: &Map, fill: bool) -> bool {
         if self.misses >= RequestCache::GIVE_UP {
-            return self.build(read, map, false, fill, found);
+            return false;
         }
         // The last payload was made from the headers being replaced.
         self.last = None;
         if !fill {
-            return self.build(read, map, false, fill, found);
+            return false;
         }
         self.misses += 1;
         if self.misses >= RequestCache::GIVE_UP {
             // Given up: what is kept would never be used again.
             self.seen = Vec::new();
             self.map = Map::new();
-            return self.build(read, map, false, fill, found);
+            return false;
         }
         self.seen.clear();
         self.seen.extend(headers.iter().map(|(name, value)| {
@@ -467,7 +475,7 @@ impl Cached {
             (name, Bytes::copy_from_slice(value.as_bytes()))
         }));
         self.map = map.clone();
-        self.build(read, map, true, fill, found)
+        true
     }
 
     /// Builds the payload with `header`, reusing the path when it repeats, and keeps it as
@@ -475,7 +483,7 @@ impl Cached {
     #[inline(never)]
     fn build(
         &mut self,
-        read: Read<'_>,
+        read: Received<'_>,
         header: Map,
         kept: bool,
         fill: bool,
@@ -1217,8 +1225,8 @@ mod tests {
         parts
     }
 
-    fn read(head: &http::request::Parts, body: Bytes, shape: Shape) -> Read<'_> {
-        Read {
+    fn read(head: &http::request::Parts, body: Bytes, shape: Shape) -> Received<'_> {
+        Received {
             head,
             body,
             limit: 1 << 20,
