@@ -19,6 +19,12 @@ pub(crate) struct Tree<T> {
     /// Values live outside the nodes so that splitting a node never moves
     /// them and `values` is a plain slice walk.
     routes: Vec<Route<T>>,
+    /// The routes without a parameter or wildcard, by their text without the
+    /// leading `/`, ordered by [`by_length`]. Static text wins at every branch
+    /// of the walk, so a route whose whole text is the path is always the
+    /// first candidate, and most requests (`GET /ping`) are answered by one
+    /// search of this table instead of a walk of the tree.
+    exact: Vec<(Box<[u8]>, usize)>,
 }
 
 /// A pattern is invalid: it names a parameter with nothing, or it repeats an
@@ -99,6 +105,7 @@ impl<T> Tree<T> {
         Self {
             root: Node::default(),
             routes: Vec::new(),
+            exact: Vec::new(),
         }
     }
 
@@ -148,6 +155,13 @@ impl<T> Tree<T> {
                     value: T::default(),
                 });
                 *slot = Some(index);
+                if let Some(text) = static_text(&pieces) {
+                    let at = self
+                        .exact
+                        .binary_search_by(|(known, _)| by_length(known, text))
+                        .expect_err("a new route has a new slot, so new text");
+                    self.exact.insert(at, (text.into(), index));
+                }
                 index
             }
         };
@@ -163,11 +177,41 @@ impl<T> Tree<T> {
     pub(crate) fn lookup<'t, 'p>(
         &'t self,
         path: &'p str,
+        mut accept: impl FnMut(&'t T) -> bool,
+    ) -> Option<Match<'t, 'p, T>> {
+        let path = trim_root(path);
+        if let Some(value) = self.exact(path)
+            && accept(value)
+        {
+            return Some(Match {
+                value,
+                params: Vec::new(),
+                accepted: true,
+            });
+        }
+        // Not accepted (or not there): the walk offers that route first again and goes on
+        // to the alternatives, exactly as without the table.
+        self.walk(path, accept)
+    }
+
+    /// The value of the route whose whole text is `path` (without its leading `/`).
+    fn exact(&self, path: &str) -> Option<&T> {
+        let at = self
+            .exact
+            .binary_search_by(|(text, _)| by_length(text, path.as_bytes()))
+            .ok()?;
+        Some(&self.routes[self.exact[at].1].value)
+    }
+
+    /// [`Tree::lookup`] by walking the tree alone; `path` is without its leading `/`.
+    fn walk<'t, 'p>(
+        &'t self,
+        path: &'p str,
         accept: impl FnMut(&'t T) -> bool,
     ) -> Option<Match<'t, 'p, T>> {
         let mut search = Search {
             routes: &self.routes,
-            path: trim_root(path),
+            path,
             accept,
             params: Vec::new(),
             first: None,
@@ -378,6 +422,22 @@ fn name<'t, T>(params: &mut [(&'t str, &str)], route: &'t Route<T>) {
     }
 }
 
+/// The text of a pattern made of static text alone (`""` for the root), or
+/// `None` when it has a parameter or a wildcard.
+fn static_text<'a>(pieces: &'a [Piece<'_>]) -> Option<&'a [u8]> {
+    match pieces {
+        [] => Some(&[]),
+        [Piece::Static(text)] => Some(text),
+        _ => None,
+    }
+}
+
+/// The order of the exact-match table: by length, then by bytes, so that most
+/// comparisons of a search stop at the lengths.
+fn by_length(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+}
+
 /// Drops the leading `/`, which also makes an empty path equal to `/` and a
 /// path without the slash equal to one with it, without allocating.
 fn trim_root(path: &str) -> &str {
@@ -471,11 +531,18 @@ mod tests {
 
     #[test]
     fn matches() {
+        for (patterns, path, expected) in match_cases() {
+            check(patterns, path, expected);
+        }
+    }
+
+    /// Patterns, a path, and the pattern it resolves to.
+    fn match_cases() -> Vec<(&'static [&'static str], &'static str, Expected)> {
         let users: &[&str] = &["/users/:id", "/users/new"];
         let backtrack: &[&str] = &["/a/b/c/d", "/a/:x/c/e", "/*"];
         let files: &[&str] = &["/files/*", "/files/:name"];
         let versions: &[&str] = &["/v:version/x", "/v1/x"];
-        let cases: &[(&[&str], &str, Expected)] = &[
+        vec![
             // The root and normalisation of paths and patterns.
             (&["/"], "/", Some(("/", &[]))),
             (&["/"], "", Some(("/", &[]))),
@@ -613,10 +680,89 @@ mod tests {
                 "/u/józef",
                 Some(("/u/:name", &[("name", "józef")])),
             ),
+        ]
+    }
+
+    /// What a lookup found, comparable: the value's address, the parameters and
+    /// whether it was accepted.
+    type Found<'t, 'p> = Option<(*const String, Vec<(&'t str, &'p str)>, bool)>;
+
+    fn found<'t, 'p>(found: Option<Match<'t, 'p, String>>) -> Found<'t, 'p> {
+        found.map(|m| (std::ptr::from_ref(m.value), m.params, m.accepted))
+    }
+
+    #[test]
+    fn the_exact_table_agrees_with_the_walk() {
+        // Which routes a lookup accepts: all, none, only those with parameters or a
+        // wildcard (so a static route is found in the table and then refused), and
+        // only static ones.
+        let accepts: [fn(&String) -> bool; 4] = [
+            |_| true,
+            |_| false,
+            |p| p.contains([':', '*']),
+            |p| !p.contains([':', '*']),
         ];
-        for (patterns, path, expected) in cases {
-            check(patterns, path, *expected);
+        let cases = match_cases();
+        let mut every_path: Vec<&str> = cases.iter().map(|(_, path, _)| *path).collect();
+        every_path.extend(cases.iter().flat_map(|(patterns, _, _)| patterns.iter()));
+        let mut union = Tree::<String>::new();
+        let mut trees: Vec<Tree<String>> = Vec::new();
+        for (patterns, _, _) in &cases {
+            let mut tree = Tree::<String>::new();
+            for pattern in *patterns {
+                for tree in [&mut tree, &mut union] {
+                    // The union may spell one pattern with two sets of names; the
+                    // first spelling stays.
+                    if let Ok(value) = tree.entry(pattern)
+                        && value.is_empty()
+                    {
+                        *value = (*pattern).to_owned();
+                    }
+                }
+            }
+            trees.push(tree);
         }
+        trees.push(union);
+        let mut table_hits = 0;
+        for tree in &trees {
+            for path in &every_path {
+                table_hits += usize::from(tree.exact(trim_root(path)).is_some());
+                for accept in accepts {
+                    assert_eq!(
+                        found(tree.lookup(path, accept)),
+                        found(tree.walk(trim_root(path), accept)),
+                        "path {path:?} in a tree of {:?}",
+                        tree.values().collect::<Vec<_>>()
+                    );
+                }
+            }
+        }
+        // The comparison means something only if the table answers often.
+        assert!(table_hits > 100, "the table answered {table_hits} lookups");
+    }
+
+    #[test]
+    fn the_exact_table_holds_the_static_routes_only() {
+        let mut tree = Tree::<String>::new();
+        for pattern in [
+            "/",
+            "/ping",
+            "ping",
+            "/a\\:b",
+            "/users/:id",
+            "/files/*",
+            "/v1/x/",
+        ] {
+            let value = tree.entry(pattern).unwrap();
+            if value.is_empty() {
+                *value = pattern.to_owned();
+            }
+        }
+        let texts: Vec<&[u8]> = tree.exact.iter().map(|(text, _)| &**text).collect();
+        assert_eq!(texts, [&b""[..], b"a:b", b"ping", b"v1/x/"]);
+        assert_eq!(tree.exact("ping").map(String::as_str), Some("/ping"));
+        assert_eq!(tree.exact("users/1"), None);
+        assert_eq!(tree.exact("").map(String::as_str), Some("/"));
     }
 
     #[derive(Default)]
