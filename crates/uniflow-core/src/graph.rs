@@ -185,7 +185,8 @@ impl Graph {
     /// Starts every node (sources begin serving), then writes to every `init` port once.
     ///
     /// # Errors
-    /// When a node fails to start; the nodes started before it are stopped again.
+    /// When a node fails to start; that node and the ones started before it are unloaded
+    /// again, last first.
     pub async fn load(self: &Arc<Self>) -> Result<(), Error> {
         for (i, sym) in self.symbols.iter().enumerate() {
             let cx = LoadCx {
@@ -193,7 +194,9 @@ impl Graph {
                 node: NodeId(i as u32),
             };
             if let Err(e) = sym.node.load(cx) {
-                for started in self.symbols[..i].iter().rev() {
+                // The failed node is unloaded too: a node that starts several things (a block
+                // loads its children) may have started some before it failed.
+                for started in self.symbols[..=i].iter().rev() {
                     started.node.unload().await;
                 }
                 return Err(Error::Load {

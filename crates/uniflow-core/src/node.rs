@@ -152,7 +152,8 @@ pub trait Node: Send + Sync + 'static {
     }
 
     /// Called when the graph is unloaded: a source stops accepting work and finishes what it
-    /// has.
+    /// has. Also called on a node whose [`Node::load`] failed, so that it releases what it
+    /// started before failing; it must then do nothing for what never started.
     fn unload(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         Box::pin(std::future::ready(()))
     }

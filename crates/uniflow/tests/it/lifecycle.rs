@@ -86,6 +86,37 @@ async fn a_port_in_use_fails_the_load_clearly() {
 }
 
 #[tokio::test]
+async fn a_failed_load_stops_what_it_started_even_inside_a_block() {
+    // A port that is free (for the block's first listener) and one that is taken (for its
+    // second, which fails the load).
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = free.local_addr().unwrap().port();
+    drop(free);
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_port = taken.local_addr().unwrap().port();
+    let specs = parse(
+        &format!(
+            "- {{kind: listener, name: outer, protocol: http, host: 127.0.0.1, port: 0}}\n\
+             - kind: block\n  name: b\n  specs:\n\
+             \x20   - {{kind: listener, name: first, protocol: http, host: 127.0.0.1, port: {port}}}\n\
+             \x20   - {{kind: listener, name: second, protocol: http, host: 127.0.0.1, port: {taken_port}}}\n"
+        ),
+        Format::Yaml,
+        None,
+    )
+    .unwrap();
+    let graph = Graph::compile(specs, &uniflow::registry(), &|_, _| None).unwrap();
+    let err = graph.load().await.unwrap_err().to_string();
+    assert!(err.contains("spec `b` failed to load"), "{err}");
+    // The block's first listener was bound before its second failed; it must be closed.
+    assert!(
+        std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
+        "port {port} is still held after the load failed"
+    );
+    drop(taken);
+}
+
+#[tokio::test]
 async fn a_forked_child_outlives_the_response_and_finishes() {
     let tag = "a_forked_child_outlives_the_response_and_finishes";
     let specs = parse(
