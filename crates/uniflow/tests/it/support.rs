@@ -2,7 +2,7 @@
 //! (raw, so tests can also send malformed requests).
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,8 +14,14 @@ use uniflow_spec::Spec;
 use uniflow_value::Value;
 
 /// The workspace root, where `examples/` lives.
+///
+/// Found from the directory cargo names when it runs the tests, not the one baked in at build
+/// time: a build cache shared by two checkouts (CI's clone and a developer's) may hold a test
+/// binary built in the other one, whose files can differ or be gone.
 pub(crate) fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    let package = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    package.join("../..")
 }
 
 /// Compiles and loads `specs` with every kind plus the test kinds, with each listener moved to
