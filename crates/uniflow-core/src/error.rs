@@ -7,6 +7,9 @@ pub enum Error {
     /// A node failed to start; the message says why (e.g. an address already in use).
     #[error("{0}")]
     Start(String),
+    /// A node's `init` port answered this error.
+    #[error("its init port answered an error: {0}")]
+    Init(String),
     /// A node of the graph failed to load; the graph was unloaded again.
     #[error("spec `{spec}` failed to load: {cause}")]
     Load {

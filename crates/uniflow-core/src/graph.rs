@@ -182,11 +182,12 @@ impl Graph {
             .map(|i| NodeId(i as u32))
     }
 
-    /// Starts every node (sources begin serving), then writes to every `init` port once.
+    /// Starts every node (sources begin serving), then writes each node's spec (as a map) to
+    /// its `init` port once, in spec order.
     ///
     /// # Errors
     /// When a node fails to start; that node and the ones started before it are unloaded
-    /// again, last first.
+    /// again, last first. When an `init` port answers an error; every node is unloaded again.
     pub async fn load(self: &Arc<Self>) -> Result<(), Error> {
         for (i, sym) in self.symbols.iter().enumerate() {
             let cx = LoadCx {
@@ -211,13 +212,21 @@ impl Graph {
             }
             let proc = Process::new();
             let cx = Cx::new(self, &proc, NodeId(i as u32));
-            let answer = cx
-                .write_to(targets, Packet::Data(uniflow_value::Value::Null))
-                .await;
-            if let Packet::Data(uniflow_value::Value::Error(e)) = &answer {
-                tracing::warn!(spec = %self.symbols[i].spec.label(i), error = %e, "init port answered an error");
+            // As upstream: the node's own spec, so that an init flow can read its name,
+            // annotations or fields.
+            let spec = self.symbols[i].spec.to_value();
+            let answer = cx.write_to(targets, Packet::Data(spec)).await;
+            let error = answer.value().and_then(|v| v.as_error()).cloned();
+            proc.exit(error.clone());
+            // As upstream, an init flow that fails fails the load: the workflow is not
+            // started half set up.
+            if let Some(e) = error {
+                self.unload().await;
+                return Err(Error::Load {
+                    spec: self.symbols[i].spec.label(i),
+                    cause: Box::new(Error::Init(e.message().to_string())),
+                });
             }
-            proc.exit(answer.value().and_then(|v| v.as_error()).cloned());
         }
         Ok(())
     }

@@ -8,7 +8,7 @@ use tokio::net::TcpStream;
 use uniflow_core::{Graph, testing::logged};
 use uniflow_spec::{Format, parse};
 
-use crate::support::{request, send, start};
+use crate::support::{registry, request, send, start};
 
 fn slow_flow(tag: &str) -> Vec<uniflow_spec::Spec> {
     parse(
@@ -147,4 +147,55 @@ async fn a_forked_child_outlives_the_response_and_finishes() {
         "the child ran to the end after the response"
     );
     graph.unload().await;
+}
+
+#[tokio::test]
+async fn the_init_port_carries_its_nodes_spec() {
+    let tag = "the_init_port_carries_its_nodes_spec";
+    let specs = parse(
+        &format!(
+            "- {{kind: nop, name: boot, annotations: {{purpose: demo}}, ports: {{init: [{{name: check, port: in}}]}}}}\n\
+             - kind: if\n  name: check\n\
+             \x20 when: 'self.kind == \"nop\" && self.name == \"boot\" && self.annotations.purpose == \"demo\" && self.ports.init[0].name == \"check\"'\n\
+             \x20 ports: {{'out[0]': [{{name: good, port: in}}], 'out[1]': [{{name: bad, port: in}}]}}\n\
+             - {{kind: test-log, name: good, tag: {tag}}}\n\
+             - {{kind: test-log, name: bad, tag: {tag}_bad}}\n"
+        ),
+        Format::Yaml,
+        None,
+    )
+    .unwrap();
+    let graph = Graph::compile(specs, &registry(), &|_, _| None).unwrap();
+    graph.load().await.unwrap();
+    assert_eq!(logged(tag), 1, "the init flow saw the spec of `boot`");
+    assert_eq!(logged(&format!("{tag}_bad")), 0);
+    graph.unload().await;
+}
+
+#[tokio::test]
+async fn an_init_port_that_answers_an_error_fails_the_load() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = free.local_addr().unwrap().port();
+    drop(free);
+    let specs = parse(
+        &format!(
+            "- {{kind: listener, name: web, protocol: http, host: 127.0.0.1, port: {port}}}\n\
+             - {{kind: nop, name: boot, ports: {{init: [{{name: migrate, port: in}}]}}}}\n\
+             - {{kind: test-fail, name: migrate, message: no database}}\n"
+        ),
+        Format::Yaml,
+        None,
+    )
+    .unwrap();
+    let graph = Graph::compile(specs, &registry(), &|_, _| None).unwrap();
+    let err = graph.load().await.unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "spec `boot` failed to load: its init port answered an error: no database"
+    );
+    // The listener had started before the init ports were written; it is stopped again.
+    assert!(
+        std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
+        "port {port} is still held after the load failed"
+    );
 }

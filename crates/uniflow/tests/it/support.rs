@@ -51,9 +51,7 @@ pub(crate) async fn start(mut specs: Vec<Spec>) -> (Arc<Graph>, SocketAddr) {
             };
         }
     }
-    let mut registry = uniflow::registry();
-    uniflow_core::testing::register(&mut registry);
-    let graph = Graph::compile(specs, &registry, &|_, _| None).unwrap_or_else(|d| panic!("{d}"));
+    let graph = Graph::compile(specs, &registry(), &|_, _| None).unwrap_or_else(|d| panic!("{d}"));
     graph.load().await.expect("graph loads");
     let addr = graph
         .symbols()
@@ -61,6 +59,13 @@ pub(crate) async fn start(mut specs: Vec<Spec>) -> (Arc<Graph>, SocketAddr) {
         .find_map(|s| s.node.as_any().downcast_ref::<ListenerNode>()?.local_addr())
         .expect("a listener is bound");
     (graph, addr)
+}
+
+/// Every kind of the binary plus the core's test kinds.
+pub(crate) fn registry() -> uniflow_core::Registry {
+    let mut registry = uniflow::registry();
+    uniflow_core::testing::register(&mut registry);
+    registry
 }
 
 /// A port that was free a moment ago: bound on 127.0.0.1 and released. Another socket could
