@@ -197,9 +197,7 @@ impl Graph {
             if let Err(e) = sym.node.load(cx) {
                 // The failed node is unloaded too: a node that starts several things (a block
                 // loads its children) may have started some before it failed.
-                for started in self.symbols[..=i].iter().rev() {
-                    started.node.unload().await;
-                }
+                stop(&self.symbols[..=i]).await;
                 return Err(Error::Load {
                     spec: sym.spec.label(i),
                     cause: Box::new(e),
@@ -233,9 +231,14 @@ impl Graph {
 
     /// Stops every node, last loaded first.
     pub async fn unload(&self) {
-        for sym in self.symbols.iter().rev() {
-            sym.node.unload().await;
-        }
+        stop(&self.symbols).await;
+    }
+}
+
+/// Unloads `symbols`, last first: what a node needs is loaded before it.
+async fn stop(symbols: &[Symbol]) {
+    for sym in symbols.iter().rev() {
+        sym.node.unload().await;
     }
 }
 

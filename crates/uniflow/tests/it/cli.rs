@@ -4,7 +4,7 @@ use std::io::Write;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{request, root, send};
+use crate::support::{free_port, request, root, send};
 
 fn uniflow() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_uniflow"));
@@ -29,14 +29,6 @@ fn run_to_end(cmd: &mut Command) -> Output {
         .stderr(Stdio::piped())
         .output()
         .expect("uniflow runs")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

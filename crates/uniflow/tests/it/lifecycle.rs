@@ -8,7 +8,15 @@ use tokio::net::TcpStream;
 use uniflow_core::{Graph, testing::logged};
 use uniflow_spec::{Format, parse};
 
-use crate::support::{registry, request, send, start};
+use crate::support::{free_port, registry, request, send, start};
+
+/// Fails unless `port` on 127.0.0.1 can be bound: the listener that held it was stopped.
+fn assert_released(port: u16) {
+    assert!(
+        std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
+        "port {port} is still held after the load failed"
+    );
+}
 
 fn slow_flow(tag: &str) -> Vec<uniflow_spec::Spec> {
     parse(
@@ -89,9 +97,7 @@ async fn a_port_in_use_fails_the_load_clearly() {
 async fn a_failed_load_stops_what_it_started_even_inside_a_block() {
     // A port that is free (for the block's first listener) and one that is taken (for its
     // second, which fails the load).
-    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = free.local_addr().unwrap().port();
-    drop(free);
+    let port = free_port();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let taken_port = taken.local_addr().unwrap().port();
     let specs = parse(
@@ -109,10 +115,7 @@ async fn a_failed_load_stops_what_it_started_even_inside_a_block() {
     let err = graph.load().await.unwrap_err().to_string();
     assert!(err.contains("spec `b` failed to load"), "{err}");
     // The block's first listener was bound before its second failed; it must be closed.
-    assert!(
-        std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
-        "port {port} is still held after the load failed"
-    );
+    assert_released(port);
     drop(taken);
 }
 
@@ -174,9 +177,7 @@ async fn the_init_port_carries_its_nodes_spec() {
 
 #[tokio::test]
 async fn an_init_port_that_answers_an_error_fails_the_load() {
-    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = free.local_addr().unwrap().port();
-    drop(free);
+    let port = free_port();
     let specs = parse(
         &format!(
             "- {{kind: listener, name: web, protocol: http, host: 127.0.0.1, port: {port}}}\n\
@@ -194,8 +195,5 @@ async fn an_init_port_that_answers_an_error_fails_the_load() {
         "spec `boot` failed to load: its init port answered an error: no database"
     );
     // The listener had started before the init ports were written; it is stopped again.
-    assert!(
-        std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
-        "port {port} is still held after the load failed"
-    );
+    assert_released(port);
 }

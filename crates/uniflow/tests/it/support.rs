@@ -71,7 +71,7 @@ pub(crate) fn registry() -> uniflow_core::Registry {
 /// A port that was free a moment ago: bound on 127.0.0.1 and released. Another socket could
 /// take it before the listener binds it, but the kernel spreads ephemeral ports over thousands
 /// of numbers, so within a test run that is unlikely.
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
