@@ -24,6 +24,15 @@
 //! **Timeout.** With a `timeout`, QuickJS's interrupt handler compares the clock with the run's
 //! deadline and stops a runaway script; the run fails with a timeout error.
 //!
+//! **Long runs.** A run starts on the thread that calls it, an async worker that also serves
+//! other requests. One still going after a slice of a millisecond is interrupted and started
+//! again on a thread of its own (see [`SLICE`]), so a script that computes for long, or spins
+//! until its timeout, never holds up the requests that share its worker.
+//!
+//! **Limits.** A run that hits one fails with a message naming it: the heap (64 MiB, and the
+//! stage: converting the input, running, converting the result), the native stack, the nesting
+//! of values, or the timeout.
+//!
 //! **Values.** The input arrives as plain JavaScript values: maps as objects, lists as arrays,
 //! bytes as a `Uint8Array`, and an error payload as an `Error` whose `error()` method returns
 //! its message (upstream's `e.error()`). The result comes back the way `JSON.stringify` sees
@@ -35,7 +44,7 @@
 //! plain `Error`, so `throw new Error("unsupported type")` can be matched exactly).
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -137,7 +146,7 @@ pub(crate) fn compile(
     let source = factory(language, code)?;
     // Building the first engine now surfaces anything QuickJS rejects at load, not on the
     // first packet, and leaves that engine warm for it.
-    let engine = Engine::new(language, &source, options.timeout)?;
+    let engine = Engine::new(language, &source)?;
     let max_idle = std::thread::available_parallelism().map_or(2, |n| n.get());
     Ok(Arc::new(JsProgram {
         language,
@@ -145,6 +154,7 @@ pub(crate) fn compile(
         timeout: options.timeout,
         idle: Mutex::new(vec![engine]),
         max_idle,
+        slow: AtomicU32::new(0),
     }))
 }
 
@@ -311,10 +321,66 @@ struct JsProgram {
     timeout: Option<Duration>,
     idle: Mutex<Vec<Engine>>,
     max_idle: usize,
+    /// How many more runs go straight to a thread of their own; see [`SLICE`].
+    slow: AtomicU32,
 }
+
+/// How long a run may hold the thread it was called on. Scripts run where they are called, on
+/// one of the async runtime's worker threads, because handing every run to another thread
+/// would cost more than most scripts do. A run that is still going after this slice is
+/// interrupted and started again from the beginning on a thread of its own
+/// (`tokio::task::block_in_place`, which hands the worker's other tasks to a new worker), so a
+/// busy script delays the requests that share its worker by at most a slice. Starting again is
+/// safe because a run cannot be observed from outside: it has no I/O, and its module scope and
+/// engine are discarded. The slice spent is the price, paid once per slow streak.
+const SLICE: Duration = Duration::from_millis(1);
+
+/// How many runs in a row a program that overran its slice starts on a thread of its own; each
+/// one that finishes within a slice counts down, one that does not starts the count again. A
+/// script that is slow every time then pays no slice, and one that was slow once goes back to
+/// running in place.
+const SLOW_STREAK: u32 = 16;
 
 impl Program for JsProgram {
     fn run(&self, input: Value) -> Result<Value, ErrorValue> {
+        let started = Clock::now();
+        let deadline = self.timeout.map_or(UNARMED, |timeout| {
+            let timeout = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
+            started.saturating_add(timeout).min(UNARMED - 1)
+        });
+        let slice = u64::try_from(SLICE.as_nanos()).unwrap_or(u64::MAX);
+        if self.slow.load(Ordering::Relaxed) > 0 {
+            let result = off_worker(|| self.run_once(&input, deadline, UNARMED));
+            let took = Clock::now().saturating_sub(started);
+            if took < slice {
+                // Racing runs may both count down from 1; saturating keeps the count sane.
+                let _ = self
+                    .slow
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+            } else {
+                self.slow.store(SLOW_STREAK, Ordering::Relaxed);
+            }
+            return result.unwrap_or_else(|| unreachable!("a run without a slice is never cut"));
+        }
+        match self.run_once(&input, deadline, started.saturating_add(slice)) {
+            Some(result) => result,
+            None => {
+                self.slow.store(SLOW_STREAK, Ordering::Relaxed);
+                off_worker(|| self.run_once(&input, deadline, UNARMED))
+                    .unwrap_or_else(|| unreachable!("a run without a slice is never cut"))
+            }
+        }
+    }
+}
+
+impl JsProgram {
+    /// One run on an engine from the pool; `None` when the slice ran out first.
+    fn run_once(
+        &self,
+        input: &Value,
+        deadline: u64,
+        slice: u64,
+    ) -> Option<Result<Value, ErrorValue>> {
         // The lock only guards the pop and the push; a run never holds it.
         let engine = self
             .idle
@@ -323,17 +389,31 @@ impl Program for JsProgram {
             .pop();
         let engine = match engine {
             Some(engine) => engine,
-            None => Engine::new(self.language, &self.source, self.timeout)
-                .map_err(|e| ErrorValue::new(e.to_string()))?,
+            None => match Engine::new(self.language, &self.source) {
+                Ok(engine) => engine,
+                Err(e) => return Some(Err(ErrorValue::new(e.to_string()))),
+            },
         };
-        let (result, reusable) = engine.run(&input, self.timeout);
+        let (outcome, reusable) = engine.run(input, deadline, slice, self.timeout);
         if reusable {
             let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
             if idle.len() < self.max_idle {
                 idle.push(engine);
             }
         }
-        result
+        outcome
+    }
+}
+
+/// Runs `f` so that it does not hold up the other tasks of the async runtime's worker thread it
+/// is called on. Only a multi-thread runtime has other workers to hand them to; elsewhere (no
+/// runtime, or a single-threaded one, as in tests) `f` runs as it is.
+fn off_worker<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
     }
 }
 
@@ -347,37 +427,52 @@ const UNARMED: u64 = u64::MAX;
 struct Clock {
     /// Nanoseconds since [`EPOCH`] when the current run must stop, or [`UNARMED`].
     deadline: AtomicU64,
-    /// Whether the handler stopped the current run.
-    fired: AtomicBool,
+    /// Nanoseconds since [`EPOCH`] when the current run must leave its thread, or [`UNARMED`].
+    slice: AtomicU64,
+    /// Why the handler stopped the current run, if it did.
+    stopped: AtomicU8,
 }
+
+/// Values of [`Clock::stopped`].
+const RUNNING: u8 = 0;
+const TIMED_OUT: u8 = 1;
+const SLICED: u8 = 2;
 
 impl Clock {
     fn now() -> u64 {
         u64::try_from(EPOCH.elapsed().as_nanos()).unwrap_or(u64::MAX - 1)
     }
 
-    fn arm(&self, timeout: Duration) {
-        let timeout = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
-        self.fired.store(false, Ordering::Relaxed);
-        self.deadline.store(
-            Self::now().saturating_add(timeout).min(UNARMED - 1),
-            Ordering::Relaxed,
-        );
+    fn arm(&self, deadline: u64, slice: u64) {
+        self.stopped.store(RUNNING, Ordering::Relaxed);
+        self.deadline.store(deadline, Ordering::Relaxed);
+        self.slice.store(slice, Ordering::Relaxed);
     }
 
-    fn disarm(&self) {
+    /// Disarms the clock and says why it stopped the run, if it did.
+    fn disarm(&self) -> u8 {
         self.deadline.store(UNARMED, Ordering::Relaxed);
+        self.slice.store(UNARMED, Ordering::Relaxed);
+        self.stopped.load(Ordering::Relaxed)
     }
 
     /// QuickJS calls this every few thousand instructions; `true` interrupts the script.
     fn expired(&self) -> bool {
         let deadline = self.deadline.load(Ordering::Relaxed);
-        if deadline != UNARMED && Self::now() >= deadline {
-            self.fired.store(true, Ordering::Relaxed);
-            true
-        } else {
-            false
+        let slice = self.slice.load(Ordering::Relaxed);
+        if deadline == UNARMED && slice == UNARMED {
+            return false;
         }
+        let now = Self::now();
+        let why = if now >= deadline {
+            TIMED_OUT
+        } else if now >= slice {
+            SLICED
+        } else {
+            return false;
+        };
+        self.stopped.store(why, Ordering::Relaxed);
+        true
     }
 }
 
@@ -386,8 +481,7 @@ struct Engine {
     context: Context,
     /// Kept for as long as the context: the context refers into it.
     _runtime: Runtime,
-    /// Present when the program has a timeout.
-    clock: Option<Arc<Clock>>,
+    clock: Arc<Clock>,
 }
 
 /// Why a run failed, and whether its engine may run again.
@@ -403,10 +497,40 @@ impl Failure {
             reusable: true,
         }
     }
+
+    /// Out of memory: after an allocation failed half-way QuickJS's state is best not trusted
+    /// further, so the engine is dropped.
+    fn out_of_memory(stage: Stage) -> Failure {
+        Failure {
+            error: ErrorValue::new(format!(
+                "javascript run exceeded its memory limit of {} MiB {stage}",
+                MEMORY_LIMIT >> 20
+            )),
+            reusable: false,
+        }
+    }
+}
+
+/// Where in a run a failure happened, for its message.
+#[derive(Clone, Copy)]
+enum Stage {
+    Input,
+    Call,
+    Output,
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Stage::Input => "while converting its input (the payload does not fit the heap)",
+            Stage::Call => "while running",
+            Stage::Output => "while converting its result",
+        })
+    }
 }
 
 impl Engine {
-    fn new(language: &str, source: &str, timeout: Option<Duration>) -> Result<Engine, Error> {
+    fn new(language: &str, source: &str) -> Result<Engine, Error> {
         let failed = |message: String| Error::Engine {
             language: language.to_owned(),
             message,
@@ -414,15 +538,14 @@ impl Engine {
         let runtime = Runtime::new().map_err(|e| failed(e.to_string()))?;
         runtime.set_memory_limit(MEMORY_LIMIT);
         runtime.set_max_stack_size(STACK_LIMIT);
-        let clock = timeout.map(|_| {
-            let clock = Arc::new(Clock {
-                deadline: AtomicU64::new(UNARMED),
-                fired: AtomicBool::new(false),
-            });
-            let handler = Arc::clone(&clock);
-            runtime.set_interrupt_handler(Some(Box::new(move || handler.expired())));
-            clock
+        // The handler is always installed: even a program without a timeout has a slice.
+        let clock = Arc::new(Clock {
+            deadline: AtomicU64::new(UNARMED),
+            slice: AtomicU64::new(UNARMED),
+            stopped: AtomicU8::new(RUNNING),
         });
+        let handler = Arc::clone(&clock);
+        runtime.set_interrupt_handler(Some(Box::new(move || handler.expired())));
         let context = Context::full(&runtime).map_err(|e| failed(e.to_string()))?;
         context.with(|ctx| {
             let installed: rquickjs::Result<()> = (|| {
@@ -431,7 +554,7 @@ impl Engine {
                 setup.call::<_, ()>((factory,))
             })();
             installed.map_err(|e| {
-                let message = caught(&ctx, &e);
+                let message = caught(&ctx, &e).unwrap_or_else(|| e.to_string());
                 Error::Syntax {
                     language: language.to_owned(),
                     message,
@@ -445,46 +568,50 @@ impl Engine {
         })
     }
 
-    /// Runs the program once; also says whether the engine is fit to run again.
-    fn run(&self, input: &Value, timeout: Option<Duration>) -> (Result<Value, ErrorValue>, bool) {
-        if let (Some(clock), Some(timeout)) = (&self.clock, timeout) {
-            clock.arm(timeout);
-        }
+    /// Runs the program once, until `deadline` (a timeout error) or `slice` (`None`: run it
+    /// again elsewhere); also says whether the engine is fit to run again.
+    fn run(
+        &self,
+        input: &Value,
+        deadline: u64,
+        slice: u64,
+        timeout: Option<Duration>,
+    ) -> (Option<Result<Value, ErrorValue>>, bool) {
+        self.clock.arm(deadline, slice);
         let result = self.context.with(|ctx| {
             let result = invoke(&ctx, input);
             // Jobs a run queued but did not wait for run now, not at the start of the next run.
             while ctx.execute_pending_job() {}
             result
         });
-        let fired = self.clock.as_ref().is_some_and(|clock| {
-            clock.disarm();
-            clock.fired.load(Ordering::Relaxed)
-        });
+        let stopped = self.clock.disarm();
         match result {
-            Ok(value) => (Ok(value), true),
-            Err(_) if fired => (
-                Err(ErrorValue::new(format!(
+            Ok(value) => (Some(Ok(value)), true),
+            // An interrupted engine may be half-way through anything: it is not reused.
+            Err(_) if stopped == SLICED => (None, false),
+            Err(_) if stopped == TIMED_OUT => (
+                Some(Err(ErrorValue::new(format!(
                     "javascript run exceeded its timeout of {:?}",
                     timeout.unwrap_or_default()
-                ))),
+                )))),
                 false,
             ),
-            Err(failure) => (Err(failure.error), failure.reusable),
+            Err(failure) => (Some(Err(failure.error)), failure.reusable),
         }
     }
 }
 
 /// Converts the input, calls the module's function and converts its result.
 fn invoke(ctx: &Ctx<'_>, input: &Value) -> Result<Value, Failure> {
-    let fail = |e: rquickjs::Error| thrown(ctx, &e);
-    let hidden: Object = ctx.globals().get(HIDDEN).map_err(fail)?;
-    let argument = to_js(ctx, &hidden, input, 0).map_err(fail)?;
-    let run: Function = hidden.get("run").map_err(fail)?;
-    let mut output: JsValue = run.call((argument,)).map_err(fail)?;
+    let at = |stage: Stage| move |e: rquickjs::Error| thrown(ctx, &e, stage);
+    let hidden: Object = ctx.globals().get(HIDDEN).map_err(at(Stage::Input))?;
+    let argument = to_js(ctx, &hidden, input, 0).map_err(at(Stage::Input))?;
+    let run: Function = hidden.get("run").map_err(at(Stage::Call))?;
+    let mut output: JsValue = run.call((argument,)).map_err(at(Stage::Call))?;
     if let Some(promise) = output.as_promise().cloned() {
         while promise.state() == PromiseState::Pending && ctx.execute_pending_job() {}
         output = match promise.result::<JsValue>() {
-            Some(result) => result.map_err(fail)?,
+            Some(result) => result.map_err(at(Stage::Call))?,
             None => {
                 return Err(Failure::new(
                     "the promise the function returned never settled",
@@ -492,31 +619,49 @@ fn invoke(ctx: &Ctx<'_>, input: &Value) -> Result<Value, Failure> {
             }
         };
     }
-    from_js(ctx, &hidden, output, 0).map_err(fail)
+    from_js(ctx, &hidden, output, 0).map_err(at(Stage::Output))
 }
 
 /// Turns an rquickjs error into a failure, taking the pending exception if there is one.
-fn thrown(ctx: &Ctx<'_>, error: &rquickjs::Error) -> Failure {
-    let message = caught(ctx, error);
-    if message.ends_with("out of memory") {
-        // After an allocation failed half-way QuickJS's state is best not trusted further.
-        return Failure {
-            error: ErrorValue::new(format!(
-                "javascript run exceeded its memory limit of {} MiB",
-                MEMORY_LIMIT >> 20
-            )),
-            reusable: false,
+fn thrown(ctx: &Ctx<'_>, error: &rquickjs::Error, stage: Stage) -> Failure {
+    let Some(message) = caught(ctx, error) else {
+        return match stage {
+            // No script code runs while the input converts: only a full heap throws `null`.
+            Stage::Input => Failure::out_of_memory(stage),
+            // A script may `throw null` itself; the engine is dropped all the same, in case
+            // its heap was full.
+            Stage::Call | Stage::Output => Failure {
+                error: ErrorValue::new(format!(
+                    "javascript run threw null (a run that fills its {} MiB heap fails this way too)",
+                    MEMORY_LIMIT >> 20
+                )),
+                reusable: false,
+            },
         };
+    };
+    if message.ends_with("out of memory") {
+        return Failure::out_of_memory(stage);
+    }
+    if message.ends_with("Maximum call stack size exceeded") || message.ends_with("stack overflow")
+    {
+        return Failure::new(format!(
+            "{message} (the javascript stack limit of {} KiB was hit)",
+            STACK_LIMIT >> 10
+        ));
     }
     Failure::new(message)
 }
 
-/// The message of an rquickjs error: the thrown value's, for an exception.
-fn caught(ctx: &Ctx<'_>, error: &rquickjs::Error) -> String {
+/// The message of an rquickjs error: the thrown value's, for an exception; `None` when that
+/// value is `null`, which is also what QuickJS throws when it cannot allocate an error object.
+fn caught(ctx: &Ctx<'_>, error: &rquickjs::Error) -> Option<String> {
     if !error.is_exception() {
-        return error.to_string();
+        return Some(error.to_string());
     }
     let value = ctx.catch();
+    if value.is_null() {
+        return None;
+    }
     if let Some(object) = value.as_object().filter(|_| value.is_error()) {
         let name = object
             .get::<_, Coerced<String>>("name")
@@ -526,15 +671,17 @@ fn caught(ctx: &Ctx<'_>, error: &rquickjs::Error) -> String {
             .get::<_, Coerced<String>>("message")
             .map(|c| c.0)
             .unwrap_or_default();
-        match name.as_str() {
+        Some(match name.as_str() {
             "" | "Error" => message,
             _ if message.is_empty() => name,
             _ => format!("{name}: {message}"),
-        }
+        })
     } else {
-        value
-            .get::<Coerced<String>>()
-            .map_or_else(|_| "uncaught exception".to_owned(), |c| c.0)
+        Some(
+            value
+                .get::<Coerced<String>>()
+                .map_or_else(|_| "uncaught exception".to_owned(), |c| c.0),
+        )
     }
 }
 
@@ -715,7 +862,7 @@ mod tests {
     #[test]
     fn an_engine_is_small() {
         let source = factory("javascript", "export default (x) => x").unwrap();
-        let engine = Engine::new("javascript", &source, None).unwrap();
+        let engine = Engine::new("javascript", &source).unwrap();
         let used = engine._runtime.memory_usage().malloc_size;
         println!("one engine: {} KiB", used >> 10);
         assert!(used < 1 << 20, "{used} bytes");

@@ -320,3 +320,36 @@ fn per_call_costs() {
         assert!(per_call < Duration::from_micros(50), "{per_call:?}");
     }
 }
+
+/// A payload too large for the engine's heap fails with a message that names the limit, not
+/// with an empty or `null` one.
+#[test]
+fn a_payload_too_large_for_the_heap_names_the_limit() {
+    // About 14 MB as JSON: 150,000 small objects, each with a list and a nested object.
+    let row = |i: i64| -> Value {
+        let nested = Value::Map([("x", Value::Int(i)), ("y", Value::from("zz"))].into());
+        Value::Map(
+            [
+                ("id", Value::Int(i)),
+                ("name", Value::from(format!("name{i}"))),
+                (
+                    "tags",
+                    Value::List(vec![Value::from("a"), Value::from("b")].into()),
+                ),
+                ("nested", nested),
+            ]
+            .into(),
+        )
+    };
+    let input = Value::List((0..150_000).map(row).collect());
+    let program = compile(
+        "javascript",
+        "export default function (a) { return a; }",
+        None,
+    );
+    let message = match program.run(input) {
+        Ok(_) => panic!("a payload of 150,000 objects fitted the heap"),
+        Err(e) => e.message().to_string(),
+    };
+    assert!(message.contains("memory limit of 64 MiB"), "{message}");
+}

@@ -3,4 +3,5 @@
 mod cli;
 mod lifecycle;
 mod scenarios;
+mod scripts;
 mod support;
