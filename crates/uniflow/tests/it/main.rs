@@ -1,6 +1,7 @@
 //! Integration tests over real sockets on 127.0.0.1: one binary, one module per topic.
 
 mod cli;
+mod kinds;
 mod lifecycle;
 mod scenarios;
 mod scripts;
