@@ -325,11 +325,11 @@ pub(crate) fn header_map_noting<'a>(headers: &'a HeaderMap, found: &mut Negotiat
 ///
 /// - The header map, the largest single cost of a small request, is reused while the
 ///   headers are the same. A connection whose headers keep changing (a per-request id, say)
-///   stops trying after [`RequestCache::GIVE_UP`] misses in a row.
+///   stops trying after a few misses in a row.
 /// - The decoded path is reused while it is the same and needed no decoding.
 /// - A request without a body whose head (method, version, target and headers) repeats the
 ///   last one's gets that request's payload itself: an empty body decodes the same under the
-///   same headers, so the payload would be equal. With a [`Shape`] for routers, nothing
+///   same headers, so the payload would be equal. With the routers-only shape, nothing
 ///   changes that payload in place, so the request costs no map to build and none to drop.
 ///
 /// The cache is filled from a connection's second request on, since most connections that
