@@ -25,6 +25,13 @@ pub struct Target {
     pub port: InPort,
 }
 
+impl Target {
+    /// Whether the link leaves its subgraph rather than reaching a node of the same graph.
+    pub fn leaves(&self) -> bool {
+        self.node == NodeId::EXIT
+    }
+}
+
 /// A spec with its compiled node.
 pub struct Symbol {
     /// The spec as loaded (after env templating).
@@ -146,6 +153,20 @@ impl Graph {
         }))
     }
 
+    /// A graph of nodes compiled and linked by the caller (a [`Subgraph`](crate::Subgraph)):
+    /// `links[node][port]` are the targets of each output port, in link order.
+    pub(crate) fn from_parts(symbols: Vec<Symbol>, links: Vec<Vec<Vec<Target>>>) -> Graph {
+        let init = (0..symbols.len()).map(|_| Box::default()).collect();
+        Graph {
+            symbols,
+            links: links
+                .into_iter()
+                .map(|ports| ports.into_iter().map(Vec::into_boxed_slice).collect())
+                .collect(),
+            init,
+        }
+    }
+
     /// The node with this id.
     ///
     /// # Panics
@@ -155,7 +176,8 @@ impl Graph {
         &*self.symbols[id.0 as usize].node
     }
 
-    /// The targets of a node's output port, in link order.
+    /// The targets of a node's output port, in link order. Inside a subgraph a target may be
+    /// [`NodeId::EXIT`], which is no node of this graph: see [`Target::leaves`].
     #[inline]
     pub fn targets(&self, node: NodeId, port: OutPort) -> &[Target] {
         match self.links[node.0 as usize].get(port.0 as usize) {
@@ -190,11 +212,10 @@ impl Graph {
     /// again, last first. When an `init` port answers an error; every node is unloaded again.
     pub async fn load(self: &Arc<Self>) -> Result<(), Error> {
         for (i, sym) in self.symbols.iter().enumerate() {
-            let cx = LoadCx {
-                graph: Arc::clone(self),
-                node: NodeId(i as u32),
-            };
-            if let Err(e) = sym.node.load(cx) {
+            if let Err(e) = sym
+                .node
+                .load(LoadCx::top(Arc::clone(self), NodeId(i as u32)))
+            {
                 // The failed node is unloaded too: a node that starts several things (a block
                 // loads its children) may have started some before it failed.
                 stop(&self.symbols[..=i]).await;

@@ -18,6 +18,7 @@ mod node;
 mod packet;
 mod process;
 mod registry;
+mod subgraph;
 
 pub mod port;
 pub mod shape;
@@ -30,6 +31,7 @@ pub use node::{BoxFlow, Cx, Flow, FlowFuture, InPort, LoadCx, MAX_DEPTH, Node, N
 pub use packet::{Packet, merge};
 pub use process::{Process, ProcessSlot};
 pub use registry::{CompileCx, NodeSpec, Registry};
+pub use subgraph::{Subgraph, SubgraphBuilder};
 
 #[cfg(test)]
 mod tests;

@@ -32,6 +32,12 @@ pub struct OutPort(pub u32);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NodeId(pub u32);
 
+impl NodeId {
+    /// Not a node: a link to it leaves the subgraph, through the subgraph node's output port
+    /// numbered by the link's `port` (see [`Subgraph`](crate::Subgraph)).
+    pub const EXIT: NodeId = NodeId(u32::MAX);
+}
+
 /// How deep a chain of writes may nest before it is cut with an error. A cycle in the graph
 /// (an `error` port wired back upstream) would otherwise recurse until the stack overflows and
 /// take the whole server down.
@@ -162,13 +168,105 @@ pub trait Node: Send + Sync + 'static {
     fn as_any(&self) -> &dyn Any;
 }
 
-/// What a node gets at load: the graph it belongs to and its own id in it.
+/// Where a node sits, owned: its graph, its id in it, and for a node inside a [`Subgraph`]
+/// (a `block`), where that subgraph's node sits in turn. A node gets one at load; a node that
+/// starts work later, outside any packet's call (a listener's requests, a forked child, a
+/// WebSocket's messages), writes through it with [`LoadCx::run`].
+///
+/// [`Subgraph`]: crate::Subgraph
 #[derive(Clone)]
 pub struct LoadCx {
     /// The graph.
     pub graph: Arc<Graph>,
     /// The node's id.
     pub node: NodeId,
+    /// The node whose subgraph `graph` is, when it is one.
+    pub outer: Option<Arc<LoadCx>>,
+}
+
+/// A write from outside any call, boxed: see [`LoadCx::run`]. The second argument only says
+/// that `'s` outlives `'c`, so the flow may borrow what the closure holds.
+type Start<'s> = Box<dyn for<'c> FnOnce(Cx<'c>, Outlives<'c, 's>) -> Flow<'c> + Send + 's>;
+
+/// A witness that `'long` outlives `'short`.
+type Outlives<'short, 'long> = std::marker::PhantomData<&'short &'long ()>;
+
+impl LoadCx {
+    /// The place of node `node` at the top level of `graph`.
+    pub fn top(graph: Arc<Graph>, node: NodeId) -> LoadCx {
+        LoadCx {
+            graph,
+            node,
+            outer: None,
+        }
+    }
+
+    /// Runs `f` with the context of this node working for `proc`, and answers what `f`
+    /// answers. For a node at the top level that costs nothing; inside a subgraph the contexts
+    /// of the nodes around it are built first (boxed), so writes can leave the subgraph.
+    pub fn run<'s, F>(&'s self, proc: &'s Arc<Process>, f: F) -> Flow<'s>
+    where
+        F: for<'c> FnOnce(Cx<'c>) -> Flow<'c> + Send + 's,
+    {
+        self.run_with(ProcRef::Given(proc), f)
+    }
+
+    /// [`LoadCx::run`] for work whose process is made only if a node asks for it (a
+    /// listener's request: see [`ProcessSlot`]).
+    pub fn run_lazy<'s, F>(&'s self, slot: &'s ProcessSlot, f: F) -> Flow<'s>
+    where
+        F: for<'c> FnOnce(Cx<'c>) -> Flow<'c> + Send + 's,
+    {
+        self.run_with(ProcRef::Lazy(slot), f)
+    }
+
+    fn run_with<'s, F>(&'s self, proc: ProcRef<'s>, f: F) -> Flow<'s>
+    where
+        F: for<'c> FnOnce(Cx<'c>) -> Flow<'c> + Send + 's,
+    {
+        match &self.outer {
+            None => f(Cx {
+                graph: &self.graph,
+                proc,
+                node: self.node,
+                depth: 0,
+                outer: None,
+            }),
+            Some(_) => self.run_nested(proc, Box::new(move |cx, _| f(cx))),
+        }
+    }
+
+    /// Builds the contexts from the outermost graph in, each held by the future of the level
+    /// around it, then runs `f` in the innermost. Boxed: the nesting depth is only known now.
+    fn run_nested<'s>(&'s self, proc: ProcRef<'s>, f: Start<'s>) -> Flow<'s> {
+        let Some(outer) = &self.outer else {
+            let cx = Cx {
+                graph: &self.graph,
+                proc,
+                node: self.node,
+                depth: 0,
+                outer: None,
+            };
+            return f(cx, std::marker::PhantomData);
+        };
+        let (graph, node) = (&self.graph, self.node);
+        outer.run_nested(
+            proc,
+            Box::new(move |around: Cx<'_>, _| {
+                Flow::pending(async move {
+                    let around = around;
+                    let cx = Cx {
+                        graph,
+                        proc: around.proc,
+                        node,
+                        depth: around.depth,
+                        outer: Some(&around),
+                    };
+                    f(cx, std::marker::PhantomData).await
+                })
+            }),
+        )
+    }
 }
 
 /// The context of one packet's handling: the graph, the process and the node handling it.
@@ -180,6 +278,9 @@ pub struct Cx<'a> {
     proc: ProcRef<'a>,
     node: NodeId,
     depth: u32,
+    /// Inside a subgraph that has outputs: the context of the subgraph's node in the graph
+    /// around it, where those outputs lead.
+    outer: Option<&'a Cx<'a>>,
 }
 
 /// The process of a [`Cx`]: given, or made when first asked for.
@@ -198,6 +299,7 @@ impl<'a> Cx<'a> {
             proc: ProcRef::Given(proc),
             node,
             depth: 0,
+            outer: None,
         }
     }
 
@@ -209,6 +311,7 @@ impl<'a> Cx<'a> {
             proc: ProcRef::Lazy(slot),
             node,
             depth: 0,
+            outer: None,
         }
     }
 
@@ -240,6 +343,7 @@ impl<'a> Cx<'a> {
             proc: ProcRef::Given(proc),
             node: self.node,
             depth: self.depth,
+            outer: self.outer,
         }
     }
 
@@ -281,18 +385,64 @@ impl<'a> Cx<'a> {
 
     #[inline]
     fn deliver(self, target: Target, packet: Packet) -> Flow<'a> {
+        if target.node == NodeId::EXIT {
+            return self.exit(OutPort(target.port.0), packet);
+        }
+        self.enter(self.graph, target, self.outer, packet)
+    }
+
+    /// Hands `packet` to `target` in `graph` (this context's graph, or a subgraph entered
+    /// from this node), one hop deeper.
+    #[inline]
+    pub(crate) fn enter<'b>(
+        &self,
+        graph: &'b Arc<Graph>,
+        target: Target,
+        outer: Option<&'b Cx<'b>>,
+        packet: Packet,
+    ) -> Flow<'b>
+    where
+        'a: 'b,
+    {
         if self.depth >= MAX_DEPTH {
             return Flow::Ready(Packet::Data(Value::Error(ErrorValue::new(format!(
                 "flow nested deeper than {MAX_DEPTH} hops; is there a cycle in the graph?"
             )))));
         }
         let cx = Cx {
-            graph: self.graph,
+            graph,
             proc: self.proc,
             node: target.node,
             depth: self.depth + 1,
+            outer,
         };
-        self.graph.node(target.node).handle(cx, target.port, packet)
+        graph.node(target.node).handle(cx, target.port, packet)
+    }
+
+    /// Leaves a subgraph: writes `packet` to output `port` of the subgraph's node, in the
+    /// graph around it. The hop count goes on from here, so a cycle through a subgraph is cut
+    /// like any other.
+    #[cold]
+    fn exit(self, port: OutPort, packet: Packet) -> Flow<'a> {
+        match self.outer {
+            Some(outer) => Cx {
+                depth: self.depth,
+                ..*outer
+            }
+            .write(port, packet),
+            None => Flow::Ready(Packet::error(
+                "a subgraph's output was written outside a call into the subgraph",
+            )),
+        }
+    }
+
+    /// This context's place, owned, for work that outlives the call (a forked child).
+    pub fn detach(&self) -> LoadCx {
+        LoadCx {
+            graph: Arc::clone(self.graph),
+            node: self.node,
+            outer: self.outer.map(|outer| Arc::new(outer.detach())),
+        }
     }
 
     fn fan_out(self, targets: &'a [Target], packet: Packet) -> Flow<'a> {

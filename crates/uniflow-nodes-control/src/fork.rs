@@ -6,7 +6,6 @@
 //! own children and exits, with the error if one is left.
 
 use std::any::Any;
-use std::sync::Arc;
 
 use serde::Deserialize;
 use uniflow_core::{CompileCx, Cx, Flow, InPort, Node, NodeSpec, OutPort, Packet, port};
@@ -56,18 +55,24 @@ impl Node for ForkNode {
             return Flow::Ready(Packet::error("fork needs a tokio runtime to run its child"));
         };
         let child = cx.proc().fork();
-        let graph = Arc::clone(cx.graph());
-        let node = cx.node();
-        // The task owns what it touches (the graph, the child process), so it may outlive the
-        // request; a panic inside drops the child, whose `Drop` exits it with an error.
+        let place = cx.detach();
+        // The task owns what it touches (the node's place, the child process), so it may
+        // outlive the request; a panic inside drops the child, whose `Drop` exits it with an
+        // error.
         runtime.spawn(async move {
-            let cx = Cx::new(&graph, &child, node);
-            let answer = cx.write(OUT, packet).await;
-            let mut error = answer.value().and_then(Value::as_error).cloned();
-            if error.is_some() && cx.is_linked(ERROR) {
-                let handled = cx.write(ERROR, answer).await;
-                error = handled.value().and_then(Value::as_error).cloned();
-            }
+            let answer = place
+                .run(&child, move |cx| {
+                    cx.write(OUT, packet).then(move |answer| {
+                        if answer.value().and_then(Value::as_error).is_some() && cx.is_linked(ERROR)
+                        {
+                            cx.write(ERROR, answer)
+                        } else {
+                            Flow::Ready(answer)
+                        }
+                    })
+                })
+                .await;
+            let error = answer.value().and_then(Value::as_error).cloned();
             child.join().await;
             child.exit(error);
         });

@@ -1,0 +1,238 @@
+//! Graphs inside a node: a `block`'s children, and later a chart's instance.
+//!
+//! A [`Subgraph`] is a graph of nodes that the caller compiled and linked itself, with a map
+//! from the enclosing node's port names to ports inside. Its inputs are either every input of
+//! one inner node (a block's first child) or named one by one; each of its outputs is a name
+//! that inner links lead to. A packet enters through [`Subgraph::handle`] and keeps its hop
+//! count, so a cycle that passes through a subgraph is cut at [`MAX_DEPTH`] like any other; a
+//! write to one of its outputs continues, in the graph around, from the enclosing node's
+//! output port of that name, and its answer comes back to the writer inside.
+//!
+//! The subgraph does not know the graph around it: a packet's context carries the enclosing
+//! node's context while it is inside (borrowed, for the call), and a node started at load
+//! carries an owned [`LoadCx`] chain. So nothing points from inside to outside and nothing
+//! has to be set once the outer graph exists.
+//!
+//! [`MAX_DEPTH`]: crate::MAX_DEPTH
+
+use std::sync::Arc;
+
+use uniflow_spec::Spec;
+
+use crate::Error;
+use crate::graph::{Graph, Symbol, Target};
+use crate::node::{Cx, Flow, InPort, LoadCx, Node, NodeId, OutPort};
+use crate::packet::Packet;
+
+/// Where a subgraph's inputs lead.
+enum Inputs {
+    /// Every input port of this node, with its own numbers.
+    Of(NodeId),
+    /// Each named port to its target; `InPort(i)` is the `i`th.
+    Named(Vec<(String, Target)>),
+}
+
+/// A compiled graph inside a node, with its port map.
+pub struct Subgraph {
+    graph: Arc<Graph>,
+    inputs: Inputs,
+    /// The output names; `OutPort(i)` of the enclosing node is the `i`th.
+    outputs: Vec<String>,
+}
+
+/// Builds a [`Subgraph`] from compiled nodes.
+pub struct SubgraphBuilder {
+    symbols: Vec<Symbol>,
+    /// Per node, per output port number: the targets, in link order.
+    links: Vec<Vec<Vec<Target>>>,
+    inputs: Inputs,
+    outputs: Vec<String>,
+}
+
+impl Default for SubgraphBuilder {
+    fn default() -> Self {
+        SubgraphBuilder {
+            symbols: Vec::new(),
+            links: Vec::new(),
+            inputs: Inputs::Named(Vec::new()),
+            outputs: Vec::new(),
+        }
+    }
+}
+
+impl SubgraphBuilder {
+    /// An empty subgraph.
+    pub fn new() -> SubgraphBuilder {
+        SubgraphBuilder::default()
+    }
+
+    /// Adds a compiled node with the spec it was compiled from.
+    pub fn add(&mut self, spec: Spec, node: Box<dyn Node>) -> NodeId {
+        self.symbols.push(Symbol { spec, node });
+        self.links.push(Vec::new());
+        NodeId(u32::try_from(self.symbols.len() - 1).expect("fewer than 2^32 nodes"))
+    }
+
+    /// How many nodes were added; they are numbered from 0 in the order added.
+    pub fn len(&self) -> u32 {
+        u32::try_from(self.symbols.len()).expect("fewer than 2^32 nodes")
+    }
+
+    /// Whether no node was added.
+    pub fn is_empty(&self) -> bool {
+        self.symbols.is_empty()
+    }
+
+    /// The node added as `id`, to ask for its ports while linking.
+    ///
+    /// # Panics
+    /// If `id` was not returned by [`SubgraphBuilder::add`].
+    pub fn node(&self, id: NodeId) -> &dyn Node {
+        &*self.symbols[id.0 as usize].node
+    }
+
+    /// Links `from`'s output `port` to `to`'s input `to_port`, after its earlier links.
+    pub fn link(&mut self, from: NodeId, port: OutPort, to: NodeId, to_port: InPort) {
+        self.push(
+            from,
+            port,
+            Target {
+                node: to,
+                port: to_port,
+            },
+        );
+    }
+
+    /// Links `from`'s output `port` to the subgraph's output `name`, made on first use, and
+    /// returns that output's number on the enclosing node.
+    pub fn output(&mut self, from: NodeId, port: OutPort, name: &str) -> OutPort {
+        let index = match self.outputs.iter().position(|n| n == name) {
+            Some(i) => i,
+            None => {
+                self.outputs.push(name.to_owned());
+                self.outputs.len() - 1
+            }
+        };
+        let exit = OutPort(u32::try_from(index).expect("fewer than 2^32 outputs"));
+        self.push(
+            from,
+            port,
+            Target {
+                node: NodeId::EXIT,
+                port: InPort(exit.0),
+            },
+        );
+        exit
+    }
+
+    /// Makes every input of `node` an input of the subgraph, under the same name.
+    pub fn inputs_of(&mut self, node: NodeId) {
+        self.inputs = Inputs::Of(node);
+    }
+
+    /// Makes the subgraph's input `name` lead to `to`'s input `port`.
+    pub fn input(&mut self, name: &str, to: NodeId, port: InPort) {
+        let target = Target { node: to, port };
+        match &mut self.inputs {
+            Inputs::Named(named) => named.push((name.to_owned(), target)),
+            Inputs::Of(_) => self.inputs = Inputs::Named(vec![(name.to_owned(), target)]),
+        }
+    }
+
+    fn push(&mut self, from: NodeId, port: OutPort, target: Target) {
+        let ports = &mut self.links[from.0 as usize];
+        let slot = port.0 as usize;
+        if ports.len() <= slot {
+            ports.resize_with(slot + 1, Vec::new);
+        }
+        ports[slot].push(target);
+    }
+
+    /// The subgraph.
+    pub fn build(self) -> Subgraph {
+        Subgraph {
+            graph: Arc::new(Graph::from_parts(self.symbols, self.links)),
+            inputs: self.inputs,
+            outputs: self.outputs,
+        }
+    }
+}
+
+impl Subgraph {
+    /// The number of the input `name`, as the enclosing node reports it.
+    pub fn in_port(&self, name: &str) -> Option<InPort> {
+        match &self.inputs {
+            Inputs::Of(node) => self.graph.node(*node).in_port(name),
+            Inputs::Named(named) => named
+                .iter()
+                .position(|(n, _)| n == name)
+                .map(|i| InPort(i as u32)),
+        }
+    }
+
+    /// The number of the output `name`, as the enclosing node reports it.
+    pub fn out_port(&self, name: &str) -> Option<OutPort> {
+        self.outputs
+            .iter()
+            .position(|n| n == name)
+            .map(|i| OutPort(i as u32))
+    }
+
+    /// The output names, by number.
+    pub fn outputs(&self) -> &[String] {
+        &self.outputs
+    }
+
+    /// The graph inside.
+    pub fn graph(&self) -> &Arc<Graph> {
+        &self.graph
+    }
+
+    /// Handles a packet that reached the enclosing node (whose context is `cx`) on `port`.
+    ///
+    /// A subgraph without outputs is entered with a plain call. One with outputs keeps the
+    /// enclosing context for the writes that leave it, which costs one boxed future per entry:
+    /// what a packet leaving a `block` through a linked port paid before.
+    pub fn handle<'a>(&'a self, cx: Cx<'a>, port: InPort, packet: Packet) -> Flow<'a> {
+        let target = match &self.inputs {
+            Inputs::Of(node) => Target { node: *node, port },
+            Inputs::Named(named) => match named.get(port.0 as usize) {
+                Some((_, target)) => *target,
+                None => return Flow::Ready(Packet::error("no such input port")),
+            },
+        };
+        if self.outputs.is_empty() {
+            return cx.enter(&self.graph, target, None, packet);
+        }
+        Flow::pending(async move {
+            let around = cx;
+            around
+                .enter(&self.graph, target, Some(&around), packet)
+                .await
+        })
+    }
+
+    /// Loads the nodes inside, in order; `cx` is the enclosing node's place. A node that
+    /// fails leaves the ones before it loaded: the enclosing node's `unload` stops them.
+    ///
+    /// # Errors
+    /// The first node's failure.
+    pub fn load(&self, cx: &LoadCx) -> Result<(), Error> {
+        // Without outputs nothing inside can leave, so the nodes inside need not know where
+        // the subgraph sits, and their own writes cost what they would at the top level.
+        let outer = (!self.outputs.is_empty()).then(|| Arc::new(cx.clone()));
+        for (i, symbol) in self.graph.symbols().iter().enumerate() {
+            symbol.node.load(LoadCx {
+                graph: Arc::clone(&self.graph),
+                node: NodeId(i as u32),
+                outer: outer.clone(),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Stops the nodes inside, last first.
+    pub async fn unload(&self) {
+        self.graph.unload().await;
+    }
+}
