@@ -1,6 +1,6 @@
 //! The uniflow runtime: packets, processes, nodes and the compiled graph.
 //!
-//! The packet protocol (reference §2) in one paragraph: a node writes a [`Packet`] to one of
+//! The packet protocol in one paragraph: a node writes a [`Packet`] to one of
 //! its output ports and gets exactly one answer back. An unlinked port answers with the packet
 //! itself (the *implicit response*, so `listener -> router -> snippet` answers HTTP without
 //! wiring a reply); a port linked to one input answers with that node's answer; a port linked

@@ -1,4 +1,4 @@
-//! Packets and the merge of fan-out answers (reference §2.2).
+//! Packets and the merge of fan-out answers.
 
 use uniflow_value::{ErrorValue, List, Value};
 

@@ -1,4 +1,4 @@
-//! Processes: one per request or event (reference §2.3).
+//! Processes: one per request or event.
 //!
 //! A process is one allocation. Its id (a UUID v7) is generated only when something reads it,
 //! and its data and exit hooks live behind one per-process mutex that is never held across an

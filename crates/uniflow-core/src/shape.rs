@@ -1,4 +1,4 @@
-//! Node shapes shared by many kinds (reference §2.7).
+//! Node shapes shared by many kinds.
 //!
 //! [`OneToOne`] turns a [`Transform`] (a function of the payload) into a node with an `in`
 //! port and `out`/`error` outputs: a result goes to `out`, a failure to `error`, and whichever

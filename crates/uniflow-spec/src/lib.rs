@@ -1,9 +1,9 @@
 //! Node specs: what a workflow file declares, before anything is compiled.
 //!
 //! A spec is `id, kind, namespace, name, annotations, ports, env` plus the kind's own fields
-//! (reference §1.1). This crate reads specs from YAML or JSON ([`parse`], [`load_file`]),
-//! resolves `env` templating ([`bind`]), decodes a kind's fields into its typed struct
-//! ([`decode`]) and runs the checks that need no node ([`check`]). Every problem is a
+//! (`docs/nodes/` lists each kind's). This crate reads specs from YAML or JSON ([`parse`],
+//! [`load_file`]), resolves `env` templating ([`bind`]), decodes a kind's fields into its typed
+//! struct ([`decode`]) and runs the checks that need no node ([`check`]). Every problem is a
 //! [`Diagnostic`] naming the file, the spec and the field, and every function that can find
 //! several problems reports them all at once.
 //!

@@ -1,4 +1,4 @@
-//! Env binding and `{{ .KEY }}` templating of a spec's fields (reference §1.3).
+//! Env binding and `{{ .KEY }}` templating of a spec's fields.
 //!
 //! Each env variable's candidates are tried in order and the last one that resolves wins: a
 //! literal always resolves; an entry naming a secret resolves when the secret exists, by

@@ -2,7 +2,7 @@
 //!
 //! Bytes become a base64 string and an error its message (Go's encoders did the same). An
 //! integral float prints without decimals, so `2.0` renders `2` as in Go. Empty maps and lists
-//! render `{}` and `[]` (upstream rendered `null`; see decisions.md).
+//! render `{}` and `[]` (upstream rendered `null`; see `docs/decisions.md`).
 
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 
