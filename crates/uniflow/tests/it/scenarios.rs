@@ -1,4 +1,4 @@
-//! Reference scenarios and bad-input cases as YAML files in `tests/cases`, run by `check`.
+//! HTTP scenarios and bad-input cases as YAML files in `tests/cases`, each run by `check`.
 //!
 //! A case holds `specs` (or `specs_file`, relative to the workspace root) and `requests`; each
 //! request is `request: METHOD PATH` with optional `headers` and `body` (compressed first when
@@ -125,84 +125,40 @@ fn coding(name: &str) -> Coding {
     }
 }
 
-#[tokio::test]
-async fn a1_ping() {
-    check("a1_ping.yaml").await;
-}
-
-#[tokio::test]
-async fn a2_router_errors() {
-    check("a2_router_errors.yaml").await;
-}
-
-#[tokio::test]
-async fn a3_params() {
-    check("a3_params.yaml").await;
-}
-
-#[tokio::test]
-async fn a4_if() {
-    check("a4_if.yaml").await;
-}
-
-#[tokio::test]
-async fn a5_switch() {
-    check("a5_switch.yaml").await;
-}
-
-#[tokio::test]
-async fn a8_constants() {
-    check("a8_constants.yaml").await;
-}
-
-#[tokio::test]
-async fn a10_block() {
-    check("a10_block.yaml").await;
-}
-
-#[tokio::test]
-async fn a11_loop() {
-    check("a11_loop.yaml").await;
-}
-
-#[tokio::test]
-async fn a12_merge() {
-    check("a12_merge.yaml").await;
-}
-
-#[tokio::test]
-async fn a13_fork_nop() {
-    check("a13_fork_nop.yaml").await;
-}
-
-#[tokio::test]
-async fn a17_compression() {
-    check("a17_compression.yaml").await;
-}
-
-#[tokio::test]
-async fn a18_body_decoding() {
-    check("a18_body_decoding.yaml").await;
-}
-
-#[tokio::test]
-async fn http_client() {
-    check("http_client.yaml").await;
-}
-
-#[tokio::test]
-async fn proxy() {
-    check("proxy.yaml").await;
-}
-
-#[tokio::test]
-async fn answers() {
-    check("answers.yaml").await;
-}
-
-#[tokio::test]
-async fn bad_input() {
-    check("bad_input.yaml").await;
+/// Runs every case file in `tests/cases`, each on its own task, and reports every failing
+/// file at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn cases() {
+    let mut files: Vec<String> = std::fs::read_dir(root().join("crates/uniflow/tests/cases"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.ends_with(".yaml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 10, "tests/cases lost its files: {files:?}");
+    let runs: Vec<_> = files
+        .iter()
+        .map(|file| {
+            let file = file.clone();
+            tokio::spawn(async move { check(&file).await })
+        })
+        .collect();
+    let mut failed = Vec::new();
+    for (file, run) in files.iter().zip(runs) {
+        if let Err(e) = run.await {
+            let why = e
+                .try_into_panic()
+                .ok()
+                .and_then(|p| {
+                    p.downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                })
+                .unwrap_or_default();
+            failed.push(format!("{file}: {why}"));
+        }
+    }
+    assert!(failed.is_empty(), "\n{}", failed.join("\n"));
 }
 
 /// Every example in `docs/nodes/*.md` compiles, loads and answers each `$ curl` line under it
@@ -318,28 +274,6 @@ fn curl(command: &str) -> Vec<u8> {
         &headers,
         body.unwrap_or_default().as_bytes(),
     )
-}
-
-#[test]
-fn every_case_file_has_a_test() {
-    let source = include_str!("scenarios.rs");
-    for entry in std::fs::read_dir(root().join("crates/uniflow/tests/cases")).unwrap() {
-        let name = entry.unwrap().file_name().into_string().unwrap();
-        assert!(
-            source.contains(&format!("check(\"{name}\")")),
-            "{name} is not run by any test"
-        );
-    }
-}
-
-#[tokio::test]
-async fn a7_error_port() {
-    check("a7_error_port.yaml").await;
-}
-
-#[tokio::test]
-async fn example_todos() {
-    check("example_todos.yaml").await;
 }
 
 #[test]
