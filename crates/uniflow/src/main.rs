@@ -1,7 +1,9 @@
 //! `uniflow`: run workflows declared in YAML specs.
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use uniflow::profile::{CpuProfile, ensure_heap_profiling, write_heap_profile};
@@ -37,6 +39,10 @@ enum Command {
         /// A YAML or JSON file of specs to apply before starting.
         #[arg(long, value_name = "FILE")]
         from_specs: Option<PathBuf>,
+        /// How long to wait after SIGINT or SIGTERM for in-flight requests before exiting
+        /// without them, e.g. `30s` [default: `[shutdown] timeout` of .uniflow.toml, else 10s].
+        #[arg(long, value_name = "DURATION", value_parser = uniflow::parse_timeout)]
+        shutdown_timeout: Option<Duration>,
     },
 }
 
@@ -52,6 +58,11 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal: in a file or a pipe they are noise.
+        .with_ansi(
+            std::io::stderr().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        )
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -63,7 +74,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(run(cli));
+    // What a shutdown timeout left running must not hold the exit up.
+    runtime.shutdown_background();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -94,8 +108,12 @@ async fn command(command: Command) -> anyhow::Result<()> {
         Command::Start {
             namespace,
             from_specs,
+            shutdown_timeout,
         } => {
-            let config = Config::load(&std::env::current_dir()?)?;
+            let mut config = Config::load(&std::env::current_dir()?)?;
+            if let Some(timeout) = shutdown_timeout {
+                config.shutdown.timeout = timeout;
+            }
             let running = start(
                 &config,
                 &StartOptions {
@@ -105,9 +123,11 @@ async fn command(command: Command) -> anyhow::Result<()> {
             )
             .await?;
             shutdown_signal().await?;
-            tracing::info!("stopping: finishing in-flight requests");
-            running.stop().await;
-            tracing::info!("stopped");
+            let timeout = config.shutdown.timeout;
+            tracing::info!("stopping: finishing in-flight requests (at most {timeout:?})");
+            if running.stop(timeout).await {
+                tracing::info!("stopped");
+            }
             Ok(())
         }
     }

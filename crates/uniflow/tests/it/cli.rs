@@ -184,3 +184,227 @@ async fn helloworld_prints_once_after_load_and_keeps_running() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "Hello, World!");
 }
+
+/// Runs `cmd` to its end, or kills it after `limit` (then `None`): a start that should fail
+/// but serves instead must fail the test, not hang it.
+fn run_for_at_most(cmd: &mut Command, limit: Duration) -> Option<Output> {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("uniflow runs");
+    let deadline = Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some(child.wait_with_output().unwrap())
+}
+
+fn terminate(child: &std::process::Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Polls until something accepts on `addr`.
+async fn wait_for_listener(addr: std::net::SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(Instant::now() < deadline, "uniflow did not start listening");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[test]
+fn a_name_used_twice_is_refused_naming_both_specs() {
+    let path = spec_file(
+        "twice.yaml",
+        "- {kind: snippet, name: s, language: text, code: one}\n\
+         - {kind: snippet, name: t, language: text, code: two}\n\
+         - {kind: snippet, name: s, language: text, code: three}\n\
+         - {kind: wat, name: odd}\n",
+    );
+    let out = run_for_at_most(
+        uniflow().arg("start").arg("--from-specs").arg(&path),
+        Duration::from_secs(30),
+    )
+    .expect("uniflow refuses the file instead of serving it");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    let file = path.display().to_string();
+    for want in [
+        format!(
+            "{file}: spec `s` field `name`: duplicate name `s` in namespace `default`: specs #0 and #2 both have it"
+        ),
+        // The rest of the file is reported with it.
+        format!("{file}: spec `odd` field `kind`: unknown kind `wat`"),
+    ] {
+        assert!(stderr.contains(&want), "missing {want:?} in:\n{stderr}");
+    }
+}
+
+#[test]
+fn start_with_nothing_to_run_warns_and_a_redirected_log_has_no_colour() {
+    let empty = spec_file("empty.yaml", "");
+    let other = spec_file(
+        "other.yaml",
+        "- {kind: snippet, name: s, namespace: other, language: text, code: x}\n",
+    );
+    let runs: [&[&std::ffi::OsStr]; 3] = [
+        &["start".as_ref()],
+        &["start".as_ref(), "--from-specs".as_ref(), empty.as_os_str()],
+        &["start".as_ref(), "--from-specs".as_ref(), other.as_os_str()],
+    ];
+    for (i, args) in runs.into_iter().enumerate() {
+        let log = std::env::temp_dir().join(format!(
+            "uniflow-cli-{}-nothing-{i}.log",
+            std::process::id()
+        ));
+        let child = uniflow()
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let warned = loop {
+            let text = std::fs::read_to_string(&log).unwrap();
+            if text.contains("has no specs") || Instant::now() > deadline {
+                break text;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        terminate(&child);
+        let out = child.wait_with_output().unwrap();
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(
+            warned.contains("WARN") && warned.contains("namespace `default` has no specs"),
+            "run {i} ({args:?}) did not warn:\n{text}"
+        );
+        assert!(out.status.success(), "run {i}: {:?}\n{text}", out.status);
+        assert!(
+            !text.contains('\u{1b}'),
+            "escape codes in a file:\n{text:?}"
+        );
+    }
+}
+
+/// Starts a workflow whose `GET /slow` takes `wait`, sends that request, sends SIGTERM while
+/// it is in flight, and returns how long the process took to exit, its stderr, and the
+/// request's raw answer.
+async fn stop_with_a_request_in_flight(
+    configure: impl FnOnce(&mut Command, &std::path::Path),
+    wait: &str,
+) -> (Duration, String, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let port = free_port();
+    let path = spec_file(
+        &format!("slow-{port}.yaml"),
+        &format!(
+            "- {{kind: listener, name: web, protocol: http, host: 127.0.0.1, port: {port}, ports: {{out: [{{name: router, port: in}}]}}}}\n\
+             - {{kind: router, name: router, routes: [{{method: GET, path: /slow, port: out}}], ports: {{out: [{{name: wait, port: in}}]}}}}\n\
+             - {{kind: sleep, name: wait, interval: {wait}, ports: {{out: [{{name: done, port: in}}]}}}}\n\
+             - {{kind: snippet, name: done, language: text, code: done}}\n"
+        ),
+    );
+    let dir = path.with_extension("d");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cmd = uniflow();
+    cmd.current_dir(&dir)
+        .arg("start")
+        .arg("--from-specs")
+        .arg(&path);
+    configure(&mut cmd, &dir);
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_for_listener(addr).await;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(&request("GET", "/slow", &[], b""))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    terminate(&child);
+    let stopping = Instant::now();
+    let deadline = stopping + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "uniflow did not exit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = stopping.elapsed();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "exit {:?}:\n{stderr}", out.status);
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    (took, stderr, answer)
+}
+
+#[tokio::test]
+async fn the_shutdown_timeout_bounds_the_wait_for_in_flight_requests() {
+    type Configure = fn(&mut Command, &std::path::Path);
+    let ways: [(&str, Configure); 3] = [
+        ("flag", |cmd, _| {
+            cmd.args(["--shutdown-timeout", "300ms"]);
+        }),
+        ("variable", |cmd, _| {
+            cmd.env("UNIFLOW_SHUTDOWN_TIMEOUT", "300ms");
+        }),
+        ("file", |_, dir| {
+            std::fs::write(
+                dir.join(".uniflow.toml"),
+                "[shutdown]\ntimeout = \"300ms\"\n",
+            )
+            .unwrap();
+        }),
+    ];
+    for (way, configure) in ways {
+        let (took, stderr, answer) = stop_with_a_request_in_flight(configure, "30s").await;
+        // The listener alone would wait 10 s; the request alone 30 s.
+        assert!(
+            took < Duration::from_secs(5),
+            "{way}: took {took:?} to exit:\n{stderr}"
+        );
+        assert!(
+            stderr.contains("did not finish within 300ms"),
+            "{way}:\n{stderr}"
+        );
+        assert!(!answer.starts_with(b"HTTP/1.1 200"), "{way}: {answer:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_request_that_ends_within_the_shutdown_timeout_is_answered() {
+    let (_, stderr, answer) = stop_with_a_request_in_flight(
+        |cmd, _| {
+            cmd.args(["--shutdown-timeout", "20s"]);
+        },
+        "1s",
+    )
+    .await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && answer.ends_with("done"),
+        "{answer}\n{stderr}"
+    );
+    assert!(stderr.contains("stopped"), "{stderr}");
+}
+
+#[test]
+fn a_shutdown_timeout_without_a_unit_is_refused() {
+    let out = run_to_end(uniflow().args(["start", "--shutdown-timeout", "30"]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("`30` has no unit"), "{stderr}");
+}
