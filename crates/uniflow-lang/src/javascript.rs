@@ -845,10 +845,15 @@ fn from_object<'js>(
         return from_js(ctx, hidden, json, depth + 1);
     }
     let mut entries = Vec::new();
-    for entry in object.own_props::<String, JsValue>(Filter::new().string().enum_only()) {
+    // Keys are read as JavaScript strings, whose conversion keeps their length: read as Rust
+    // strings they go through a C string and a key with a NUL in it would be cut short.
+    for entry in object.own_props::<rquickjs::String, JsValue>(Filter::new().string().enum_only()) {
         let (key, item) = entry?;
         if !skipped(&item) {
-            entries.push((Value::from(key), from_js(ctx, hidden, item, depth + 1)?));
+            entries.push((
+                Value::from(key.to_string()?),
+                from_js(ctx, hidden, item, depth + 1)?,
+            ));
         }
     }
     Ok(Value::Map(Map::from_iter(entries)))

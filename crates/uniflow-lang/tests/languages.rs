@@ -353,3 +353,16 @@ fn a_payload_too_large_for_the_heap_names_the_limit() {
     };
     assert!(message.contains("memory limit of 64 MiB"), "{message}");
 }
+
+/// Map keys with a NUL character survive the round trip through JavaScript (found by the
+/// `javascript` fuzz target: they came back cut at the NUL, and `"\0"` then collided with `""`).
+#[test]
+fn map_keys_with_nul_survive_javascript() {
+    let input = Value::Map(uniflow_value::Map::from_iter([
+        (Value::from(""), Value::Int(1)),
+        (Value::from("\0"), Value::Int(2)),
+        (Value::from("a\0b"), Value::Int(3)),
+    ]));
+    let program = compile("javascript", "export default (input) => input", None);
+    assert_eq!(program.run(input.clone()).unwrap(), input);
+}
