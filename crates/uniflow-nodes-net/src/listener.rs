@@ -3,7 +3,8 @@
 //!
 //! The socket is bound when the graph loads, so a port already in use fails the load with a
 //! clear error. Per request: read the body (413 past `body_limit`, 408 past `read_timeout`),
-//! decode it (400 when it does not decode), build the payload, write it to `out`; an error
+//! decode it if a node that `out` leads to reads it (400 when it does not decode, 413 past
+//! `max_fields` or `max_parts`), build the payload, write it to `out`; an error
 //! answer is written again to `error` (if linked, its answer replaces the error); the answer
 //! becomes the response. The process exits after the response is built, with an error when the
 //! status is 400 or more. A panic in a node answers 500 and the server keeps serving; a client
@@ -55,7 +56,7 @@ use uniflow_spec::Diagnostic;
 use uniflow_value::{ErrorValue, Value};
 
 use crate::payload::{
-    Body, Negotiation, Received, RequestCache, Shape, payload, response, text_response,
+    Body, BodyLimits, Negotiation, Received, RequestCache, Shape, payload, response, text_response,
 };
 use crate::{tls, upgrade};
 
@@ -71,6 +72,9 @@ const ERROR: OutPort = OutPort(1);
 /// The limits a listener applies when its spec sets none.
 pub const DEFAULT_LIMITS: Limits = Limits {
     body: 16 * 1024 * 1024,
+    // Go's limits: `url.ParseQuery` takes 10000 fields, `mime/multipart` 1000 parts.
+    fields: 10_000,
+    parts: 1_000,
     header_timeout: Duration::from_secs(30),
     read_timeout: Duration::from_secs(60),
     idle_timeout: Duration::from_secs(120),
@@ -97,6 +101,14 @@ pub struct ListenerSpec {
     /// 16 MiB by default. A larger body answers 413.
     #[serde(default, deserialize_with = "size")]
     pub body_limit: Option<u64>,
+    /// The most fields a form body may have (a repeated name counts each time); 10000 by
+    /// default. A body with more answers 413.
+    #[serde(default)]
+    pub max_fields: Option<i64>,
+    /// The most parts a multipart body may have, those of multipart files in it included;
+    /// 1000 by default. A body with more answers 413.
+    #[serde(default)]
+    pub max_parts: Option<i64>,
     /// How long a client may take to send a request's headers, counted from when the server
     /// waits for them (so it is also how long an idle HTTP/1 connection stays open); 30s by
     /// default.
@@ -210,6 +222,16 @@ impl NodeSpec for ListenerSpec {
             }
         }
         for (field, given, slot) in [
+            ("max_fields", self.max_fields, &mut limits.fields),
+            ("max_parts", self.max_parts, &mut limits.parts),
+        ] {
+            match given.map(usize::try_from) {
+                None => {}
+                Some(Ok(n)) if n > 0 => *slot = n,
+                Some(_) => problems.push(cx.error(field, "must be a number more than zero")),
+            }
+        }
+        for (field, given, slot) in [
             (
                 "header_timeout",
                 self.header_timeout,
@@ -246,12 +268,27 @@ impl NodeSpec for ListenerSpec {
 pub struct Limits {
     /// The largest request body, after decompression.
     pub body: usize,
+    /// The most fields of a form body.
+    pub fields: usize,
+    /// The most parts of a multipart body.
+    pub parts: usize,
     /// How long a request's headers may take.
     pub header_timeout: Duration,
     /// How long a request's body may take.
     pub read_timeout: Duration,
     /// How long a connection may stay silent between requests.
     pub idle_timeout: Duration,
+}
+
+impl Limits {
+    /// What decoding a request body may make.
+    pub fn decoding(&self) -> BodyLimits {
+        BodyLimits {
+            bytes: self.body,
+            fields: self.fields,
+            parts: self.parts,
+        }
+    }
 }
 
 /// What the listener's graph needs from it beyond the plain request path, learned at load.
@@ -956,8 +993,9 @@ fn handle(
         let read = Received {
             head: &parts,
             body: bytes,
-            limit: limits.body,
+            limits: limits.decoding(),
             shape: features.shape,
+            decode: true,
         };
         Ok(answer(at, read, extras).await)
     }
@@ -1036,8 +1074,9 @@ pub async fn respond(
     let read = Received {
         head: parts,
         body,
-        limit: listener.limits.body,
+        limits: listener.limits.decoding(),
         shape: listener.features(graph, node).shape,
+        decode: true,
     };
     answer(Serving { graph, node, cache }, read, None).await
 }
@@ -1057,6 +1096,12 @@ async fn answer(
     extras: Option<Box<Extras>>,
 ) -> Response<Body> {
     let Serving { graph, node, cache } = at;
+    // Only a request with a body asks whether a node reads it: a bodiless one costs the
+    // same as before anyone could say no.
+    let read = Received {
+        decode: read.body.is_empty() || body_read(graph, node, read.head),
+        ..read
+    };
     let mut found = Negotiation::default();
     let payload = match cache {
         Some(cache) => cache.payload(read, &mut found),
@@ -1107,6 +1152,29 @@ async fn answer(
     response
 }
 
+/// Whether a node that listener `node` writes the request `head` to reads its body (see
+/// [`Node::reads_body`]). An unlinked `out` answers with the request itself, body and all.
+#[inline(never)]
+fn body_read(graph: &Graph, node: NodeId, head: &http::request::Parts) -> bool {
+    let targets = graph.targets(node, OUT);
+    if targets.is_empty() {
+        return true;
+    }
+    // The path as the payload carries it, decoded: a router matches that one.
+    let raw = head.uri.path();
+    let decoded;
+    let path = if raw.contains('%') {
+        decoded = crate::payload::decode_path(raw);
+        &*decoded
+    } else {
+        raw
+    };
+    let method = head.method.as_str();
+    targets
+        .iter()
+        .any(|t| graph.node(t.node).reads_body(t.port, method, path))
+}
+
 /// The error a request's process exits with when its answer is a 4xx or 5xx.
 #[cold]
 #[inline(never)]
@@ -1118,7 +1186,13 @@ fn answered(status: StatusCode) -> ErrorValue {
 #[cold]
 #[inline(never)]
 fn undecodable(e: &crate::payload::BodyError) -> Response<Body> {
-    tracing::debug!(error = %e, "request body did not decode");
+    match e {
+        // A cap the operator may have to raise, so it is said where they look.
+        crate::payload::BodyError::TooMany { .. } => {
+            tracing::info!(reason = %e, "request body refused (the listener's max_fields and max_parts set the caps)");
+        }
+        _ => tracing::debug!(error = %e, "request body did not decode"),
+    }
     let status = e.status();
     let text = status.canonical_reason().unwrap_or("Bad Request");
     text_response(status, text)
