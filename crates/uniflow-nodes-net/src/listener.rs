@@ -942,6 +942,17 @@ fn exit_after_children(proc: Arc<Process>, error: Option<ErrorValue>) {
     });
 }
 
+impl ExitGuard<'_> {
+    /// Ends the request's process now with `error`, and with it the children still running
+    /// (see [`Process::exit`]), instead of waiting for them as [`ExitGuard::finish`] does.
+    fn abort(mut self, error: ErrorValue) {
+        self.finished = true;
+        if let Some(proc) = self.slot.made() {
+            proc.exit(Some(error));
+        }
+    }
+}
+
 impl Drop for ExitGuard<'_> {
     fn drop(&mut self) {
         if !self.finished
@@ -1132,11 +1143,18 @@ async fn answer(
             flow => run(flow).await,
         };
     }
-    // A gateway that took the connection leaves its handshake response; the answer is not
-    // sent (upstream's gateway took the response writer away from the listener).
+    // A gateway that took the connection leaves its handshake response, sent instead of the
+    // answer (upstream's gateway took the response writer away from the listener), unless the
+    // flow failed: then the upgrade fails with the failure.
     if upgrading && let Some(handshake) = upgrade::take_response(slot.get()) {
-        guard.finish(|| None);
-        return handshake;
+        let Some(failed) = failed_upgrade(&answer, &found) else {
+            guard.finish(|| None);
+            return handshake;
+        };
+        // The connection's work, forked from the process (the gateway waiting for the
+        // upgrade, a client connection the flow opened), stops with it.
+        guard.abort(answered(failed.status()));
+        return failed;
     }
     // A proxy that streams its answer leaves the stream in the process it made.
     let streamed = match slot.made() {
@@ -1173,6 +1191,30 @@ fn body_read(graph: &Graph, node: NodeId, head: &http::request::Parts) -> bool {
     targets
         .iter()
         .any(|t| graph.node(t.node).reads_body(t.port, method, path))
+}
+
+/// The response to an upgrade a gateway claimed, when the flow's answer says it failed: an
+/// error (an upstream that cannot be reached, say) is a 502, and an answer with a status of
+/// 400 or more is that answer. `None` when the upgrade goes ahead.
+#[cold]
+#[inline(never)]
+fn failed_upgrade(answer: &Packet, found: &Negotiation<'_>) -> Option<Response<Body>> {
+    match answer.value()? {
+        Value::Error(error) => {
+            tracing::warn!(%error, "websocket upgrade failed; answered 502 Bad Gateway");
+            Some(text_response(StatusCode::BAD_GATEWAY, "Bad Gateway"))
+        }
+        Value::Map(m)
+            if m.get("status")
+                .and_then(Value::as_i64)
+                .is_some_and(|s| s >= 400) =>
+        {
+            let response = response(answer.clone(), found.accept, found.accept_encoding);
+            tracing::warn!(status = %response.status(), "websocket upgrade refused by the flow's answer");
+            Some(response)
+        }
+        _ => None,
+    }
 }
 
 /// The error a request's process exits with when its answer is a 4xx or 5xx.
