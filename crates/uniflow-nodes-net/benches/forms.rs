@@ -12,30 +12,14 @@
 //! Each case runs three times (once when a run takes over a second); the fastest is shown.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use uniflow_core::{Graph, Registry};
-use uniflow_nodes_net::listener::ListenerNode;
-use uniflow_spec::{Format, parse};
+use support::start;
+
+mod support;
 
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
-async fn start(yaml: &str) -> (Arc<Graph>, SocketAddr) {
-    let mut registry = Registry::new();
-    uniflow_nodes_net::register(&mut registry);
-    uniflow_core::testing::register(&mut registry);
-    let specs = parse(yaml, Format::Yaml, None).unwrap_or_else(|d| panic!("{d}"));
-    let graph = Graph::compile(specs, &registry, &|_, _| None).unwrap_or_else(|d| panic!("{d}"));
-    graph.load().await.expect("graph loads");
-    let addr = graph
-        .symbols()
-        .iter()
-        .find_map(|s| s.node.as_any().downcast_ref::<ListenerNode>()?.local_addr())
-        .expect("a listener");
-    (graph, addr)
-}
 
 fn workflow(caps: &str) -> String {
     format!(

@@ -121,6 +121,11 @@ fn multipart(parts: usize) -> String {
     body
 }
 
+/// Posts `body` as `content_type` to `/items`.
+async fn post_items(base: &str, content_type: &str, body: String) -> (u16, String) {
+    send(base, http::Method::POST, "/items", content_type, body).await
+}
+
 const JSON: &str = "application/json";
 const FORM: &str = "application/x-www-form-urlencoded";
 const MULTIPART: &str = "multipart/form-data; boundary=XyZ";
@@ -129,10 +134,7 @@ const MULTIPART: &str = "multipart/form-data; boundary=XyZ";
 async fn forms_and_multipart_bodies_are_capped_as_configured() {
     let running = start(&routed("max_fields: 3, max_parts: 2,")).await;
     let base = running.url();
-    let post = |content_type: &'static str, body: String| {
-        let base = base.clone();
-        async move { send(&base, http::Method::POST, "/items", content_type, body).await }
-    };
+    let post = |content_type, body| post_items(&base, content_type, body);
     let (status, text) = post(FORM, form(3)).await;
     assert_eq!(status, 200, "{text}");
     assert_eq!(
@@ -162,14 +164,7 @@ async fn forms_and_multipart_bodies_are_capped_as_configured() {
 async fn the_default_caps_are_10000_form_fields_and_1000_multipart_parts() {
     let running = start(&routed("")).await;
     let base = running.url();
-    let post = |content_type: &'static str, body: String| {
-        let base = base.clone();
-        async move {
-            send(&base, http::Method::POST, "/items", content_type, body)
-                .await
-                .0
-        }
-    };
+    let post = async |content_type, body| post_items(&base, content_type, body).await.0;
     assert_eq!(post(FORM, form(10_000)).await, 200);
     assert_eq!(post(FORM, form(10_001)).await, 413);
     assert_eq!(post(MULTIPART, multipart(1_000)).await, 200);

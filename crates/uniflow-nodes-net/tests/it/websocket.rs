@@ -172,6 +172,13 @@ async fn relay(upstream: &str, extra: &str) -> Running {
     start(&yaml).await
 }
 
+/// Unloads the workflow; work left by a refused upgrade must not hold it up.
+async fn stop(running: Running) {
+    tokio::time::timeout(Duration::from_secs(10), running.stop())
+        .await
+        .expect("unload finishes within 10s");
+}
+
 /// Opens a WebSocket to the relay; the HTTP status it was refused with, and how long that took.
 async fn refused(relay: &Running) -> (u16, Duration) {
     let started = Instant::now();
@@ -204,9 +211,7 @@ async fn a_refused_upstream_fails_the_upgrade_with_502() {
     assert!(took < Duration::from_secs(5), "{took:?}");
     // The listener serves on: the next attempt is refused the same way.
     assert_eq!(refused(&running).await.0, 502);
-    tokio::time::timeout(Duration::from_secs(10), running.stop())
-        .await
-        .expect("unload finishes");
+    stop(running).await;
 }
 
 #[tokio::test]
@@ -221,9 +226,7 @@ async fn a_flow_that_answers_a_failure_status_refuses_the_upgrade() {
     )
     .await;
     assert_eq!(refused(&running).await.0, 403);
-    tokio::time::timeout(Duration::from_secs(10), running.stop())
-        .await
-        .expect("unload finishes");
+    stop(running).await;
 }
 
 #[tokio::test]
