@@ -71,10 +71,12 @@ const ERROR: OutPort = OutPort(1);
 
 /// The limits a listener applies when its spec sets none.
 pub const DEFAULT_LIMITS: Limits = Limits {
-    body: 16 * 1024 * 1024,
-    // Go's limits: `url.ParseQuery` takes 10000 fields, `mime/multipart` 1000 parts.
-    fields: 10_000,
-    parts: 1_000,
+    body: BodyLimits {
+        bytes: 16 * 1024 * 1024,
+        // Go's limits: `url.ParseQuery` takes 10000 fields, `mime/multipart` 1000 parts.
+        fields: 10_000,
+        parts: 1_000,
+    },
     header_timeout: Duration::from_secs(30),
     read_timeout: Duration::from_secs(60),
     idle_timeout: Duration::from_secs(120),
@@ -218,12 +220,12 @@ impl NodeSpec for ListenerSpec {
             match usize::try_from(body) {
                 Ok(0) | Err(_) => problems
                     .push(cx.error("body_limit", format!("{body} is not a usable body size"))),
-                Ok(body) => limits.body = body,
+                Ok(body) => limits.body.bytes = body,
             }
         }
         for (field, given, slot) in [
-            ("max_fields", self.max_fields, &mut limits.fields),
-            ("max_parts", self.max_parts, &mut limits.parts),
+            ("max_fields", self.max_fields, &mut limits.body.fields),
+            ("max_parts", self.max_parts, &mut limits.body.parts),
         ] {
             match given.map(usize::try_from) {
                 None => {}
@@ -266,29 +268,14 @@ impl NodeSpec for ListenerSpec {
 /// The limits a listener puts on its clients.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// The largest request body, after decompression.
-    pub body: usize,
-    /// The most fields of a form body.
-    pub fields: usize,
-    /// The most parts of a multipart body.
-    pub parts: usize,
+    /// The largest request body, after decompression, and what decoding it may make.
+    pub body: BodyLimits,
     /// How long a request's headers may take.
     pub header_timeout: Duration,
     /// How long a request's body may take.
     pub read_timeout: Duration,
     /// How long a connection may stay silent between requests.
     pub idle_timeout: Duration,
-}
-
-impl Limits {
-    /// What decoding a request body may make.
-    pub fn decoding(&self) -> BodyLimits {
-        BodyLimits {
-            bytes: self.body,
-            fields: self.fields,
-            parts: self.parts,
-        }
-    }
 }
 
 /// What the listener's graph needs from it beyond the plain request path, learned at load.
@@ -987,11 +974,11 @@ fn handle(
     let body = (!body.is_end_stream()).then_some(body);
     async move {
         let _busy = conn.activity.start(parts.version);
-        let limits = conn.limits;
+        let limits = &conn.limits;
         let bytes = match body {
             None => Bytes::new(),
             // Boxed: the body reader with its timer would more than double the future.
-            Some(body) => match Box::pin(read_body(body, &limits)).await {
+            Some(body) => match Box::pin(read_body(body, limits)).await {
                 Ok(bytes) => bytes,
                 Err(response) => return Ok(response),
             },
@@ -1003,10 +990,10 @@ fn handle(
         };
         let read = Received {
             head: &parts,
+            decode: bytes.is_empty() || body_read(&conn.graph, conn.node, &parts),
             body: bytes,
-            limits: limits.decoding(),
+            limits: &limits.body,
             shape: features.shape,
-            decode: true,
         };
         Ok(answer(at, read, extras).await)
     }
@@ -1015,7 +1002,7 @@ fn handle(
 /// Reads a request body within the limits; a body that is too large, broken or late is
 /// answered at once.
 async fn read_body(body: Incoming, limits: &Limits) -> Result<Bytes, Response<Body>> {
-    let read = Limited::new(body, limits.body).collect();
+    let read = Limited::new(body, limits.body.bytes).collect();
     match tokio::time::timeout(limits.read_timeout, read).await {
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(text_response(
@@ -1084,10 +1071,10 @@ pub async fn respond(
     let listener = listener_of(graph, node);
     let read = Received {
         head: parts,
+        decode: body.is_empty() || body_read(graph, node, parts),
         body,
-        limits: listener.limits.decoding(),
+        limits: &listener.limits.body,
         shape: listener.features(graph, node).shape,
-        decode: true,
     };
     answer(Serving { graph, node, cache }, read, None).await
 }
@@ -1107,12 +1094,6 @@ async fn answer(
     extras: Option<Box<Extras>>,
 ) -> Response<Body> {
     let Serving { graph, node, cache } = at;
-    // Only a request with a body asks whether a node reads it: a bodiless one costs the
-    // same as before anyone could say no.
-    let read = Received {
-        decode: read.body.is_empty() || body_read(graph, node, read.head),
-        ..read
-    };
     let mut found = Negotiation::default();
     let payload = match cache {
         Some(cache) => cache.payload(read, &mut found),
@@ -1172,6 +1153,8 @@ async fn answer(
 
 /// Whether a node that listener `node` writes the request `head` to reads its body (see
 /// [`Node::reads_body`]). An unlinked `out` answers with the request itself, body and all.
+/// Only a request with a body asks: a bodiless one costs what it did before a node could
+/// say no.
 #[inline(never)]
 fn body_read(graph: &Graph, node: NodeId, head: &http::request::Parts) -> bool {
     let targets = graph.targets(node, OUT);

@@ -187,7 +187,7 @@ pub(crate) struct Received<'a> {
     pub(crate) head: &'a http::request::Parts,
     pub(crate) body: Bytes,
     /// What decoding the body may make.
-    pub(crate) limits: BodyLimits,
+    pub(crate) limits: &'a BodyLimits,
     pub(crate) shape: Shape,
     /// Whether a node reads the body: when none does, it stays the bytes that came, and a
     /// body that would not decode is no error.
@@ -222,7 +222,7 @@ fn build(
         decode,
     } = read;
     let body = if decode {
-        decode_negotiated(found, body, limits)?
+        decode_negotiated(found, body, *limits)?
     } else {
         Value::Bytes(body)
     };
@@ -1368,6 +1368,11 @@ mod tests {
         parts
     }
 
+    const BODY_LIMITS: BodyLimits = BodyLimits {
+        bytes: 1 << 20,
+        ..BodyLimits::NONE
+    };
+
     /// Limits of `bytes` bytes, and none on fields or parts.
     fn up_to(bytes: usize) -> BodyLimits {
         BodyLimits {
@@ -1380,7 +1385,7 @@ mod tests {
         Received {
             head,
             body,
-            limits: up_to(1 << 20),
+            limits: &BODY_LIMITS,
             shape,
             decode: true,
         }
