@@ -147,6 +147,20 @@ pub trait Node: Send + Sync + 'static {
     /// Handles one packet arriving on `port` and returns its answer.
     fn handle<'a>(&'a self, cx: Cx<'a>, port: InPort, packet: Packet) -> Flow<'a>;
 
+    /// Whether the node, given on `port` a request with this method and path (an HTTP
+    /// request's), reads its body or passes it to a node that may. A source that decodes
+    /// request bodies asks the nodes it writes a request to, and leaves the body as the bytes
+    /// that came when none reads it: a client then cannot make the server parse a body that
+    /// nothing looks at.
+    ///
+    /// The default is yes. A node says no only when it knows: one that answers such a request
+    /// from its method and path alone (a route that does not exist), or that passes it on and
+    /// has asked the node it passes it to (a composite asks its first inner node).
+    fn reads_body(&self, port: InPort, method: &str, path: &str) -> bool {
+        let _ = (port, method, path);
+        true
+    }
+
     /// Called once the whole graph is compiled and linked: a source node (a listener) starts
     /// here.
     ///

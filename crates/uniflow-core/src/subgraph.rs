@@ -188,18 +188,30 @@ impl Subgraph {
         &self.graph
     }
 
+    /// Whether the node an input leads to reads a request's body (see [`Node::reads_body`]).
+    pub fn reads_body(&self, port: InPort, method: &str, path: &str) -> bool {
+        match self.target(port) {
+            Some(target) => self.graph.node(target.node).reads_body(target.port, method, path),
+            None => true,
+        }
+    }
+
+    /// The node and port an input leads to.
+    fn target(&self, port: InPort) -> Option<Target> {
+        match &self.inputs {
+            Inputs::Of(node) => Some(Target { node: *node, port }),
+            Inputs::Named(named) => named.get(port.0 as usize).map(|(_, target)| *target),
+        }
+    }
+
     /// Handles a packet that reached the enclosing node (whose context is `cx`) on `port`.
     ///
     /// A subgraph without outputs is entered with a plain call. One with outputs keeps the
     /// enclosing context for the writes that leave it, which costs one boxed future per entry:
     /// what a packet leaving a `block` through a linked port paid before.
     pub fn handle<'a>(&'a self, cx: Cx<'a>, port: InPort, packet: Packet) -> Flow<'a> {
-        let target = match &self.inputs {
-            Inputs::Of(node) => Target { node: *node, port },
-            Inputs::Named(named) => match named.get(port.0 as usize) {
-                Some((_, target)) => *target,
-                None => return Flow::Ready(Packet::error("no such input port")),
-            },
+        let Some(target) = self.target(port) else {
+            return Flow::Ready(Packet::error("no such input port"));
         };
         if self.outputs.is_empty() {
             return cx.enter(&self.graph, target, None, packet);

@@ -146,6 +146,11 @@ impl Node for BlockNode {
         self.children.handle(cx, port, packet)
     }
 
+    /// A request reaches the first child: it says.
+    fn reads_body(&self, port: InPort, method: &str, path: &str) -> bool {
+        self.children.reads_body(port, method, path)
+    }
+
     /// Loads the children (a listener inside a block starts, as upstream). A child that fails
     /// to load leaves the ones before it loaded: `load` cannot await their `unload`, which the
     /// graph's failed load calls.
@@ -164,8 +169,60 @@ impl Node for BlockNode {
 
 #[cfg(test)]
 mod tests {
+    use std::any::Any;
+
+    use uniflow_core::{Graph, Registry};
+
+    use super::*;
+
     #[tokio::test]
     async fn cases() {
         crate::tests::check_file("block.yaml").await;
+    }
+
+    /// Reads the bodies of requests to `/read` only.
+    struct Picky;
+
+    #[derive(Deserialize)]
+    struct PickySpec {}
+
+    impl Node for Picky {
+        fn in_port(&self, name: &str) -> Option<InPort> {
+            (name == port::IN).then_some(InPort(0))
+        }
+
+        fn out_port(&self, name: &str) -> Option<OutPort> {
+            (name == port::OUT).then_some(OutPort(0))
+        }
+
+        fn handle<'a>(&'a self, _cx: Cx<'a>, _port: InPort, packet: Packet) -> Flow<'a> {
+            Flow::Ready(packet)
+        }
+
+        fn reads_body(&self, _port: InPort, _method: &str, path: &str) -> bool {
+            path == "/read"
+        }
+
+        fn as_any(&self) -> &dyn Any {
+            self
+        }
+    }
+
+    #[test]
+    fn a_block_reads_a_request_body_when_its_first_child_does() {
+        let mut registry = Registry::new();
+        registry.add::<BlockSpec>();
+        registry.add_with("picky", |_: PickySpec, _| Ok(Box::new(Picky)));
+        uniflow_core::testing::register(&mut registry);
+        let yaml = "- {kind: block, name: b, specs: [{kind: picky}, {kind: test-echo}]}\n\
+                    - {kind: block, name: later, specs: [{kind: test-echo}, {kind: picky}]}\n";
+        let specs = uniflow_spec::parse(yaml, uniflow_spec::Format::Yaml, None).unwrap();
+        let graph = Graph::compile(specs, &registry, &|_, _| None).unwrap();
+        let block = |name| graph.node(graph.find(name).unwrap());
+        let port = block("b").in_port(port::IN).unwrap();
+        assert!(block("b").reads_body(port, "POST", "/read"));
+        assert!(!block("b").reads_body(port, "POST", "/skip"));
+        // The first child decides; one behind it is reached through it.
+        assert!(block("later").reads_body(port, "POST", "/skip"));
     }
 }

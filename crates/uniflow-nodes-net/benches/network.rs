@@ -25,9 +25,10 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use uniflow_core::{Graph, Registry};
-use uniflow_nodes_net::listener::ListenerNode;
-use uniflow_spec::{Format, parse};
+
+use support::start;
+
+mod support;
 
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -37,21 +38,6 @@ fn env(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-async fn start(yaml: &str) -> (Arc<Graph>, SocketAddr) {
-    let mut registry = Registry::new();
-    uniflow_nodes_net::register(&mut registry);
-    uniflow_core::testing::register(&mut registry);
-    let specs = parse(yaml, Format::Yaml, None).unwrap_or_else(|d| panic!("{d}"));
-    let graph = Graph::compile(specs, &registry, &|_, _| None).unwrap_or_else(|d| panic!("{d}"));
-    graph.load().await.expect("graph loads");
-    let addr = graph
-        .symbols()
-        .iter()
-        .find_map(|s| s.node.as_any().downcast_ref::<ListenerNode>()?.local_addr())
-        .expect("a listener");
-    (graph, addr)
 }
 
 /// `connections` keep-alive HTTP/1.1 clients sending `GET /ping` for `seconds`; requests per

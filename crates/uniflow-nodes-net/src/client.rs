@@ -16,7 +16,7 @@ use http::{Method, Uri};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use uniflow_value::{ErrorValue, Map, Value};
 
-use crate::payload::{decode_body, encode_typed, header_map, query_map};
+use crate::payload::{BodyLimits, decode_body, encode_typed, header_map, query_map};
 
 /// The keys of an HTTP payload.
 const PAYLOAD_KEYS: [&str; 9] = [
@@ -381,7 +381,7 @@ pub(crate) fn answer(
     bytes: Bytes,
 ) -> Result<Value, ErrorValue> {
     strip_hop_by_hop(headers);
-    let body = decode_body(headers, bytes, usize::MAX)
+    let body = decode_body(headers, bytes, BodyLimits::NONE)
         .map_err(|e| ErrorValue::new(format!("the response body does not decode: {e}")))?;
     headers.remove(header::CONTENT_ENCODING);
     headers.remove(header::CONTENT_LENGTH);

@@ -4,8 +4,10 @@
 //! `io` takes the request payload, checks that it asks for a WebSocket (`Upgrade: websocket`,
 //! `Sec-WebSocket-Version: 13`, a `Sec-WebSocket-Key`) and claims the connection from the
 //! listener, which then sends the `101 Switching Protocols` handshake instead of a response
-//! built from the answer (upstream's gateway took the listener's response writer). A request
-//! that is not a WebSocket upgrade goes to `error`; with `error` unlinked it answers 400.
+//! built from the answer (upstream's gateway took the listener's response writer), unless
+//! the flow's answer is a failure (an error: 502; a status of 400 or more: that answer). A
+//! request that is not a WebSocket upgrade goes to `error`; with `error` unlinked it answers
+//! 400.
 
 use std::any::Any;
 use std::future::Future;
@@ -24,7 +26,7 @@ use uniflow_value::{Map, Value};
 
 use crate::payload::Body;
 use crate::upgrade;
-use crate::ws::{self, Connections};
+use crate::ws::{self, Connections, Side};
 
 /// The fields of a `gateway` spec.
 #[derive(Debug, Deserialize)]
@@ -52,7 +54,7 @@ impl NodeSpec for GatewaySpec {
         }
         Ok(Box::new(GatewayNode {
             timeout: self.timeout.filter(|t| !t.is_zero()),
-            connections: Connections::new(self.buffer),
+            connections: Connections::new(Side::Server, self.buffer),
         }))
     }
 }
@@ -181,7 +183,7 @@ impl Node for GatewayNode {
         if port == ws::IO {
             self.upgrade(cx, packet)
         } else {
-            ws::send(cx, self.key(), packet)
+            ws::send(cx, self.key(), Side::Server, packet)
         }
     }
 

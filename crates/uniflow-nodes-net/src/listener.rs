@@ -3,7 +3,8 @@
 //!
 //! The socket is bound when the graph loads, so a port already in use fails the load with a
 //! clear error. Per request: read the body (413 past `body_limit`, 408 past `read_timeout`),
-//! decode it (400 when it does not decode), build the payload, write it to `out`; an error
+//! decode it if a node that `out` leads to reads it (400 when it does not decode, 413 past
+//! `max_fields` or `max_parts`), build the payload, write it to `out`; an error
 //! answer is written again to `error` (if linked, its answer replaces the error); the answer
 //! becomes the response. The process exits after the response is built, with an error when the
 //! status is 400 or more. A panic in a node answers 500 and the server keeps serving; a client
@@ -55,7 +56,7 @@ use uniflow_spec::Diagnostic;
 use uniflow_value::{ErrorValue, Value};
 
 use crate::payload::{
-    Body, Negotiation, Received, RequestCache, Shape, payload, response, text_response,
+    Body, BodyLimits, Negotiation, Received, RequestCache, Shape, payload, response, text_response,
 };
 use crate::{tls, upgrade};
 
@@ -70,7 +71,12 @@ const ERROR: OutPort = OutPort(1);
 
 /// The limits a listener applies when its spec sets none.
 pub const DEFAULT_LIMITS: Limits = Limits {
-    body: 16 * 1024 * 1024,
+    body: BodyLimits {
+        bytes: 16 * 1024 * 1024,
+        // Go's limits: `url.ParseQuery` takes 10000 fields, `mime/multipart` 1000 parts.
+        fields: 10_000,
+        parts: 1_000,
+    },
     header_timeout: Duration::from_secs(30),
     read_timeout: Duration::from_secs(60),
     idle_timeout: Duration::from_secs(120),
@@ -97,6 +103,14 @@ pub struct ListenerSpec {
     /// 16 MiB by default. A larger body answers 413.
     #[serde(default, deserialize_with = "size")]
     pub body_limit: Option<u64>,
+    /// The most fields a form body may have (a repeated name counts each time); 10000 by
+    /// default. A body with more answers 413.
+    #[serde(default)]
+    pub max_fields: Option<i64>,
+    /// The most parts a multipart body may have, those of multipart files in it included;
+    /// 1000 by default. A body with more answers 413.
+    #[serde(default)]
+    pub max_parts: Option<i64>,
     /// How long a client may take to send a request's headers, counted from when the server
     /// waits for them (so it is also how long an idle HTTP/1 connection stays open); 30s by
     /// default.
@@ -206,7 +220,17 @@ impl NodeSpec for ListenerSpec {
             match usize::try_from(body) {
                 Ok(0) | Err(_) => problems
                     .push(cx.error("body_limit", format!("{body} is not a usable body size"))),
-                Ok(body) => limits.body = body,
+                Ok(body) => limits.body.bytes = body,
+            }
+        }
+        for (field, given, slot) in [
+            ("max_fields", self.max_fields, &mut limits.body.fields),
+            ("max_parts", self.max_parts, &mut limits.body.parts),
+        ] {
+            match given.map(usize::try_from) {
+                None => {}
+                Some(Ok(n)) if n > 0 => *slot = n,
+                Some(_) => problems.push(cx.error(field, "must be a number more than zero")),
             }
         }
         for (field, given, slot) in [
@@ -244,8 +268,8 @@ impl NodeSpec for ListenerSpec {
 /// The limits a listener puts on its clients.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// The largest request body, after decompression.
-    pub body: usize,
+    /// The largest request body, after decompression, and what decoding it may make.
+    pub body: BodyLimits,
     /// How long a request's headers may take.
     pub header_timeout: Duration,
     /// How long a request's body may take.
@@ -905,6 +929,17 @@ fn exit_after_children(proc: Arc<Process>, error: Option<ErrorValue>) {
     });
 }
 
+impl ExitGuard<'_> {
+    /// Ends the request's process now with `error`, and with it the children still running
+    /// (see [`Process::exit`]), instead of waiting for them as [`ExitGuard::finish`] does.
+    fn abort(mut self, error: ErrorValue) {
+        self.finished = true;
+        if let Some(proc) = self.slot.made() {
+            proc.exit(Some(error));
+        }
+    }
+}
+
 impl Drop for ExitGuard<'_> {
     fn drop(&mut self) {
         if !self.finished
@@ -939,11 +974,11 @@ fn handle(
     let body = (!body.is_end_stream()).then_some(body);
     async move {
         let _busy = conn.activity.start(parts.version);
-        let limits = conn.limits;
+        let limits = &conn.limits;
         let bytes = match body {
             None => Bytes::new(),
             // Boxed: the body reader with its timer would more than double the future.
-            Some(body) => match Box::pin(read_body(body, &limits)).await {
+            Some(body) => match Box::pin(read_body(body, limits)).await {
                 Ok(bytes) => bytes,
                 Err(response) => return Ok(response),
             },
@@ -955,8 +990,9 @@ fn handle(
         };
         let read = Received {
             head: &parts,
+            decode: bytes.is_empty() || body_read(&conn.graph, conn.node, &parts),
             body: bytes,
-            limit: limits.body,
+            limits: &limits.body,
             shape: features.shape,
         };
         Ok(answer(at, read, extras).await)
@@ -966,7 +1002,7 @@ fn handle(
 /// Reads a request body within the limits; a body that is too large, broken or late is
 /// answered at once.
 async fn read_body(body: Incoming, limits: &Limits) -> Result<Bytes, Response<Body>> {
-    let read = Limited::new(body, limits.body).collect();
+    let read = Limited::new(body, limits.body.bytes).collect();
     match tokio::time::timeout(limits.read_timeout, read).await {
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(text_response(
@@ -1035,8 +1071,9 @@ pub async fn respond(
     let listener = listener_of(graph, node);
     let read = Received {
         head: parts,
+        decode: body.is_empty() || body_read(graph, node, parts),
         body,
-        limit: listener.limits.body,
+        limits: &listener.limits.body,
         shape: listener.features(graph, node).shape,
     };
     answer(Serving { graph, node, cache }, read, None).await
@@ -1087,11 +1124,18 @@ async fn answer(
             flow => run(flow).await,
         };
     }
-    // A gateway that took the connection leaves its handshake response; the answer is not
-    // sent (upstream's gateway took the response writer away from the listener).
+    // A gateway that took the connection leaves its handshake response, sent instead of the
+    // answer (upstream's gateway took the response writer away from the listener), unless the
+    // flow failed: then the upgrade fails with the failure.
     if upgrading && let Some(handshake) = upgrade::take_response(slot.get()) {
-        guard.finish(|| None);
-        return handshake;
+        let Some(failed) = failed_upgrade(&answer, &found) else {
+            guard.finish(|| None);
+            return handshake;
+        };
+        // The connection's work, forked from the process (the gateway waiting for the
+        // upgrade, a client connection the flow opened), stops with it.
+        guard.abort(answered(failed.status()));
+        return failed;
     }
     // A proxy that streams its answer leaves the stream in the process it made.
     let streamed = match slot.made() {
@@ -1107,6 +1151,55 @@ async fn answer(
     response
 }
 
+/// Whether a node that listener `node` writes the request `head` to reads its body (see
+/// [`Node::reads_body`]). An unlinked `out` answers with the request itself, body and all.
+/// Only a request with a body asks: a bodiless one costs what it did before a node could
+/// say no.
+#[inline(never)]
+fn body_read(graph: &Graph, node: NodeId, head: &http::request::Parts) -> bool {
+    let targets = graph.targets(node, OUT);
+    if targets.is_empty() {
+        return true;
+    }
+    // The path as the payload carries it, decoded: a router matches that one.
+    let raw = head.uri.path();
+    let decoded;
+    let path = if raw.contains('%') {
+        decoded = crate::payload::decode_path(raw);
+        &*decoded
+    } else {
+        raw
+    };
+    let method = head.method.as_str();
+    targets
+        .iter()
+        .any(|t| graph.node(t.node).reads_body(t.port, method, path))
+}
+
+/// The response to an upgrade a gateway claimed, when the flow's answer says it failed: an
+/// error (an upstream that cannot be reached, say) is a 502, and an answer with a status of
+/// 400 or more is that answer. `None` when the upgrade goes ahead.
+#[cold]
+#[inline(never)]
+fn failed_upgrade(answer: &Packet, found: &Negotiation<'_>) -> Option<Response<Body>> {
+    match answer.value()? {
+        Value::Error(error) => {
+            tracing::warn!(%error, "websocket upgrade failed; answered 502 Bad Gateway");
+            Some(text_response(StatusCode::BAD_GATEWAY, "Bad Gateway"))
+        }
+        Value::Map(m)
+            if m.get("status")
+                .and_then(Value::as_i64)
+                .is_some_and(|s| s >= 400) =>
+        {
+            let response = response(answer.clone(), found.accept, found.accept_encoding);
+            tracing::warn!(status = %response.status(), "websocket upgrade refused by the flow's answer");
+            Some(response)
+        }
+        _ => None,
+    }
+}
+
 /// The error a request's process exits with when its answer is a 4xx or 5xx.
 #[cold]
 #[inline(never)]
@@ -1118,7 +1211,13 @@ fn answered(status: StatusCode) -> ErrorValue {
 #[cold]
 #[inline(never)]
 fn undecodable(e: &crate::payload::BodyError) -> Response<Body> {
-    tracing::debug!(error = %e, "request body did not decode");
+    match e {
+        // A cap the operator may have to raise, so it is said where they look.
+        crate::payload::BodyError::TooMany { .. } => {
+            tracing::info!(reason = %e, "request body refused (the listener's max_fields and max_parts set the caps)");
+        }
+        _ => tracing::debug!(error = %e, "request body did not decode"),
+    }
     let status = e.status();
     let text = status.canonical_reason().unwrap_or("Bad Request");
     text_response(status, text)

@@ -7,9 +7,9 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::HeaderMap;
-use uniflow_value::{List, Map, Value};
+use uniflow_value::{Map, Value};
 
-use crate::payload::{BodyError, decode_typed, encode_typed, header_map};
+use crate::payload::{BodyError, Budget, decode_typed, encode_typed, grouped, header_map};
 
 /// The boundary parameter of a `multipart/*` content type.
 pub(crate) fn boundary(content_type: &str) -> Option<&str> {
@@ -21,25 +21,38 @@ pub(crate) fn boundary(content_type: &str) -> Option<&str> {
     })
 }
 
-/// Decodes a multipart body.
+/// Decodes a multipart body, taking its parts (and what its files hold) from `budget`.
 ///
 /// # Errors
-/// A body that does not follow the multipart framing, or a file whose data does not decode.
-pub(crate) fn decode(body: &Bytes, boundary: &str, limit: usize) -> Result<Value, BodyError> {
+/// A body that does not follow the multipart framing, a file whose data does not decode, or
+/// more parts than `budget` has left.
+pub(crate) fn decode(
+    body: &Bytes,
+    boundary: &str,
+    budget: &mut Budget,
+) -> Result<Value, BodyError> {
+    budget.nested(|budget| parts(body, boundary, budget))
+}
+
+/// [`decode`] one level deeper in `budget`.
+fn parts(body: &Bytes, boundary: &str, budget: &mut Budget) -> Result<Value, BodyError> {
     let bad = |why: &str| BodyError::Invalid(format!("invalid multipart body: {why}"));
     if boundary.is_empty() {
         return Err(bad("no boundary"));
     }
-    let delimiter = format!("--{boundary}");
-    let mut values: Vec<(String, Vec<Value>)> = Vec::new();
-    let mut files: Vec<(String, Vec<Value>)> = Vec::new();
+    // A part's data ends at the CRLF before the next delimiter.
+    let end_marker = format!("\r\n--{boundary}");
+    let delimiter = &end_marker.as_bytes()[2..];
+    let mut values: Vec<(String, Value)> = Vec::new();
+    let mut files: Vec<(String, Value)> = Vec::new();
     // The preamble before the first delimiter is ignored.
-    let mut pos = find(body, delimiter.as_bytes(), 0).ok_or_else(|| bad("no delimiter"))?;
+    let mut pos = find(body, delimiter, 0).ok_or_else(|| bad("no delimiter"))?;
     loop {
         pos += delimiter.len();
         if body[pos..].starts_with(b"--") {
             break;
         }
+        budget.part()?;
         // The rest of the delimiter line (transport padding) ends with CRLF.
         let line_end = find(body, b"\r\n", pos).ok_or_else(|| bad("unterminated delimiter"))?;
         let start = line_end + 2;
@@ -58,11 +71,8 @@ pub(crate) fn decode(body: &Bytes, boundary: &str, limit: usize) -> Result<Value
             headers.append(name, value);
         }
         let data_start = start + consumed;
-        let mut end_marker = Vec::with_capacity(delimiter.len() + 2);
-        end_marker.extend_from_slice(b"\r\n");
-        end_marker.extend_from_slice(delimiter.as_bytes());
-        let data_end =
-            find(body, &end_marker, data_start).ok_or_else(|| bad("no closing delimiter"))?;
+        let data_end = find(body, end_marker.as_bytes(), data_start)
+            .ok_or_else(|| bad("no closing delimiter"))?;
         let data = body.slice(data_start..data_end);
         let disposition = headers
             .get(http::header::CONTENT_DISPOSITION)
@@ -73,42 +83,26 @@ pub(crate) fn decode(body: &Bytes, boundary: &str, limit: usize) -> Result<Value
         match disposition_param(disposition, "filename") {
             None => {
                 let text = String::from_utf8_lossy(&data).into_owned();
-                push(&mut values, name, Value::from(text));
+                values.push((name, Value::from(text)));
             }
             Some(filename) => {
                 let size = data.len();
-                let decoded = decode_typed(&headers, data, limit)?;
+                let decoded = decode_typed(&headers, data, budget)?;
                 let file = Map::from([
                     ("data", decoded),
                     ("filename", Value::from(filename)),
                     ("header", Value::Map(header_map(&headers))),
                     ("size", Value::from(size)),
                 ]);
-                push(&mut files, name, Value::Map(file));
+                files.push((name, Value::Map(file)));
             }
         }
         pos = data_end + 2;
     }
     Ok(Value::Map(Map::from([
-        ("files", group(files)),
-        ("values", group(values)),
+        ("files", Value::Map(grouped(files))),
+        ("values", Value::Map(grouped(values))),
     ])))
-}
-
-fn push(groups: &mut Vec<(String, Vec<Value>)>, name: String, value: Value) {
-    match groups.iter_mut().find(|(n, _)| *n == name) {
-        Some((_, list)) => list.push(value),
-        None => groups.push((name, vec![value])),
-    }
-}
-
-fn group(groups: Vec<(String, Vec<Value>)>) -> Value {
-    Value::Map(
-        groups
-            .into_iter()
-            .map(|(k, v)| (Value::from(k), Value::List(List::from(v))))
-            .collect(),
-    )
 }
 
 fn find(haystack: &[u8], needle: &[u8], from: usize) -> Option<usize> {
@@ -304,12 +298,22 @@ fn write_headers_and_data(out: &mut BytesMut, headers: &HeaderMap, data: &[u8]) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::payload::BodyLimits;
+
+    fn unlimited() -> Budget {
+        Budget::new(BodyLimits::NONE)
+    }
 
     const BODY: &str = "preamble\r\n--XyZ\r\nContent-Disposition: form-data; name=\"title\"\r\n\r\nhello\r\n--XyZ\r\nContent-Disposition: form-data; name=\"title\"\r\n\r\nworld\r\n--XyZ\r\nContent-Disposition: form-data; name=\"doc\"; filename=\"a \\\"b\\\".json\"\r\nContent-Type: application/json\r\n\r\n{\"n\": 1}\r\n--XyZ\r\nContent-Disposition: form-data; name=\"blob\"; filename=\"x.bin\"\r\n\r\n\x00\x01\r\n--XyZ--\r\n";
 
     #[test]
     fn decodes_fields_and_files() {
-        let v = decode(&Bytes::from_static(BODY.as_bytes()), "XyZ", 1 << 20).unwrap();
+        let v = decode(
+            &Bytes::from_static(BODY.as_bytes()),
+            "XyZ",
+            &mut unlimited(),
+        )
+        .unwrap();
         let want: Value = yaml_serde::from_str(
             r#"
 values: {title: [hello, world]}
@@ -346,7 +350,7 @@ files:
             ("--XyZ--", ""),
         ] {
             assert!(
-                decode(&Bytes::from(body), boundary, 1 << 20).is_err(),
+                decode(&Bytes::from(body), boundary, &mut unlimited()).is_err(),
                 "{body:?}"
             );
         }
@@ -361,7 +365,7 @@ files:
         let boundary = new_boundary();
         assert_eq!(boundary.len(), 60);
         let bytes = encode(&v, &boundary).unwrap();
-        let back = decode(&bytes, &boundary, 1 << 20).unwrap();
+        let back = decode(&bytes, &boundary, &mut unlimited()).unwrap();
         let values: Value = yaml_serde::from_str("{a: ['1', '2'], extra: [x]}").unwrap();
         assert_eq!(back.get("values"), Some(&values));
         let file = &back.pick(&["files", "f"]).unwrap().as_list().unwrap()[0];
@@ -371,6 +375,44 @@ files:
             boundary_of("multipart/form-data; boundary=\"ab c\""),
             Some("ab c")
         );
+    }
+
+    /// A multipart body whose one file is a multipart body, `depth` levels deep.
+    fn nested(depth: usize) -> Vec<u8> {
+        let mut body = b"innermost".to_vec();
+        for level in (0..depth).rev() {
+            let inner = if level + 1 == depth {
+                "text/plain".to_owned()
+            } else {
+                format!("multipart/form-data; boundary=b{}x", level + 1)
+            };
+            let mut outer = format!(
+                "--b{level}x\r\nContent-Disposition: form-data; name=\"f\"; filename=\"f\"\r\nContent-Type: {inner}\r\n\r\n"
+            )
+            .into_bytes();
+            outer.extend_from_slice(&body);
+            outer.extend_from_slice(format!("\r\n--b{level}x--\r\n").as_bytes());
+            body = outer;
+        }
+        body
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        let shallow = decode(&Bytes::from(nested(3)), "b0x", &mut unlimited()).unwrap();
+        let inner = shallow
+            .pick(&["files", "f"])
+            .and_then(|f| f.as_list()?.first()?.get("data")?.pick(&["files", "f"]))
+            .expect("the second level decodes");
+        assert!(inner.as_list().is_some(), "{inner:?}");
+        // Each level is a frame of the decoder: deep nesting must be refused, not overflow
+        // the stack.
+        let Err(BodyError::Invalid(why)) =
+            decode(&Bytes::from(nested(20_000)), "b0x", &mut unlimited())
+        else {
+            panic!("deep nesting must fail")
+        };
+        assert!(why.contains("nested"), "{why}");
     }
 
     fn boundary_of(ct: &str) -> Option<&str> {

@@ -5,7 +5,8 @@
 //! that ask for an upgrade, and only when the graph holds a gateway, so other requests pay
 //! nothing); a gateway claims it and leaves the handshake response in its place. The listener
 //! then sends that response instead of one built from the answer, and hyper hands the
-//! connection to the gateway once it is written.
+//! connection to the gateway once it is written; or, when the answer is a failure, it sends
+//! the failure and ends the request's process, which stops the gateway's wait.
 
 use std::sync::Arc;
 

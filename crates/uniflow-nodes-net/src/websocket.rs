@@ -3,7 +3,8 @@
 //!
 //! The URL is the node's, with parts it leaves out (scheme, host, path, query) taken from the
 //! payload when it is an HTTP payload, as upstream did. `wss://` uses the platform's root
-//! certificates. A connection that cannot be opened within `timeout` goes to `error`.
+//! certificates. A connection that cannot be opened within `timeout` (10 seconds unless set)
+//! goes to `error`.
 
 use std::any::Any;
 use std::future::Future;
@@ -18,18 +19,24 @@ use uniflow_value::Value;
 
 use crate::client::error_text;
 use crate::tls;
-use crate::ws::{self, Connections};
+use crate::ws::{self, Connections, Side};
 
 /// The fields of a `websocket` spec.
 #[derive(Debug, Deserialize)]
 pub struct WebSocketSpec {
     /// Where to connect: `ws://` or `wss://`.
     pub url: Option<String>,
-    /// How long opening a connection may take (nanoseconds, or a string such as `"10s"`); no
-    /// limit when unset or zero.
+    /// How long opening a connection (TCP, TLS and the WebSocket handshake) may take
+    /// (nanoseconds, or a string such as `"10s"`); [`DEFAULT_TIMEOUT`] when unset, no limit
+    /// when zero.
     #[serde(default, deserialize_with = "uniflow_spec::duration::option")]
     pub timeout: Option<Duration>,
 }
+
+/// How long opening a connection may take when the spec does not say: an unreachable server
+/// must not hold the request (and, behind a `gateway`, the client's upgrade) for the minutes
+/// the system's TCP retries take.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The parts of the node's URL.
 #[derive(Debug, Default)]
@@ -70,8 +77,12 @@ impl NodeSpec for WebSocketSpec {
         };
         Ok(Box::new(WebSocketNode {
             parts,
-            timeout: self.timeout.filter(|t| !t.is_zero()),
-            connections: Connections::new(None),
+            timeout: match self.timeout {
+                None => Some(DEFAULT_TIMEOUT),
+                Some(t) if t.is_zero() => None,
+                given => given,
+            },
+            connections: Connections::new(Side::Client, None),
         }))
     }
 }
@@ -84,6 +95,11 @@ pub struct WebSocketNode {
 }
 
 impl WebSocketNode {
+    /// How long opening a connection may take; `None` for no limit.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
     fn key(&self) -> usize {
         std::ptr::from_ref(self) as usize
     }
@@ -157,10 +173,28 @@ impl WebSocketNode {
                         .open(cx.graph(), cx.node(), self.key(), cx.proc(), open);
                     Packet::None
                 }
-                Err(e) => ws::fail(cx, format!("websocket: cannot connect to {url}: {e}")).await,
+                Err(e) => {
+                    let url = shown(&url);
+                    ws::fail(cx, format!("websocket: cannot connect to {url}: {e}")).await
+                }
             }
         })
     }
+}
+
+/// `url` as errors (and so logs) show it: without credentials or a query, which may carry
+/// secrets.
+fn shown(url: &str) -> String {
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        return "the URL".to_owned();
+    };
+    let port = uri.port().map_or_else(String::new, |p| format!(":{p}"));
+    format!(
+        "{}://{}{port}{}",
+        uri.scheme_str().unwrap_or("ws"),
+        uri.host().unwrap_or(""),
+        uri.path()
+    )
 }
 
 impl Node for WebSocketNode {
@@ -176,7 +210,7 @@ impl Node for WebSocketNode {
         if port == ws::IO {
             self.dial(cx, packet)
         } else {
-            ws::send(cx, self.key(), packet)
+            ws::send(cx, self.key(), Side::Client, packet)
         }
     }
 
@@ -194,6 +228,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn errors_show_a_url_without_its_secrets() {
+        assert_eq!(
+            shown("wss://user:pass@echo.example:8443/chat?token=abc"),
+            "wss://echo.example:8443/chat"
+        );
+        assert_eq!(shown("ws://127.0.0.1/"), "ws://127.0.0.1/");
+    }
+
+    #[test]
     fn a_payload_query_is_written_like_a_form_numbers_included() {
         let node = WebSocketNode {
             parts: Parts {
@@ -202,7 +245,7 @@ mod tests {
                 ..Parts::default()
             },
             timeout: None,
-            connections: Connections::new(None),
+            connections: Connections::new(Side::Client, None),
         };
         let payload: Value =
             yaml_serde::from_str("{path: /chat, query: {room: [a b, c], page: 2}}").unwrap();

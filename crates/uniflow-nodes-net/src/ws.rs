@@ -59,11 +59,21 @@ pub(crate) fn out_port(name: &str) -> Option<OutPort> {
     shape::out_port(name)
 }
 
+/// Which end of its connections a node is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    /// The server end: a `gateway`, which took a client's request.
+    Server,
+    /// The client end: a `websocket`, which dialled a server.
+    Client,
+}
+
 /// The connections one node opened, so that unloading the node can stop them.
 pub(crate) struct Connections {
     stop: watch::Sender<bool>,
     tasks: Mutex<JoinSet<()>>,
     config: WebSocketConfig,
+    side: Side,
 }
 
 /// A connection's writing end, kept in the process that owns the connection.
@@ -71,7 +81,7 @@ pub(crate) struct Connections {
 struct Slot(Option<mpsc::Sender<Message>>);
 
 impl Connections {
-    pub(crate) fn new(buffer: Option<usize>) -> Connections {
+    pub(crate) fn new(side: Side, buffer: Option<usize>) -> Connections {
         let mut config = WebSocketConfig::default();
         if let Some(size) = buffer.filter(|s| *s > 0) {
             config = config.read_buffer_size(size).write_buffer_size(size);
@@ -80,6 +90,7 @@ impl Connections {
             stop: watch::channel(false).0,
             tasks: Mutex::new(JoinSet::new()),
             config,
+            side,
         }
     }
 
@@ -106,10 +117,11 @@ impl Connections {
         let owner = proc.fork();
         let graph = Arc::clone(graph);
         let mut stopped = self.stop.subscribe();
+        let side = self.side;
         let run = async move {
             let ended = async {
                 if let Some(ws) = open.await {
-                    serve(&graph, node, &owner, ws, rx).await;
+                    serve(&graph, node, &owner, ws, rx, side).await;
                 }
             };
             tokio::select! {
@@ -145,6 +157,7 @@ async fn serve<S>(
     owner: &Arc<Process>,
     ws: WebSocketStream<S>,
     mut rx: mpsc::Receiver<Message>,
+    side: Side,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -194,10 +207,13 @@ async fn serve<S>(
                 // Pings are answered by the protocol layer; pongs carry nothing to pass on.
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
                 Some(Err(e)) => {
-                    tracing::debug!(error = %e, "websocket read failed");
+                    ended_abnormally(side, Some(&e));
                     break;
                 }
-                None => break,
+                None => {
+                    ended_abnormally(side, None);
+                    break;
+                }
             };
             emit(graph, node, owner, kind, data).await;
         }
@@ -217,6 +233,20 @@ async fn emit(graph: &Arc<Graph>, node: NodeId, owner: &Arc<Process>, kind: i64,
         tracing::debug!(error = %e, "a websocket message was answered with an error");
     }
     child.exit(answer.value().and_then(Value::as_error).cloned());
+}
+
+/// Logs a connection that ended without a close frame: a server the flow dialled that goes
+/// away is worth a warning, a client that does (a closed browser tab) is not.
+#[cold]
+fn ended_abnormally(side: Side, error: Option<&tokio_tungstenite::tungstenite::Error>) {
+    let why = error.map_or_else(|| "the connection closed".to_owned(), ToString::to_string);
+    match side {
+        Side::Client => tracing::warn!(
+            error = %why,
+            "websocket: the server's connection ended without a close frame"
+        ),
+        Side::Server => tracing::debug!(error = %why, "websocket read failed"),
+    }
 }
 
 /// The close code 1006 (closed without a close frame), as a close frame's bytes.
@@ -302,8 +332,8 @@ fn find(proc: &Arc<Process>, key: usize) -> Option<mpsc::Sender<Message>> {
     None
 }
 
-/// The message `in` sends for `value`.
-fn message(value: &Value) -> Result<Message, String> {
+/// The message `in` sends for `value` from the `side` end of a connection.
+fn message(value: &Value, side: Side) -> Result<Message, String> {
     let (kind, data) = match value {
         Value::Map(m) if m.get("type").is_some_and(|t| t.as_i64().is_some()) => (
             m.get("type").and_then(Value::as_i64).unwrap_or(1),
@@ -327,11 +357,12 @@ fn message(value: &Value) -> Result<Message, String> {
         2 => Message::Binary(bytes),
         8 => Message::Close(match bytes.len() {
             0 | 1 => None,
-            _ => Some(CloseFrame {
-                code: CloseCode::from(u16::from_be_bytes([bytes[0], bytes[1]])),
-                reason: Utf8Bytes::try_from(bytes.slice(2..))
+            _ => Some(close_frame(
+                u16::from_be_bytes([bytes[0], bytes[1]]),
+                Utf8Bytes::try_from(bytes.slice(2..))
                     .map_err(|_| "a close reason must be UTF-8".to_owned())?,
-            }),
+                side,
+            )),
         }),
         9 => Message::Ping(bytes),
         10 => Message::Pong(bytes),
@@ -343,12 +374,40 @@ fn message(value: &Value) -> Result<Message, String> {
     })
 }
 
-/// Handles `in`: sends the packet on the process's connection.
-pub(crate) fn send<'a>(cx: Cx<'a>, key: usize, packet: Packet) -> Flow<'a> {
+/// The close frame for `code` and `reason` as the `side` end sends it.
+///
+/// The codes that only report a close (1005 none given, 1006 closed without a close frame,
+/// 1015 TLS failed) must not be sent. A flow that relays a connection writes them when the
+/// other connection ended that way (`out` carries them); the relay then closes with an error
+/// code that says so: 1011 (internal error) from a server, 1001 (going away) from a client.
+fn close_frame(code: u16, reason: Utf8Bytes, side: Side) -> CloseFrame {
+    let what = match code {
+        1005 => "closed without a status code",
+        1006 => "closed without a close frame",
+        1015 => "failed its TLS handshake",
+        _ => {
+            return CloseFrame {
+                code: CloseCode::from(code),
+                reason,
+            };
+        }
+    };
+    let code = match side {
+        Side::Server => CloseCode::Error,
+        Side::Client => CloseCode::Away,
+    };
+    CloseFrame {
+        code,
+        reason: Utf8Bytes::from(format!("the relayed connection {what}")),
+    }
+}
+
+/// Handles `in`: sends the packet on the process's connection, the `side` end of it.
+pub(crate) fn send<'a>(cx: Cx<'a>, key: usize, side: Side, packet: Packet) -> Flow<'a> {
     let Packet::Data(value) = packet else {
         return Flow::Ready(Packet::None);
     };
-    let message = match message(&value) {
+    let message = match message(&value, side) {
         Ok(m) => m,
         Err(e) => return fail(cx, format!("websocket: {e}")),
     };
@@ -410,18 +469,21 @@ mod tests {
     #[test]
     fn values_become_messages() {
         let m: Value = yaml_serde::from_str("{type: 1, data: hi}").unwrap();
-        assert_eq!(message(&m).unwrap(), Message::text("hi"));
+        assert_eq!(message(&m, Side::Server).unwrap(), Message::text("hi"));
         assert_eq!(
-            message(&Value::Bytes(Bytes::from_static(b"b"))).unwrap(),
+            message(&Value::Bytes(Bytes::from_static(b"b")), Side::Server).unwrap(),
             Message::binary(Bytes::from_static(b"b"))
         );
         let m: Value = yaml_serde::from_str("{a: 1}").unwrap();
-        assert_eq!(message(&m).unwrap(), Message::text("{\"a\":1}"));
+        assert_eq!(
+            message(&m, Side::Server).unwrap(),
+            Message::text("{\"a\":1}")
+        );
         let close = Value::Map(Map::from([
             ("type", Value::Int(8)),
             ("data", Value::Bytes(Bytes::from_static(b"\x03\xe8bye"))),
         ]));
-        let Message::Close(Some(frame)) = message(&close).unwrap() else {
+        let Message::Close(Some(frame)) = message(&close, Side::Server).unwrap() else {
             panic!("not a close")
         };
         assert_eq!(
@@ -433,6 +495,38 @@ mod tests {
             Bytes::from_static(b"\x03\xe8bye")
         );
         let bad: Value = yaml_serde::from_str("{type: 3, data: x}").unwrap();
-        assert!(message(&bad).is_err());
+        assert!(message(&bad, Side::Server).is_err());
+    }
+
+    #[test]
+    fn a_relayed_abnormal_close_is_sent_as_an_error_code() {
+        let closed = |code: u16, side| {
+            let mut data = code.to_be_bytes().to_vec();
+            data.extend_from_slice(b"why");
+            let close = Value::Map(Map::from([
+                ("type", Value::Int(8)),
+                ("data", Value::Bytes(Bytes::from(data))),
+            ]));
+            match message(&close, side).unwrap() {
+                Message::Close(Some(frame)) => frame,
+                other => panic!("not a close with a code: {other:?}"),
+            }
+        };
+        for code in [1005, 1006, 1015] {
+            let frame = closed(code, Side::Server);
+            assert_eq!(frame.code, CloseCode::Error, "{code}");
+            assert!(
+                frame.reason.starts_with("the relayed connection"),
+                "{frame:?}"
+            );
+            assert_eq!(closed(code, Side::Client).code, CloseCode::Away, "{code}");
+        }
+        // Codes that may be sent are sent as they are, with their reason.
+        let frame = closed(1001, Side::Server);
+        assert_eq!(
+            (frame.code, frame.reason.as_str()),
+            (CloseCode::Away, "why")
+        );
+        assert_eq!(closed(4000, Side::Client).code, CloseCode::Library(4000));
     }
 }

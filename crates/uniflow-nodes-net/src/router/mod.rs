@@ -215,6 +215,13 @@ impl Node for RouterNode {
         cx.send(port, Value::Map(request.with("params", Value::Map(params))))
     }
 
+    /// A request that no route takes is answered 404, 405 or 204 from the routes alone.
+    fn reads_body(&self, _port: InPort, method: &str, path: &str) -> bool {
+        self.tree
+            .lookup(path, |leaf| leaf.port(method).is_some())
+            .is_some_and(|found| found.accepted)
+    }
+
     fn as_any(&self) -> &dyn Any {
         self
     }

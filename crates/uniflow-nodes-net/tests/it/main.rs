@@ -2,6 +2,7 @@
 //! module per topic. Workflows use the core's test kinds (`test-const`, `test-echo`, ...) so
 //! no other node crate is needed.
 
+mod bodies;
 mod listener;
 mod support;
 mod websocket;

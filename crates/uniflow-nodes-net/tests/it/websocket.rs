@@ -2,14 +2,18 @@
 //! its own `in`, and `examples/wsproxy.yaml` relaying to such an echo server instead of the
 //! public one it names.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::support::{client, start};
+use uniflow_core::Graph;
+use uniflow_nodes_net::websocket::WebSocketNode;
+
+use crate::support::{Running, client, start};
 
 const ECHO: &str = "- {kind: listener, name: l, protocol: http, host: 127.0.0.1, port: 0, ports: {out: [{name: router, port: in}]}}\n- {kind: router, name: router, routes: [{method: GET, path: /ws, port: 'out[0]'}, {method: GET, path: /ping, port: 'out[1]'}], ports: {'out[0]': [{name: gateway, port: io}], 'out[1]': [{name: pong, port: in}]}}\n- {kind: gateway, name: gateway, protocol: websocket, timeout: 5s, ports: {out: [{name: gateway, port: in}]}}\n- {kind: test-const, name: pong, value: pong}\n";
 
@@ -150,4 +154,154 @@ async fn a_websocket_that_cannot_connect_goes_to_error() {
     assert_eq!(reply.status(), 500);
     running.stop().await;
     target.stop().await;
+}
+
+/// `examples/wsproxy.yaml` relaying to `upstream` instead of the public echo server it names,
+/// with `extra` added to the `websocket` node (`timeout: 1s`, say).
+async fn relay(upstream: &str, extra: &str) -> Running {
+    let example = include_str!("../../../../examples/wsproxy.yaml");
+    let url = "url: wss://echo.websocket.org/";
+    assert!(example.contains(url));
+    let mut with = format!("url: {upstream}");
+    if !extra.is_empty() {
+        with.push_str(&format!("\n  {extra}"));
+    }
+    let yaml = example
+        .replace(url, &with)
+        .replace("port: 8000", "host: 127.0.0.1\n  port: 0");
+    start(&yaml).await
+}
+
+/// Unloads the workflow; work left by a refused upgrade must not hold it up.
+async fn stop(running: Running) {
+    tokio::time::timeout(Duration::from_secs(10), running.stop())
+        .await
+        .expect("unload finishes within 10s");
+}
+
+/// Opens a WebSocket to the relay; the HTTP status it was refused with, and how long that took.
+async fn refused(relay: &Running) -> (u16, Duration) {
+    let started = Instant::now();
+    let attempt = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio_tungstenite::connect_async(format!("ws://{}/ws", relay.addrs[0])),
+    )
+    .await
+    .expect("an answer within 20s");
+    match attempt {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            (response.status().as_u16(), started.elapsed())
+        }
+        Ok((_, response)) => panic!("upgraded: {}", response.status()),
+        Err(e) => panic!("not an HTTP answer: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn a_refused_upstream_fails_the_upgrade_with_502() {
+    // A port that was bound and is free again: connecting to it is refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let running = relay(&format!("ws://127.0.0.1:{port}/ws"), "").await;
+    let (status, took) = refused(&running).await;
+    assert_eq!(status, 502);
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    // The listener serves on: the next attempt is refused the same way.
+    assert_eq!(refused(&running).await.0, 502);
+    stop(running).await;
+}
+
+#[tokio::test]
+async fn a_flow_that_answers_a_failure_status_refuses_the_upgrade() {
+    // The gateway claims the connection, but the flow's answer is a 403: that is sent, not
+    // the handshake.
+    let running = start(
+        "- {kind: listener, name: l, protocol: http, host: 127.0.0.1, port: 0, ports: {out: [{name: router, port: in}]}}\n\
+         - {kind: router, name: router, routes: [{method: GET, path: /ws, port: 'out[0]'}], ports: {'out[0]': [{name: gateway, port: io}, {name: deny, port: in}]}}\n\
+         - {kind: gateway, name: gateway, protocol: websocket, ports: {out: [{name: gateway, port: in}]}}\n\
+         - {kind: test-const, name: deny, value: {status: 403, body: Forbidden}}\n",
+    )
+    .await;
+    assert_eq!(refused(&running).await.0, 403);
+    stop(running).await;
+}
+
+#[tokio::test]
+async fn an_upstream_that_never_answers_the_handshake_fails_the_upgrade_within_the_timeout() {
+    // Accepts connections and holds them, but never answers the handshake.
+    let hole = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = hole.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = hole.accept().await {
+            held.push(stream);
+        }
+    });
+    let running = relay(&format!("ws://{addr}/ws"), "timeout: 300ms").await;
+    let (status, took) = refused(&running).await;
+    assert_eq!(status, 502);
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    running.stop().await;
+    held.abort();
+}
+
+#[tokio::test]
+async fn an_upstream_that_goes_away_closes_the_client_with_an_error_code() {
+    // Completes the handshake, reads one message, then drops the connection without a close
+    // frame.
+    let upstream = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = upstream.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (stream, _) = upstream.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(stream).await.unwrap();
+        let first = ws.next().await;
+        drop(ws);
+        first
+    });
+    let running = relay(&format!("ws://{addr}/ws"), "").await;
+    let (mut ws, response) =
+        tokio_tungstenite::connect_async(format!("ws://{}/ws", running.addrs[0]))
+            .await
+            .expect("a websocket");
+    assert_eq!(response.status(), 101);
+    ws.send(Message::text("hi")).await.unwrap();
+    let got = server.await.unwrap();
+    assert!(
+        matches!(got, Some(Ok(Message::Text(ref t))) if t.as_str() == "hi"),
+        "{got:?}"
+    );
+    let Message::Close(Some(frame)) = next(&mut ws).await else {
+        panic!("not a close frame with a code")
+    };
+    assert_eq!(frame.code, CloseCode::Error, "{frame:?}");
+    assert!(!frame.reason.is_empty(), "{frame:?}");
+    running.stop().await;
+}
+
+#[test]
+fn a_websocket_bounds_its_connect_time_by_default() {
+    let graph = Graph::compile(
+        uniflow_spec::parse(
+            "- {kind: websocket, name: a, url: 'ws://127.0.0.1:1/'}\n- {kind: websocket, name: b, url: 'ws://127.0.0.1:1/', timeout: 0}\n",
+            uniflow_spec::Format::Yaml,
+            None,
+        )
+        .unwrap(),
+        &crate::support::registry(),
+        &|_, _| None,
+    )
+    .unwrap();
+    let timeout = |name| {
+        graph
+            .node(graph.find(name).unwrap())
+            .as_any()
+            .downcast_ref::<WebSocketNode>()
+            .unwrap()
+            .timeout()
+    };
+    assert_eq!(timeout("a"), Some(Duration::from_secs(10)));
+    assert_eq!(timeout("b"), None, "zero means no limit");
 }
