@@ -182,8 +182,8 @@ pub fn r#loop() -> Fixture {
 
 /// `examples/ping.yaml` compiled (its listener is not started) with a `GET /ping` request.
 pub struct Ping {
-    graph: Arc<Graph>,
-    listener: NodeId,
+    /// The listener's place in the graph.
+    listener: uniflow_core::LoadCx,
     parts: http::request::Parts,
     connection: uniflow_nodes_net::payload::RequestCache,
 }
@@ -208,8 +208,7 @@ impl Ping {
             .expect("valid request")
             .into_parts();
         Ping {
-            graph,
-            listener,
+            listener: uniflow_core::LoadCx::top(graph, listener),
             parts,
             connection: Default::default(),
         }
@@ -221,15 +220,10 @@ impl Ping {
     /// When the path waits or the response is not `pong`.
     #[inline]
     pub fn run(&self) -> Bytes {
-        let response = uniflow_nodes_net::listener::respond(
-            &self.graph,
-            self.listener,
-            &self.parts,
-            Bytes::new(),
-            None,
-        )
-        .now_or_never()
-        .expect("the ping path does not wait");
+        let response =
+            uniflow_nodes_net::listener::respond(&self.listener, &self.parts, Bytes::new(), None)
+                .now_or_never()
+                .expect("the ping path does not wait");
         body_bytes(response)
     }
 
@@ -241,8 +235,7 @@ impl Ping {
     #[inline]
     pub fn run_keep_alive(&self) -> Bytes {
         let response = uniflow_nodes_net::listener::respond(
-            &self.graph,
-            self.listener,
+            &self.listener,
             &self.parts,
             Bytes::new(),
             Some(&self.connection),

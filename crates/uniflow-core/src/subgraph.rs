@@ -191,7 +191,10 @@ impl Subgraph {
     /// Whether the node an input leads to reads a request's body (see [`Node::reads_body`]).
     pub fn reads_body(&self, port: InPort, method: &str, path: &str) -> bool {
         match self.target(port) {
-            Some(target) => self.graph.node(target.node).reads_body(target.port, method, path),
+            Some(target) => self
+                .graph
+                .node(target.node)
+                .reads_body(target.port, method, path),
             None => true,
         }
     }

@@ -117,7 +117,7 @@ impl GatewayNode {
             }
         };
         self.connections
-            .open(cx.graph(), cx.node(), self.key(), cx.proc(), open);
+            .open(cx.detach(), self.key(), cx.proc(), open);
         Flow::Ready(Packet::None)
     }
 }

@@ -296,11 +296,13 @@ impl Features {
     fn of(graph: &Graph, node: NodeId) -> Features {
         let has = |f: fn(&dyn Node) -> bool| graph.symbols().iter().any(|s| f(&*s.node));
         let targets = graph.targets(node, OUT);
+        // A link that leaves the listener's block leads to no node of this graph.
         let is_router = |t: &uniflow_core::Target| {
-            graph
-                .node(t.node)
-                .as_any()
-                .is::<crate::router::RouterNode>()
+            !t.leaves()
+                && graph
+                    .node(t.node)
+                    .as_any()
+                    .is::<crate::router::RouterNode>()
         };
         Features {
             upgrades: has(|n| n.as_any().is::<crate::gateway::GatewayNode>()),
@@ -422,7 +424,7 @@ impl Node for ListenerNode {
         let _ = self.local_addr.set(local);
         tracing::info!(address = %local, tls = self.tls.is_some(), "listening");
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(serve(listener, cx.graph, cx.node, stopped));
+        let task = tokio::spawn(serve(listener, cx, stopped));
         *self.running.lock().unwrap_or_else(|e| e.into_inner()) = Some(Running { stop, task });
         Ok(())
     }
@@ -458,16 +460,12 @@ fn listener_of(graph: &Graph, node: NodeId) -> &ListenerNode {
 /// The accept loop: one task per connection, each tracked so that unloading can wait for
 /// them (bounded by `DRAIN`), and a sweep over the open connections that closes the ones that
 /// waited too long (see [`Watch::look`]).
-async fn serve(
-    listener: TcpListener,
-    graph: Arc<Graph>,
-    node: NodeId,
-    mut stopped: watch::Receiver<bool>,
-) {
-    let this = listener_of(&graph, node);
+async fn serve(listener: TcpListener, place: LoadCx, mut stopped: watch::Receiver<bool>) {
+    let (graph, node) = (&place.graph, place.node);
+    let this = listener_of(graph, node);
     let limits = this.limits;
     let tls = this.tls.clone();
-    let features = this.features(&graph, node);
+    let features = this.features(graph, node);
     let upgrades = features.upgrades;
     let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
     // Every connection task holds a receiver; unloading waits until all are dropped.
@@ -504,8 +502,7 @@ async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let conn = Arc::new(Conn {
-            graph: Arc::clone(&graph),
-            node,
+            place: place.clone(),
             features,
             limits,
             peer: Peer {
@@ -575,8 +572,8 @@ const SWEEPS_PER_TIMEOUT: u32 = 4;
 
 /// One accepted connection: what its requests need, and what the sweep looks at.
 struct Conn {
-    graph: Arc<Graph>,
-    node: NodeId,
+    /// The listener's place: its graph and id, and the nodes around it inside a block.
+    place: LoadCx,
     /// The listener's, copied here so that a request need not find the listener node.
     features: Features,
     limits: Limits,
@@ -984,13 +981,12 @@ fn handle(
             },
         };
         let at = Serving {
-            graph: &conn.graph,
-            node: conn.node,
+            place: &conn.place,
             cache: Some(&conn.cache),
         };
         let read = Received {
             head: &parts,
-            decode: bytes.is_empty() || body_read(&conn.graph, conn.node, &parts),
+            decode: bytes.is_empty() || body_read(&conn.place.graph, conn.place.node, &parts),
             body: bytes,
             limits: &limits.body,
             shape: features.shape,
@@ -1062,12 +1058,12 @@ impl Extras {
 /// keeps one per connection. Public so benchmarks can measure the in-process path without a
 /// socket.
 pub async fn respond(
-    graph: &Arc<Graph>,
-    node: NodeId,
+    place: &LoadCx,
     parts: &http::request::Parts,
     body: Bytes,
     cache: Option<&RequestCache>,
 ) -> Response<Body> {
+    let (graph, node) = (&place.graph, place.node);
     let listener = listener_of(graph, node);
     let read = Received {
         head: parts,
@@ -1076,14 +1072,13 @@ pub async fn respond(
         limits: &listener.limits.body,
         shape: listener.features(graph, node).shape,
     };
-    answer(Serving { graph, node, cache }, read, None).await
+    answer(Serving { place, cache }, read, None).await
 }
 
 /// The listener a request is answered for.
 #[derive(Clone, Copy)]
 struct Serving<'a> {
-    graph: &'a Arc<Graph>,
-    node: NodeId,
+    place: &'a LoadCx,
     /// The connection's, when the request came on one.
     cache: Option<&'a RequestCache>,
 }
@@ -1093,7 +1088,7 @@ async fn answer(
     read: Received<'_>,
     extras: Option<Box<Extras>>,
 ) -> Response<Body> {
-    let Serving { graph, node, cache } = at;
+    let Serving { place, cache } = at;
     let mut found = Negotiation::default();
     let payload = match cache {
         Some(cache) => cache.payload(read, &mut found),
@@ -1109,17 +1104,16 @@ async fn answer(
         Some(extras) => (*extras).offer(&slot),
         None => (false, false),
     };
-    let cx = Cx::lazy(graph, &slot, node);
     // A flow that is ready (most are) is taken as it is; a pending one is awaited through a
     // boxed future, so that awaiting it adds neither code nor space to this future's hot
     // path (the flow's own future is boxed already).
-    let mut answer = match cx.write_guarded(OUT, payload) {
+    let mut answer = match write_guarded(place, &slot, OUT, payload) {
         Ok(Flow::Ready(answer)) => answer,
         flow => run(flow).await,
     };
     if answer.is_error() {
         let error = answer.clone();
-        answer = match cx.write_guarded(ERROR, error.into_value()) {
+        answer = match write_guarded(place, &slot, ERROR, error.into_value()) {
             Ok(Flow::Ready(answer)) => answer,
             flow => run(flow).await,
         };
@@ -1171,9 +1165,10 @@ fn body_read(graph: &Graph, node: NodeId, head: &http::request::Parts) -> bool {
         raw
     };
     let method = head.method.as_str();
+    // What lies beyond a link that leaves the listener's block is not known here.
     targets
         .iter()
-        .any(|t| graph.node(t.node).reads_body(t.port, method, path))
+        .any(|t| t.leaves() || graph.node(t.node).reads_body(t.port, method, path))
 }
 
 /// The response to an upgrade a gateway claimed, when the flow's answer says it failed: an
@@ -1249,15 +1244,18 @@ fn panicked(panic: Box<dyn Any + Send>) -> Packet {
     Packet::error(format!("panic: {message}"))
 }
 
-trait WriteGuarded<'a> {
-    fn write_guarded(self, port: OutPort, value: Value) -> std::thread::Result<Flow<'a>>;
-}
-
-impl<'a> WriteGuarded<'a> for Cx<'a> {
-    /// Writes with the synchronous part of the flow guarded against panics.
-    fn write_guarded(self, port: OutPort, value: Value) -> std::thread::Result<Flow<'a>> {
-        std::panic::catch_unwind(AssertUnwindSafe(|| self.send(port, value)))
-    }
+/// Writes `value` to the listener's output `port` for the request whose process `slot` makes,
+/// with the synchronous part of the flow guarded against panics (an awaited part is guarded
+/// where it is awaited).
+fn write_guarded<'s>(
+    place: &'s LoadCx,
+    slot: &'s ProcessSlot,
+    port: OutPort,
+    value: Value,
+) -> std::thread::Result<Flow<'s>> {
+    std::panic::catch_unwind(AssertUnwindSafe(|| {
+        place.run_lazy(slot, move |cx| cx.send(port, value))
+    }))
 }
 
 #[cfg(test)]

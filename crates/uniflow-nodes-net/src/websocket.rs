@@ -170,7 +170,7 @@ impl WebSocketNode {
                 Ok((stream, _)) => {
                     let open = async move { Some(stream) };
                     self.connections
-                        .open(cx.graph(), cx.node(), self.key(), cx.proc(), open);
+                        .open(cx.detach(), self.key(), cx.proc(), open);
                     Packet::None
                 }
                 Err(e) => {

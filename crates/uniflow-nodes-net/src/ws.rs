@@ -30,7 +30,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
-use uniflow_core::{Cx, Flow, Graph, InPort, NodeId, OutPort, Packet, Process, port, shape};
+use uniflow_core::{Cx, Flow, InPort, LoadCx, OutPort, Packet, Process, port, shape};
 use uniflow_value::{ErrorValue, Map, Value};
 
 /// Opens a connection for the process.
@@ -99,29 +99,23 @@ impl Connections {
     }
 
     /// Gives `proc` a connection: registers its writing end under `key` (the node's address),
-    /// then runs it in a task once `open` yields the stream. The task emits on `node`'s `out`
-    /// in children of a child of `proc`, which keeps `proc` alive until the connection ends.
-    pub(crate) fn open<S, F>(
-        &self,
-        graph: &Arc<Graph>,
-        node: NodeId,
-        key: usize,
-        proc: &Arc<Process>,
-        open: F,
-    ) where
+    /// then runs it in a task once `open` yields the stream. The task emits on the `out` of the
+    /// node at `place` in children of a child of `proc`, which keeps `proc` alive until the
+    /// connection ends.
+    pub(crate) fn open<S, F>(&self, place: LoadCx, key: usize, proc: &Arc<Process>, open: F)
+    where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         F: Future<Output = Option<WebSocketStream<S>>> + Send + 'static,
     {
         let (tx, rx) = mpsc::channel(QUEUE);
         proc.with_local::<Slot, _>(key, |slot| slot.0 = Some(tx));
         let owner = proc.fork();
-        let graph = Arc::clone(graph);
         let mut stopped = self.stop.subscribe();
         let side = self.side;
         let run = async move {
             let ended = async {
                 if let Some(ws) = open.await {
-                    serve(&graph, node, &owner, ws, rx, side).await;
+                    serve(&place, &owner, ws, rx, side).await;
                 }
             };
             tokio::select! {
@@ -152,8 +146,7 @@ impl Connections {
 
 /// Reads and writes one connection until the peer closes it or it fails.
 async fn serve<S>(
-    graph: &Arc<Graph>,
-    node: NodeId,
+    place: &LoadCx,
     owner: &Arc<Process>,
     ws: WebSocketStream<S>,
     mut rx: mpsc::Receiver<Message>,
@@ -194,14 +187,7 @@ async fn serve<S>(
                 Some(Ok(Message::Binary(bytes))) => (2, sniff(bytes)),
                 Some(Ok(Message::Close(frame))) => {
                     ended.notify_one();
-                    emit(
-                        graph,
-                        node,
-                        owner,
-                        8,
-                        Value::Bytes(close_bytes(frame.as_ref())),
-                    )
-                    .await;
+                    emit(place, owner, 8, Value::Bytes(close_bytes(frame.as_ref()))).await;
                     return;
                 }
                 // Pings are answered by the protocol layer; pongs carry nothing to pass on.
@@ -215,20 +201,20 @@ async fn serve<S>(
                     break;
                 }
             };
-            emit(graph, node, owner, kind, data).await;
+            emit(place, owner, kind, data).await;
         }
         ended.notify_one();
-        emit(graph, node, owner, 8, Value::Bytes(abnormal())).await;
+        emit(place, owner, 8, Value::Bytes(abnormal())).await;
     };
     tokio::join!(reader, writer);
 }
 
 /// Writes one received message to `out` in a child of `owner`, and waits for its answer so
 /// messages are handled in order.
-async fn emit(graph: &Arc<Graph>, node: NodeId, owner: &Arc<Process>, kind: i64, data: Value) {
+async fn emit(place: &LoadCx, owner: &Arc<Process>, kind: i64, data: Value) {
     let child = owner.fork();
     let message = Value::Map(Map::from([("data", data), ("type", Value::Int(kind))]));
-    let answer = Cx::new(graph, &child, node).send(OUT, message).await;
+    let answer = place.run(&child, move |cx| cx.send(OUT, message)).await;
     if let Packet::Data(Value::Error(e)) = &answer {
         tracing::debug!(error = %e, "a websocket message was answered with an error");
     }

@@ -119,6 +119,34 @@ async fn a_failed_load_stops_what_it_started_even_inside_a_block() {
     drop(taken);
 }
 
+/// A listener inside a block whose `out` is linked: its requests leave the block through that
+/// link, and the answer from outside comes back as the response; blocks nest.
+#[tokio::test]
+async fn a_listener_inside_blocks_answers_through_their_linked_outputs() {
+    let port = free_port();
+    let specs = parse(
+        &format!(
+            "- kind: block\n  name: outer\n  specs:\n\
+             \x20   - kind: block\n\
+             \x20     specs:\n\
+             \x20       - {{kind: listener, protocol: http, host: 127.0.0.1, port: {port}}}\n\
+             \x20       - {{kind: snippet, language: cel, code: '\"inner\"'}}\n\
+             \x20 ports: {{out: [{{name: after, port: in}}]}}\n\
+             - {{kind: snippet, name: after, language: cel, code: 'self + \"-outer\"'}}\n"
+        ),
+        Format::Yaml,
+        None,
+    )
+    .unwrap();
+    let graph = Graph::compile(specs, &uniflow::registry(), &|_, _| None).unwrap();
+    graph.load().await.unwrap();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let reply = send(addr, &request("GET", "/", &[], b"")).await;
+    graph.unload().await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(String::from_utf8_lossy(&reply.body), "inner-outer");
+}
+
 #[tokio::test]
 async fn a_forked_child_outlives_the_response_and_finishes() {
     let tag = "a_forked_child_outlives_the_response_and_finishes";
