@@ -6,7 +6,8 @@
 //! path matches, 405 `Method Not Allowed` with `Allow` when the path matches for other methods,
 //! and 204 with `Allow` for an `OPTIONS` request. Those payloads are built at load too.
 
-mod tree;
+/// Public so the fuzz target can compare it with a plain matcher (`fuzz/fuzz_targets/router.rs`).
+pub mod tree;
 
 use std::any::Any;
 

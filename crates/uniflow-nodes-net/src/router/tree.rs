@@ -12,7 +12,7 @@ use std::fmt;
 
 /// Route patterns, each owning one value, arranged for prioritised matching.
 #[derive(Debug)]
-pub(crate) struct Tree<T> {
+pub struct Tree<T> {
     /// The node reached after the leading `/`, which every normalised pattern
     /// and path has, so the tree never needs to store or compare it.
     root: Node,
@@ -30,9 +30,11 @@ pub(crate) struct Tree<T> {
 /// A pattern is invalid: it names a parameter with nothing, or it repeats an
 /// earlier pattern with different parameter names.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct PatternError {
-    pub(crate) pattern: String,
-    pub(crate) message: String,
+pub struct PatternError {
+    /// The pattern as given.
+    pub pattern: String,
+    /// What is wrong with it.
+    pub message: String,
 }
 
 impl fmt::Display for PatternError {
@@ -49,12 +51,13 @@ impl Error for PatternError {}
 
 /// The outcome of a lookup that found at least one pattern for the path.
 #[derive(Debug)]
-pub(crate) struct Match<'t, 'p, T> {
-    pub(crate) value: &'t T,
+pub struct Match<'t, 'p, T> {
+    /// The value of the route found.
+    pub value: &'t T,
     /// (name, value) in pattern order; the wildcard is named "*".
-    pub(crate) params: Vec<(&'t str, &'p str)>,
+    pub params: Vec<(&'t str, &'p str)>,
     /// false when no matching pattern's value was accepted (see lookup).
-    pub(crate) accepted: bool,
+    pub accepted: bool,
 }
 
 /// One pattern shape with its value; the names are kept per pattern rather
@@ -101,7 +104,7 @@ impl<T> Default for Tree<T> {
 }
 
 impl<T> Tree<T> {
-    pub(crate) fn new() -> Self {
+    pub fn new() -> Self {
         Self {
             root: Node::default(),
             routes: Vec::new(),
@@ -114,7 +117,7 @@ impl<T> Tree<T> {
     /// Errors: an empty parameter name (`/a/:/b`), or the same pattern spelled
     /// with different parameter names than an earlier insert (`/u/:id` then
     /// `/u/:name`): return PatternError naming the pattern and what is wrong.
-    pub(crate) fn entry(&mut self, pattern: &str) -> Result<&mut T, PatternError>
+    pub fn entry(&mut self, pattern: &str) -> Result<&mut T, PatternError>
     where
         T: Default,
     {
@@ -174,7 +177,7 @@ impl<T> Tree<T> {
     /// but none was accepted, returns the FIRST candidate in priority order
     /// with accepted = false (the caller answers 405 from it). None when no
     /// pattern matches the path at all.
-    pub(crate) fn lookup<'t, 'p>(
+    pub fn lookup<'t, 'p>(
         &'t self,
         path: &'p str,
         mut accept: impl FnMut(&'t T) -> bool,
