@@ -10,10 +10,14 @@ use bytes::Bytes;
 use http::header::{CONTENT_ENCODING, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue};
 use libfuzzer_sys::fuzz_target;
-use uniflow_nodes_net::payload::decode_body;
+use uniflow_nodes_net::payload::{BodyLimits, decode_body};
 
-/// The body limit: small, so that a fuzzed compressed body meets it.
-const LIMIT: usize = 64 << 10;
+/// Small limits, so that fuzzed compressed and multipart bodies meet them.
+const LIMITS: BodyLimits = BodyLimits {
+    bytes: 64 << 10,
+    fields: 64,
+    parts: 16,
+};
 
 fuzz_target!(|data: &[u8]| {
     let mut parts = data.splitn(3, |&b| b == b'\n');
@@ -31,7 +35,7 @@ fuzz_target!(|data: &[u8]| {
             headers.insert(name, value);
         }
     }
-    if let Err(e) = decode_body(&headers, Bytes::copy_from_slice(body), LIMIT) {
+    if let Err(e) = decode_body(&headers, Bytes::copy_from_slice(body), LIMITS) {
         assert!(e.status().is_client_error(), "{e:?}");
     }
 });

@@ -56,6 +56,7 @@ use oxc::semantic::SemanticBuilder;
 use oxc::span::{GetSpan, SourceType, Span};
 use rquickjs::atom::PredefinedAtom;
 use rquickjs::function::This;
+use rquickjs::object::Property;
 use rquickjs::promise::PromiseState;
 use rquickjs::{
     Array, Coerced, Context, Ctx, Filter, Function, Object, Runtime, Type, TypedArray,
@@ -723,10 +724,15 @@ fn to_js<'js>(
         Value::Map(map) => {
             let object = Object::new(ctx.clone())?;
             for (key, item) in map.iter() {
-                let item = to_js(ctx, hidden, item, depth + 1)?;
+                // Defined, not assigned: assigning `__proto__` (a JSON body may carry that
+                // key) would set the object's prototype instead of adding an entry.
+                let item = Property::from(to_js(ctx, hidden, item, depth + 1)?)
+                    .writable()
+                    .enumerable()
+                    .configurable();
                 match key {
-                    Value::String(s) => object.set(&**s, item)?,
-                    other => object.set(key_text(other), item)?,
+                    Value::String(s) => object.prop(&**s, item)?,
+                    other => object.prop(key_text(other), item)?,
                 }
             }
             object.into_value()

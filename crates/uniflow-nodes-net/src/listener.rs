@@ -63,8 +63,6 @@ use crate::{tls, upgrade};
 /// The listen backlog; the kernel caps it at `net.core.somaxconn`. 1024 clients connecting at
 /// once must not wait for a SYN retry.
 const BACKLOG: i32 = 4096;
-/// How long unloading waits for in-flight requests before dropping them.
-const DRAIN: Duration = Duration::from_secs(10);
 
 const OUT: OutPort = OutPort(0);
 const ERROR: OutPort = OutPort(1);
@@ -355,6 +353,7 @@ pub struct ListenerNode {
 }
 
 struct Running {
+    /// Set when unloading starts; dropped when the one unloading stops waiting.
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -458,7 +457,7 @@ fn listener_of(graph: &Graph, node: NodeId) -> &ListenerNode {
 }
 
 /// The accept loop: one task per connection, each tracked so that unloading can wait for
-/// them (bounded by `DRAIN`), and a sweep over the open connections that closes the ones that
+/// them, and a sweep over the open connections that closes the ones that
 /// waited too long (see [`Watch::look`]).
 async fn serve(listener: TcpListener, place: LoadCx, mut stopped: watch::Receiver<bool>) {
     let (graph, node) = (&place.graph, place.node);
@@ -476,6 +475,8 @@ async fn serve(listener: TcpListener, place: LoadCx, mut stopped: watch::Receive
     let mut sweeps = tokio::time::interval(period.max(Duration::from_millis(1)));
     sweeps.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut watched: Vec<Watch> = Vec::new();
+    // Gone when the one unloading stops waiting for the connections to finish.
+    let mut unloader = stopped.clone();
     // Made once, so the stop signal's waiter stays registered instead of being added and
     // removed (a lock each way) on every accept.
     let stop = stopped.changed();
@@ -560,9 +561,15 @@ async fn serve(listener: TcpListener, place: LoadCx, mut stopped: watch::Receive
         }
     };
     close_all(Close::Graceful);
-    if tokio::time::timeout(DRAIN, open.closed()).await.is_err() {
-        tracing::warn!("in-flight requests did not finish within {DRAIN:?}; dropping them");
-        close_all(Close::Abort);
+    // In-flight requests finish, however long that takes, unless the one unloading gives up
+    // on them (a shutdown timeout, `--shutdown-timeout`): it drops the stop signal's sender,
+    // and what is still open is cut.
+    tokio::select! {
+        () = open.closed() => {}
+        _ = unloader.wait_for(|_| false) => {
+            tracing::warn!("in-flight requests did not finish in time; dropping them");
+            close_all(Close::Abort);
+        }
     }
 }
 

@@ -46,6 +46,29 @@ pub fn parse(text: &str, format: Format, file: Option<&str>) -> Result<Vec<Spec>
     parse_in(text, format, file, crate::DEFAULT_NAMESPACE)
 }
 
+/// How deep `[` and `{` may nest in YAML text. The YAML scanner rescans every open flow level
+/// for each token, so its time grows with the square of the depth (20,000 levels: a second),
+/// and the decoder refuses values nested deeper than 128 anyway. Counted over the raw text, so
+/// brackets inside strings count too: the bound is far above what balanced code in a snippet
+/// reaches.
+const MAX_FLOW_DEPTH: usize = 1000;
+
+/// The deepest nesting of `[` and `{` in `text`, counting every bracket.
+fn flow_depth(text: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    for b in text.bytes() {
+        match b {
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 /// Like [`parse`], with `namespace` for specs that name none.
 ///
 /// # Errors
@@ -58,6 +81,9 @@ pub fn parse_in(
 ) -> Result<Vec<Spec>, Diagnostics> {
     let label = file.unwrap_or("<input>");
     let parsed: Result<Value, String> = match format {
+        Format::Yaml if flow_depth(text) > MAX_FLOW_DEPTH => Err(format!(
+            "`[` and `{{` nest deeper than {MAX_FLOW_DEPTH} levels"
+        )),
         Format::Yaml => yaml_serde::from_str(text).map_err(|e| e.to_string()),
         Format::Json => serde_json::from_str(text).map_err(|e| e.to_string()),
     };

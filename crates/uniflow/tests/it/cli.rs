@@ -401,6 +401,24 @@ async fn a_request_that_ends_within_the_shutdown_timeout_is_answered() {
     assert!(stderr.contains("stopped"), "{stderr}");
 }
 
+/// The listener sets no bound of its own on the wait: a request longer than the default
+/// 10 seconds is answered when the shutdown timeout allows it.
+#[tokio::test]
+async fn a_shutdown_timeout_past_ten_seconds_keeps_a_longer_request() {
+    let (_, stderr, answer) = stop_with_a_request_in_flight(
+        |cmd, _| {
+            cmd.args(["--shutdown-timeout", "30s"]);
+        },
+        "11s",
+    )
+    .await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && answer.ends_with("done"),
+        "{answer}\n{stderr}"
+    );
+}
+
 #[test]
 fn a_shutdown_timeout_without_a_unit_is_refused() {
     let out = run_to_end(uniflow().args(["start", "--shutdown-timeout", "30"]));
