@@ -1,4 +1,4 @@
-//! What the `http` and `proxy` nodes share: an HTTP payload (reference §4.1) turned into an
+//! What the `http` and `proxy` nodes share: an HTTP payload (see `docs/nodes/listener.md`) turned into an
 //! outgoing request, and a response turned back into a payload.
 //!
 //! Requests go through `reqwest`, one client per node, which pools connections per host. A
@@ -125,7 +125,7 @@ fn text_field<'v>(payload: &'v Value, key: &str) -> Result<Option<&'v str>, Stri
     }
 }
 
-/// Builds the request for `input`, merged with the node's `target` (reference §3.3): the
+/// Builds the request for `input`, merged with the node's `target`: the
 /// target's scheme and host win, its path is joined in front of the payload's, and its query is
 /// added to the payload's.
 ///

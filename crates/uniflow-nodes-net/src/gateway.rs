@@ -1,5 +1,5 @@
 //! `gateway`: upgrades the request in its process to a WebSocket connection, then exchanges
-//! messages on it with the `io`/`in`/`out`/`error` contract of `ws` (reference §3.3).
+//! messages on it with the `io`/`in`/`out`/`error` contract of `ws`.
 //!
 //! `io` takes the request payload, checks that it asks for a WebSocket (`Upgrade: websocket`,
 //! `Sec-WebSocket-Version: 13`, a `Sec-WebSocket-Key`) and claims the connection from the

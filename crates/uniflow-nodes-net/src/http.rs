@@ -2,7 +2,7 @@
 //! request to `url`; the response becomes the output payload.
 //!
 //! The node's `url` overrides the payload's scheme and host, its path is joined in front of the
-//! payload's path and its query is added to the payload's (reference §3.3). The method
+//! payload's path and its query is added to the payload's. The method
 //! defaults to GET without a body and POST with one; the body is encoded by the payload's
 //! `Content-Type` (or the type its kind suggests) and `Content-Encoding`. The answer on `out` is
 //! `{method, scheme, host, path, query, protocol, header, body, status}` with the response's

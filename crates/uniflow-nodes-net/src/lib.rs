@@ -3,7 +3,7 @@
 //! reverse proxy), `gateway` (a WebSocket upgrade of the request) and `websocket` (a
 //! WebSocket client).
 //!
-//! [`payload`] maps requests to values and answers to responses (reference §4); it is public
+//! [`payload`] maps requests to values and answers to responses; it is public
 //! so benchmarks can run the in-process ping path without a socket. [`coding`] holds the
 //! content codings (gzip, deflate, br) shared by the server and the clients.
 

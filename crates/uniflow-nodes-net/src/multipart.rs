@@ -2,7 +2,7 @@
 //!
 //! A body decodes to `{values: {name: [text, ..]}, files: {name: [{filename, header, size,
 //! data}, ..]}}`: a part without a filename is a field, one with a filename is a file whose
-//! `data` is decoded by the part's own `Content-Type` (reference §4.3). Encoding takes the same
+//! `data` is decoded by the part's own `Content-Type`. Encoding takes the same
 //! shape back (other keys of the map become fields), as upstream's `mime.Encode` does.
 
 use bytes::{BufMut, Bytes, BytesMut};

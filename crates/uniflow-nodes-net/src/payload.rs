@@ -1,4 +1,5 @@
-//! HTTP requests as values and answers as responses (reference §4, decisions.md).
+//! HTTP requests as values and answers as responses (`docs/nodes/listener.md`; where this
+//! departs from upstream, `docs/decisions.md`).
 //!
 //! A request becomes the map `{body, header, host, method, path, protocol, query, status: 0}`
 //! (keys sorted, built in one allocation). Its body is decoded by `Content-Encoding`, then by

@@ -1,5 +1,5 @@
 //! `websocket`: a WebSocket client. `io` dials `url` for the process it arrives in, then
-//! messages flow with the `io`/`in`/`out`/`error` contract of `ws` (reference §3.3).
+//! messages flow with the `io`/`in`/`out`/`error` contract of `ws`.
 //!
 //! The URL is the node's, with parts it leaves out (scheme, host, path, query) taken from the
 //! payload when it is an HTTP payload, as upstream did. `wss://` uses the platform's root

@@ -1,4 +1,4 @@
-//! The WebSocket connection contract that `gateway` and `websocket` share (reference §3.3).
+//! The WebSocket connection contract that `gateway` and `websocket` share.
 //!
 //! `io` opens a connection for the process it arrives in (the gateway upgrades the request,
 //! the client dials out) and answers `None`. The connection then belongs to that process: every
