@@ -25,13 +25,6 @@ pub struct Target {
     pub port: InPort,
 }
 
-impl Target {
-    /// Whether the link leaves its subgraph rather than reaching a node of the same graph.
-    pub fn leaves(&self) -> bool {
-        self.node == NodeId::EXIT
-    }
-}
-
 /// A spec with its compiled node.
 pub struct Symbol {
     /// The spec as loaded (after env templating).
@@ -176,8 +169,7 @@ impl Graph {
         &*self.symbols[id.0 as usize].node
     }
 
-    /// The targets of a node's output port, in link order. Inside a subgraph a target may be
-    /// [`NodeId::EXIT`], which is no node of this graph: see [`Target::leaves`].
+    /// The targets of a node's output port, in link order.
     #[inline]
     pub fn targets(&self, node: NodeId, port: OutPort) -> &[Target] {
         match self.links[node.0 as usize].get(port.0 as usize) {

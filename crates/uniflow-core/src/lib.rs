@@ -31,7 +31,7 @@ pub use node::{BoxFlow, Cx, Flow, FlowFuture, InPort, LoadCx, MAX_DEPTH, Node, N
 pub use packet::{Packet, merge};
 pub use process::{Process, ProcessSlot};
 pub use registry::{CompileCx, NodeSpec, Registry};
-pub use subgraph::{Subgraph, SubgraphBuilder};
+pub use subgraph::{OUTPUT_KIND, Subgraph, SubgraphBuilder};
 
 #[cfg(test)]
 mod tests;

@@ -32,12 +32,6 @@ pub struct OutPort(pub u32);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NodeId(pub u32);
 
-impl NodeId {
-    /// Not a node: a link to it leaves the subgraph, through the subgraph node's output port
-    /// numbered by the link's `port` (see [`Subgraph`](crate::Subgraph)).
-    pub const EXIT: NodeId = NodeId(u32::MAX);
-}
-
 /// How deep a chain of writes may nest before it is cut with an error. A cycle in the graph
 /// (an `error` port wired back upstream) would otherwise recurse until the stack overflows and
 /// take the whole server down.
@@ -399,15 +393,21 @@ impl<'a> Cx<'a> {
 
     #[inline]
     fn deliver(self, target: Target, packet: Packet) -> Flow<'a> {
-        if target.node == NodeId::EXIT {
-            return self.exit(OutPort(target.port.0), packet);
+        if self.depth >= MAX_DEPTH {
+            return Flow::Ready(too_deep());
         }
-        self.enter(self.graph, target, self.outer, packet)
+        let cx = Cx {
+            graph: self.graph,
+            proc: self.proc,
+            node: target.node,
+            depth: self.depth + 1,
+            outer: self.outer,
+        };
+        self.graph.node(target.node).handle(cx, target.port, packet)
     }
 
-    /// Hands `packet` to `target` in `graph` (this context's graph, or a subgraph entered
-    /// from this node), one hop deeper.
-    #[inline]
+    /// Hands `packet` to `target` in `graph`, a subgraph entered from this node, one hop
+    /// deeper; `outer` is this context, when the subgraph has outputs.
     pub(crate) fn enter<'b>(
         &self,
         graph: &'b Arc<Graph>,
@@ -419,9 +419,7 @@ impl<'a> Cx<'a> {
         'a: 'b,
     {
         if self.depth >= MAX_DEPTH {
-            return Flow::Ready(Packet::Data(Value::Error(ErrorValue::new(format!(
-                "flow nested deeper than {MAX_DEPTH} hops; is there a cycle in the graph?"
-            )))));
+            return Flow::Ready(too_deep());
         }
         let cx = Cx {
             graph,
@@ -437,7 +435,7 @@ impl<'a> Cx<'a> {
     /// graph around it. The hop count goes on from here, so a cycle through a subgraph is cut
     /// like any other.
     #[cold]
-    fn exit(self, port: OutPort, packet: Packet) -> Flow<'a> {
+    pub(crate) fn exit(self, port: OutPort, packet: Packet) -> Flow<'a> {
         match self.outer {
             Some(outer) => Cx {
                 depth: self.depth,
@@ -468,4 +466,12 @@ impl<'a> Cx<'a> {
                 .collect(),
         )
     }
+}
+
+/// The answer to a write nested deeper than [`MAX_DEPTH`].
+#[cold]
+fn too_deep() -> Packet {
+    Packet::Data(Value::Error(ErrorValue::new(format!(
+        "flow nested deeper than {MAX_DEPTH} hops; is there a cycle in the graph?"
+    ))))
 }

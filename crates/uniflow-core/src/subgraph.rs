@@ -3,7 +3,7 @@
 //! A [`Subgraph`] is a graph of nodes that the caller compiled and linked itself, with a map
 //! from the enclosing node's port names to ports inside. Its inputs are either every input of
 //! one inner node (a block's first child) or named one by one; each of its outputs is a name
-//! that inner links lead to. A packet enters through [`Subgraph::handle`] and keeps its hop
+//! that inner links lead to (through a node of its own). A packet enters through [`Subgraph::handle`] and keeps its hop
 //! count, so a cycle that passes through a subgraph is cut at [`MAX_DEPTH`] like any other; a
 //! write to one of its outputs continues, in the graph around, from the enclosing node's
 //! output port of that name, and its answer comes back to the writer inside.
@@ -18,11 +18,36 @@
 use std::sync::Arc;
 
 use uniflow_spec::Spec;
+use uniflow_value::{Map, Value};
 
 use crate::Error;
 use crate::graph::{Graph, Symbol, Target};
 use crate::node::{Cx, Flow, InPort, LoadCx, Node, NodeId, OutPort};
 use crate::packet::Packet;
+
+/// The kind in the spec of a subgraph's output node; its field `port` names the output.
+pub const OUTPUT_KIND: &str = "subgraph-output";
+
+/// Writes what reaches it to the enclosing node's output port: a subgraph's output.
+struct Output(OutPort);
+
+impl Node for Output {
+    fn in_port(&self, name: &str) -> Option<InPort> {
+        (name == crate::port::IN).then_some(InPort(0))
+    }
+
+    fn out_port(&self, _name: &str) -> Option<OutPort> {
+        None
+    }
+
+    fn handle<'a>(&'a self, cx: Cx<'a>, _port: InPort, packet: Packet) -> Flow<'a> {
+        cx.exit(self.0, packet)
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
 
 /// Where a subgraph's inputs lead.
 enum Inputs {
@@ -46,7 +71,8 @@ pub struct SubgraphBuilder {
     /// Per node, per output port number: the targets, in link order.
     links: Vec<Vec<Vec<Target>>>,
     inputs: Inputs,
-    outputs: Vec<String>,
+    /// The output names, with the node that writes each to the enclosing node's port.
+    outputs: Vec<(String, NodeId)>,
 }
 
 impl Default for SubgraphBuilder {
@@ -73,7 +99,8 @@ impl SubgraphBuilder {
         NodeId(u32::try_from(self.symbols.len() - 1).expect("fewer than 2^32 nodes"))
     }
 
-    /// How many nodes were added; they are numbered from 0 in the order added.
+    /// How many nodes were added, outputs' included; they are numbered from 0 in the order
+    /// added.
     pub fn len(&self) -> u32 {
         u32::try_from(self.symbols.len()).expect("fewer than 2^32 nodes")
     }
@@ -105,24 +132,27 @@ impl SubgraphBuilder {
 
     /// Links `from`'s output `port` to the subgraph's output `name`, made on first use, and
     /// returns that output's number on the enclosing node.
+    ///
+    /// An output is a node of the subgraph's own (kind [`OUTPUT_KIND`]) that writes what
+    /// reaches it to the enclosing node's port, so a hop into it costs what any hop does.
     pub fn output(&mut self, from: NodeId, port: OutPort, name: &str) -> OutPort {
-        let index = match self.outputs.iter().position(|n| n == name) {
+        let index = match self.outputs.iter().position(|(n, _)| n == name) {
             Some(i) => i,
             None => {
-                self.outputs.push(name.to_owned());
+                let number = OutPort(u32::try_from(self.outputs.len()).expect("fewer outputs"));
+                let spec = Spec {
+                    kind: OUTPUT_KIND.to_owned(),
+                    fields: Map::from([("port", Value::from(name.to_owned()))]),
+                    ..Spec::default()
+                };
+                let node = self.add(spec, Box::new(Output(number)));
+                self.outputs.push((name.to_owned(), node));
                 self.outputs.len() - 1
             }
         };
-        let exit = OutPort(u32::try_from(index).expect("fewer than 2^32 outputs"));
-        self.push(
-            from,
-            port,
-            Target {
-                node: NodeId::EXIT,
-                port: InPort(exit.0),
-            },
-        );
-        exit
+        let node = self.outputs[index].1;
+        self.link(from, port, node, InPort(0));
+        OutPort(index as u32)
     }
 
     /// Makes every input of `node` an input of the subgraph, under the same name.
@@ -153,7 +183,7 @@ impl SubgraphBuilder {
         Subgraph {
             graph: Arc::new(Graph::from_parts(self.symbols, self.links)),
             inputs: self.inputs,
-            outputs: self.outputs,
+            outputs: self.outputs.into_iter().map(|(name, _)| name).collect(),
         }
     }
 }

@@ -294,13 +294,11 @@ impl Features {
     fn of(graph: &Graph, node: NodeId) -> Features {
         let has = |f: fn(&dyn Node) -> bool| graph.symbols().iter().any(|s| f(&*s.node));
         let targets = graph.targets(node, OUT);
-        // A link that leaves the listener's block leads to no node of this graph.
         let is_router = |t: &uniflow_core::Target| {
-            !t.leaves()
-                && graph
-                    .node(t.node)
-                    .as_any()
-                    .is::<crate::router::RouterNode>()
+            graph
+                .node(t.node)
+                .as_any()
+                .is::<crate::router::RouterNode>()
         };
         Features {
             upgrades: has(|n| n.as_any().is::<crate::gateway::GatewayNode>()),
@@ -1172,10 +1170,9 @@ fn body_read(graph: &Graph, node: NodeId, head: &http::request::Parts) -> bool {
         raw
     };
     let method = head.method.as_str();
-    // What lies beyond a link that leaves the listener's block is not known here.
     targets
         .iter()
-        .any(|t| t.leaves() || graph.node(t.node).reads_body(t.port, method, path))
+        .any(|t| graph.node(t.node).reads_body(t.port, method, path))
 }
 
 /// The response to an upgrade a gateway claimed, when the flow's answer says it failed: an

@@ -209,8 +209,7 @@ pub(crate) fn allow_streaming(graph: &Graph) -> bool {
         let id = NodeId(from as u32);
         for port in 0..graph.port_slots(id) {
             let targets = graph.targets(id, OutPort(port as u32));
-            // A link that leaves the graph (out of a block) reaches no node of it.
-            for t in targets.iter().filter(|t| !t.leaves()) {
+            for t in targets {
                 into[t.node.0 as usize].push((from, targets.len()));
             }
         }
