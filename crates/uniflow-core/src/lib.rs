@@ -29,7 +29,7 @@ pub use error::Error;
 pub use graph::{Graph, Symbol, Target};
 pub use node::{BoxFlow, Cx, Flow, FlowFuture, InPort, LoadCx, MAX_DEPTH, Node, NodeId, OutPort};
 pub use packet::{Packet, merge};
-pub use process::{Process, ProcessSlot};
+pub use process::{Local, Process, ProcessSlot};
 pub use registry::{CompileCx, NodeSpec, Registry};
 pub use subgraph::{OUTPUT_KIND, Subgraph, SubgraphBuilder};
 

@@ -5,7 +5,8 @@
 //! `.await`, so requests never contend with each other.
 
 use std::any::Any;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use tokio::sync::Notify;
@@ -32,7 +33,7 @@ pub struct Process {
 
 #[derive(Default)]
 struct State {
-    data: Vec<(usize, Box<dyn Any + Send>)>,
+    data: Vec<(u64, Box<dyn Any + Send>)>,
     hooks: Vec<ExitHook>,
     // Forked children, exited with this process. Weak, and pruned as the list grows, so a
     // long-lived process that forks per event (a WebSocket connection forks per message)
@@ -183,13 +184,14 @@ impl Process {
 
     /// Runs `f` on this process's value under `key`, created with `Default` on first use.
     ///
-    /// Nodes that keep state per process (merge tuples, reduce accumulators) key it by their
-    /// own address, which is unique while the node lives. The closure runs under the
-    /// per-process lock, so it must not block or await.
-    pub fn with_local<T, R>(&self, key: usize, f: impl FnOnce(&mut T) -> R) -> R
+    /// Nodes that keep state per process (merge tuples, reduce accumulators) hold a [`Local`]
+    /// of their own. The closure runs under the per-process lock, so it must not block or
+    /// await.
+    pub fn with_local<T, R>(&self, key: &Local<T>, f: impl FnOnce(&mut T) -> R) -> R
     where
         T: Any + Send + Default,
     {
+        let key = key.id();
         let mut state = self.lock_to_add();
         let index = match state.data.iter().position(|(k, _)| *k == key) {
             Some(i) => i,
@@ -201,7 +203,7 @@ impl Process {
         let value = state.data[index]
             .1
             .downcast_mut::<T>()
-            .expect("a process-local key is used with one type only");
+            .expect("a Local's id is its own, and so is its type");
         f(value)
     }
 
@@ -224,6 +226,65 @@ impl Process {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic in a hook must not poison the process for everyone else.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A typed key for state kept per process ([`Process::with_local`]).
+///
+/// Each key gets an id of its own on first use, never reused, so two keys cannot meet: not
+/// two kinds of node, and not a node and the one that replaces it on a reload while a process
+/// of the old one is still running. The type is part of the key, so a value cannot be read
+/// as another type. A node holds one per state it keeps; a module keeps one in a `static`.
+pub struct Local<T> {
+    /// 0 until first use.
+    id: AtomicU64,
+    kind: PhantomData<fn() -> T>,
+}
+
+/// The next id a [`Local`] takes.
+static NEXT_LOCAL: AtomicU64 = AtomicU64::new(1);
+
+impl<T> Local<T> {
+    /// A new key.
+    pub const fn new() -> Local<T> {
+        Local {
+            id: AtomicU64::new(0),
+            kind: PhantomData,
+        }
+    }
+
+    #[inline]
+    fn id(&self) -> u64 {
+        match self.id.load(Ordering::Relaxed) {
+            0 => self.assign(),
+            id => id,
+        }
+    }
+
+    #[cold]
+    fn assign(&self) -> u64 {
+        let fresh = NEXT_LOCAL.fetch_add(1, Ordering::Relaxed);
+        match self
+            .id
+            .compare_exchange(0, fresh, Ordering::Relaxed, Ordering::Relaxed)
+        {
+            Ok(_) => fresh,
+            Err(taken) => taken,
+        }
+    }
+}
+
+impl<T> Default for Local<T> {
+    fn default() -> Self {
+        Local::new()
+    }
+}
+
+impl<T> std::fmt::Debug for Local<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Local")
+            .field(&self.id.load(Ordering::Relaxed))
+            .finish()
     }
 }
 
@@ -302,11 +363,12 @@ mod tests {
     fn parent_exit_exits_children_and_data_is_dropped() {
         let parent = Process::new();
         let child = parent.fork();
-        child.with_local::<Vec<i32>, _>(1, |v| v.push(1));
-        assert_eq!(child.with_local::<Vec<i32>, _>(1, |v| v.len()), 1);
+        let key = Local::<Vec<i32>>::new();
+        child.with_local(&key, |v| v.push(1));
+        assert_eq!(child.with_local(&key, |v| v.len()), 1);
         parent.exit(None);
         assert!(child.is_exited());
-        assert_eq!(child.with_local::<Vec<i32>, _>(1, |v| v.len()), 0);
+        assert_eq!(child.with_local(&key, |v| v.len()), 0);
     }
 
     #[test]

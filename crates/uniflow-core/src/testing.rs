@@ -50,10 +50,10 @@ static LOG: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
 
 /// The tags `test-record` nodes appended for this process, in order.
 pub fn recorded(proc: &Process) -> Vec<String> {
-    proc.with_local::<Vec<String>, _>(RECORD_KEY, |v| v.clone())
+    proc.with_local(&RECORD, |v| v.clone())
 }
 
-const RECORD_KEY: usize = 0x7265_636f_7264;
+static RECORD: crate::Local<Vec<String>> = crate::Local::new();
 
 macro_rules! one_to_one_kind {
     ($spec:ident, $kind:literal, |$this:ident, $cx:ident, $input:ident| $body:expr) => {
@@ -109,8 +109,7 @@ pub struct RecordSpec {
     tag: String,
 }
 one_to_one_kind!(RecordSpec, "test-record", |this, cx, input| {
-    cx.proc()
-        .with_local::<Vec<String>, _>(RECORD_KEY, |v| v.push(this.tag.clone()));
+    cx.proc().with_local(&RECORD, |v| v.push(this.tag.clone()));
     Ok(input)
 });
 

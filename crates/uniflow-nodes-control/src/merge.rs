@@ -13,7 +13,9 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde::Deserialize;
-use uniflow_core::{CompileCx, Cx, Flow, InPort, Node, NodeSpec, OutPort, Packet, merge, port};
+use uniflow_core::{
+    CompileCx, Cx, Flow, InPort, Local, Node, NodeSpec, OutPort, Packet, merge, port,
+};
 use uniflow_spec::{Diagnostic, PortName};
 use uniflow_value::Value;
 
@@ -30,6 +32,7 @@ impl NodeSpec for MergeSpec {
     fn compile(self, _cx: &CompileCx<'_>) -> Result<Box<dyn Node>, Vec<Diagnostic>> {
         Ok(Box::new(MergeNode {
             inputs: AtomicU32::new(0),
+            pending: Local::new(),
         }))
     }
 }
@@ -43,6 +46,8 @@ pub struct MergeNode {
     /// graph asks for every linked port while it compiles, so the highest number asked for is
     /// the input count by the time any packet flows.
     inputs: AtomicU32,
+    /// Each process's packets waiting for their tuple.
+    pending: Local<Tuples>,
 }
 
 /// The packets of one process waiting for their tuple to complete, one queue per input.
@@ -55,10 +60,7 @@ impl MergeNode {
     /// Queues `value` on `input`; returns the tuple it completes, if it does.
     fn push(&self, cx: Cx<'_>, input: usize, value: Value) -> Option<Vec<Packet>> {
         let inputs = (self.inputs.load(Ordering::Relaxed) as usize).max(input + 1);
-        // The node's address is its key: unique while the node lives, and a request holds its
-        // graph, so the node lives as long as the process uses the key.
-        let key = self as *const Self as usize;
-        cx.proc().with_local::<Tuples, _>(key, |pending| {
+        cx.proc().with_local(&self.pending, |pending| {
             if pending.queues.len() < inputs {
                 pending.queues.resize_with(inputs, VecDeque::new);
             }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
-use uniflow_core::{Cx, Flow, InPort, Node, OutPort, Packet, Registry, shape};
+use uniflow_core::{Cx, Flow, InPort, Local, Node, OutPort, Packet, Registry, shape};
 use uniflow_lang::{Languages, Program};
 use uniflow_value::Value;
 
@@ -38,6 +38,8 @@ pub struct ReduceSpec {
 pub struct ReduceNode {
     action: Arc<dyn Program>,
     init: Value,
+    /// Each process's accumulator.
+    state: Local<State>,
 }
 
 /// One process's accumulator; `acc` is `None` until the first success.
@@ -54,6 +56,7 @@ pub(crate) fn register(registry: &mut Registry, languages: Arc<Languages>) {
         Ok(Box::new(ReduceNode {
             action,
             init: spec.init,
+            state: Local::new(),
         }))
     });
 }
@@ -71,11 +74,10 @@ impl Node for ReduceNode {
         let Packet::Data(current) = packet else {
             return Flow::Ready(Packet::None);
         };
-        let key = self as *const Self as usize;
         // The action is user code, so it runs outside the process lock. No other packet of this
         // process is handled in between: the read, the run and the write are one synchronous
         // call on the process's task.
-        let (acc, index) = cx.proc().with_local::<State, _>(key, |state| {
+        let (acc, index) = cx.proc().with_local(&self.state, |state| {
             let index = state.index;
             state.index += 1;
             (
@@ -86,7 +88,7 @@ impl Node for ReduceNode {
         let args = Value::from(vec![acc, current, Value::Int(index)]);
         match self.action.run(args) {
             Ok(acc) => {
-                cx.proc().with_local::<State, _>(key, |state| {
+                cx.proc().with_local(&self.state, |state| {
                     state.acc = Some(acc.clone());
                 });
                 cx.send(shape::OUT, acc)

@@ -153,6 +153,9 @@ async fn check(file: &str, case: &Value) {
 #[derive(Deserialize)]
 struct FlakySpec {
     failures: usize,
+    /// How many packets each process sent.
+    #[serde(skip)]
+    seen: uniflow_core::Local<usize>,
 }
 
 impl NodeSpec for FlakySpec {
@@ -166,8 +169,7 @@ impl NodeSpec for FlakySpec {
 impl Transform for FlakySpec {
     fn transform(&self, cx: &Cx<'_>, input: Value) -> Result<Value, ErrorValue> {
         let proc = cx.proc();
-        let key = self as *const Self as usize;
-        let seen = proc.with_local::<usize, _>(key, |n| {
+        let seen = proc.with_local(&self.seen, |n| {
             *n += 1;
             *n
         });

@@ -66,10 +66,6 @@ pub struct GatewayNode {
 }
 
 impl GatewayNode {
-    fn key(&self) -> usize {
-        std::ptr::from_ref(self) as usize
-    }
-
     fn upgrade<'a>(&'a self, cx: Cx<'a>, packet: Packet) -> Flow<'a> {
         let Packet::Data(request) = packet else {
             return Flow::Ready(Packet::None);
@@ -116,8 +112,7 @@ impl GatewayNode {
                 }
             }
         };
-        self.connections
-            .open(cx.detach(), self.key(), cx.proc(), open);
+        self.connections.open(cx.detach(), cx.proc(), open);
         Flow::Ready(Packet::None)
     }
 }
@@ -183,7 +178,7 @@ impl Node for GatewayNode {
         if port == ws::IO {
             self.upgrade(cx, packet)
         } else {
-            ws::send(cx, self.key(), Side::Server, packet)
+            ws::send(cx, &self.connections, packet)
         }
     }
 

@@ -49,8 +49,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use uniflow_core::{
-    CompileCx, Cx, Error, Flow, Graph, InPort, LoadCx, Node, NodeId, NodeSpec, OutPort, Packet,
-    Process, ProcessSlot, port,
+    CompileCx, Cx, Error, Flow, Graph, InPort, LoadCx, Local, Node, NodeId, NodeSpec, OutPort,
+    Packet, Process, ProcessSlot, port,
 };
 use uniflow_spec::Diagnostic;
 use uniflow_value::{ErrorValue, Value};
@@ -320,19 +320,15 @@ pub(crate) struct Peer {
     pub(crate) tls: bool,
 }
 
-/// The process-local key of the [`Peer`]: the address of a static.
-static PEER: u8 = 0;
-
-fn peer_key() -> usize {
-    std::ptr::addr_of!(PEER) as usize
-}
+/// Where a process keeps its [`Peer`].
+static PEER: Local<Option<Peer>> = Local::new();
 
 /// The client of the request that `proc` (or an ancestor) serves, when the listener recorded
 /// it (it does when its graph holds a `proxy`).
 pub(crate) fn peer(proc: &Arc<Process>) -> Option<Peer> {
     let mut current = Some(proc);
     while let Some(p) = current {
-        if let Some(peer) = p.with_local::<Option<Peer>, _>(peer_key(), |p| *p) {
+        if let Some(peer) = p.with_local(&PEER, |p| *p) {
             return Some(peer);
         }
         current = p.parent();
@@ -1050,8 +1046,7 @@ impl Extras {
             upgrade::offer(slot.get(), pending);
         }
         if let Some(peer) = peer {
-            slot.get()
-                .with_local::<Option<Peer>, _>(peer_key(), |p| *p = Some(peer));
+            slot.get().with_local(&PEER, |p| *p = Some(peer));
         }
         (upgrading, streams)
     }

@@ -25,7 +25,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 use uniflow_core::{
-    CompileCx, Cx, Flow, Graph, InPort, Node, NodeId, NodeSpec, OutPort, Packet, Process, shape,
+    CompileCx, Cx, Flow, Graph, InPort, Local, Node, NodeId, NodeSpec, OutPort, Packet, Process,
+    shape,
 };
 use uniflow_spec::Diagnostic;
 use uniflow_value::{ErrorValue, Map, Value};
@@ -144,7 +145,7 @@ impl ProxyNode {
                 answer: identity(&payload),
                 response: Some(Response::from_parts(parts, body)),
             };
-            proc.with_local::<Option<Streamed>, _>(stream_key(), |s| *s = Some(streamed));
+            proc.with_local(&STREAM, |s| *s = Some(streamed));
             return Ok(payload);
         }
         let collect = body.collect();
@@ -167,12 +168,8 @@ struct Streamed {
     response: Option<Response<hyper::body::Incoming>>,
 }
 
-/// The process-local key of a [`Streamed`] response: the address of a static.
-static STREAM: u8 = 0;
-
-fn stream_key() -> usize {
-    std::ptr::addr_of!(STREAM) as usize
-}
+/// Where a process keeps a [`Streamed`] response.
+static STREAM: Local<Option<Streamed>> = Local::new();
 
 /// The identity of a payload map: its shared entries' address, which every clone keeps.
 fn identity(payload: &Value) -> usize {
@@ -189,7 +186,7 @@ pub(crate) fn take_stream(proc: &Process, answer: &Packet) -> Option<Response<Bo
         return None;
     };
     let id = identity(value);
-    let response = proc.with_local::<Option<Streamed>, _>(stream_key(), |s| {
+    let response = proc.with_local(&STREAM, |s| {
         s.take().filter(|s| s.answer == id)?.response.take()
     })?;
     let (mut parts, body) = response.into_parts();

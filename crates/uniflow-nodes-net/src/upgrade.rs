@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use http::Response;
 use hyper::upgrade::OnUpgrade;
-use uniflow_core::Process;
+use uniflow_core::{Local, Process};
 
 use crate::payload::Body;
 
@@ -23,17 +23,12 @@ struct Slot {
     response: Option<Response<Body>>,
 }
 
-/// The process-local key of the slot: the address of a static, unique in the process and
-/// distinct from any node's address.
-static KEY: u8 = 0;
-
-fn key() -> usize {
-    std::ptr::addr_of!(KEY) as usize
-}
+/// Where a process keeps its slot.
+static SLOT: Local<Slot> = Local::new();
 
 /// Offers the request's upgrade to the nodes that handle `proc`.
 pub(crate) fn offer(proc: &Process, pending: OnUpgrade) {
-    proc.with_local::<Slot, _>(key(), |slot| slot.pending = Some(pending));
+    proc.with_local(&SLOT, |slot| slot.pending = Some(pending));
 }
 
 /// Claims the upgrade offered to `proc` or an ancestor, leaving `response` to be sent in its
@@ -42,7 +37,7 @@ pub(crate) fn claim(proc: &Arc<Process>, response: Response<Body>) -> Option<OnU
     let mut response = Some(response);
     let mut current = Some(proc);
     while let Some(p) = current {
-        let claimed = p.with_local::<Slot, _>(key(), |slot| {
+        let claimed = p.with_local(&SLOT, |slot| {
             let pending = slot.pending.take()?;
             slot.response = response.take();
             Some(pending)
@@ -57,5 +52,5 @@ pub(crate) fn claim(proc: &Arc<Process>, response: Response<Body>) -> Option<OnU
 
 /// The handshake response a gateway left, if one claimed the upgrade.
 pub(crate) fn take_response(proc: &Process) -> Option<Response<Body>> {
-    proc.with_local::<Slot, _>(key(), |slot| slot.response.take())
+    proc.with_local(&SLOT, |slot| slot.response.take())
 }

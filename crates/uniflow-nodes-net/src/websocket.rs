@@ -100,10 +100,6 @@ impl WebSocketNode {
         self.timeout
     }
 
-    fn key(&self) -> usize {
-        std::ptr::from_ref(self) as usize
-    }
-
     /// The URL to dial for `payload`: the node's parts, the payload's where the node has none.
     fn url(&self, payload: &Value) -> Result<String, String> {
         let field = |k: &str| {
@@ -169,8 +165,7 @@ impl WebSocketNode {
             match connected {
                 Ok((stream, _)) => {
                     let open = async move { Some(stream) };
-                    self.connections
-                        .open(cx.detach(), self.key(), cx.proc(), open);
+                    self.connections.open(cx.detach(), cx.proc(), open);
                     Packet::None
                 }
                 Err(e) => {
@@ -210,7 +205,7 @@ impl Node for WebSocketNode {
         if port == ws::IO {
             self.dial(cx, packet)
         } else {
-            ws::send(cx, self.key(), Side::Client, packet)
+            ws::send(cx, &self.connections, packet)
         }
     }
 

@@ -30,7 +30,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
-use uniflow_core::{Cx, Flow, InPort, LoadCx, OutPort, Packet, Process, port, shape};
+use uniflow_core::{Cx, Flow, InPort, LoadCx, Local, OutPort, Packet, Process, port, shape};
 use uniflow_value::{ErrorValue, Map, Value};
 
 /// Opens a connection for the process.
@@ -74,11 +74,13 @@ pub(crate) struct Connections {
     tasks: Mutex<JoinSet<()>>,
     config: WebSocketConfig,
     side: Side,
+    /// Where a process keeps the writing end of its connection by this node.
+    slot: Local<Slot>,
 }
 
 /// A connection's writing end, kept in the process that owns the connection.
 #[derive(Default)]
-struct Slot(Option<mpsc::Sender<Message>>);
+pub(crate) struct Slot(Option<mpsc::Sender<Message>>);
 
 impl Connections {
     pub(crate) fn new(side: Side, buffer: Option<usize>) -> Connections {
@@ -91,6 +93,7 @@ impl Connections {
             tasks: Mutex::new(JoinSet::new()),
             config,
             side,
+            slot: Local::new(),
         }
     }
 
@@ -98,17 +101,17 @@ impl Connections {
         self.config
     }
 
-    /// Gives `proc` a connection: registers its writing end under `key` (the node's address),
-    /// then runs it in a task once `open` yields the stream. The task emits on the `out` of the
+    /// Gives `proc` a connection: registers its writing end in the process, then runs it in a
+    /// task once `open` yields the stream. The task emits on the `out` of the
     /// node at `place` in children of a child of `proc`, which keeps `proc` alive until the
     /// connection ends.
-    pub(crate) fn open<S, F>(&self, place: LoadCx, key: usize, proc: &Arc<Process>, open: F)
+    pub(crate) fn open<S, F>(&self, place: LoadCx, proc: &Arc<Process>, open: F)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         F: Future<Output = Option<WebSocketStream<S>>> + Send + 'static,
     {
         let (tx, rx) = mpsc::channel(QUEUE);
-        proc.with_local::<Slot, _>(key, |slot| slot.0 = Some(tx));
+        proc.with_local(&self.slot, |slot| slot.0 = Some(tx));
         let owner = proc.fork();
         let mut stopped = self.stop.subscribe();
         let side = self.side;
@@ -307,10 +310,10 @@ fn looks_like_text(bytes: &[u8]) -> bool {
 }
 
 /// The connection `proc` or its nearest ancestor owns under `key`.
-fn find(proc: &Arc<Process>, key: usize) -> Option<mpsc::Sender<Message>> {
+fn find(proc: &Arc<Process>, key: &Local<Slot>) -> Option<mpsc::Sender<Message>> {
     let mut current = Some(proc);
     while let Some(p) = current {
-        if let Some(tx) = p.with_local::<Slot, _>(key, |slot| slot.0.clone()) {
+        if let Some(tx) = p.with_local(key, |slot| slot.0.clone()) {
             return Some(tx);
         }
         current = p.parent();
@@ -388,8 +391,10 @@ fn close_frame(code: u16, reason: Utf8Bytes, side: Side) -> CloseFrame {
     }
 }
 
-/// Handles `in`: sends the packet on the process's connection, the `side` end of it.
-pub(crate) fn send<'a>(cx: Cx<'a>, key: usize, side: Side, packet: Packet) -> Flow<'a> {
+/// Handles `in`: sends the packet on the process's connection by the node whose connections
+/// are `connections`.
+pub(crate) fn send<'a>(cx: Cx<'a>, connections: &Connections, packet: Packet) -> Flow<'a> {
+    let (key, side) = (&connections.slot, connections.side);
     let Packet::Data(value) = packet else {
         return Flow::Ready(Packet::None);
     };
