@@ -131,7 +131,7 @@ impl Future for FlowFuture<'_> {
 /// A node names its ports ([`in_port`](Node::in_port), [`out_port`](Node::out_port)) and
 /// answers packets ([`handle`](Node::handle)). It never holds a reference to another node:
 /// it writes through its [`Cx`], and the graph resolves the targets.
-pub trait Node: Send + Sync + 'static {
+pub trait Node: Any + Send + Sync {
     /// The number of an input port, or `None` if the node has no such port.
     fn in_port(&self, name: &str) -> Option<InPort>;
 
@@ -171,9 +171,18 @@ pub trait Node: Send + Sync + 'static {
     fn unload(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         Box::pin(std::future::ready(()))
     }
+}
 
-    /// The node as `Any`, so tools (tests, the CLI) can reach a concrete kind's extras.
-    fn as_any(&self) -> &dyn Any;
+impl dyn Node {
+    /// Whether the node is of the concrete type `T`.
+    pub fn is<T: Node>(&self) -> bool {
+        (self as &dyn Any).is::<T>()
+    }
+
+    /// The node as its concrete type, for tools (tests, the CLI) that need a kind's extras.
+    pub fn downcast_ref<T: Node>(&self) -> Option<&T> {
+        (self as &dyn Any).downcast_ref::<T>()
+    }
 }
 
 /// Where a node sits, owned: its graph, its id in it, and for a node inside a [`Subgraph`]

@@ -4,8 +4,6 @@
 //! port and `out`/`error` outputs: a result goes to `out`, a failure to `error`, and whichever
 //! port is unlinked sends the packet back as the answer. Most kinds are one of these.
 
-use std::any::Any;
-
 use uniflow_value::{ErrorValue, Value};
 
 use crate::node::{Cx, Flow, InPort, Node, OutPort};
@@ -104,9 +102,5 @@ impl<T: Transform> Node for OneToOne<T> {
             Ok(output) => cx.send(OUT, output),
             Err(e) => cx.send(ERROR, Value::Error(e)),
         }
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }

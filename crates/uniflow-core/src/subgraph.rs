@@ -43,10 +43,6 @@ impl Node for Output {
     fn handle<'a>(&'a self, cx: Cx<'a>, _port: InPort, packet: Packet) -> Flow<'a> {
         cx.exit(self.0, packet)
     }
-
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
 }
 
 /// Where a subgraph's inputs lead.

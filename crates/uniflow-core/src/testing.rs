@@ -180,7 +180,4 @@ impl Node for DelayNode {
             cx.write(OUT, packet).await
         })
     }
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
 }

@@ -161,16 +161,10 @@ impl Node for BlockNode {
     fn unload(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         Box::pin(self.children.unload())
     }
-
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::any::Any;
-
     use uniflow_core::{Graph, Registry};
 
     use super::*;
@@ -201,10 +195,6 @@ mod tests {
 
         fn reads_body(&self, _port: InPort, _method: &str, path: &str) -> bool {
             path == "/read"
-        }
-
-        fn as_any(&self) -> &dyn Any {
-            self
         }
     }
 

@@ -5,8 +5,6 @@
 //! answer back as it is. A sub-call answering `None` answers `None`: there is nothing to pass
 //! on.
 
-use std::any::Any;
-
 use serde::Deserialize;
 use uniflow_core::shape::indexed::{self, ERROR};
 use uniflow_core::{CompileCx, Cx, Flow, InPort, Node, NodeSpec, OutPort, Packet, port};
@@ -54,10 +52,6 @@ impl Node for CallNode {
             error if error.is_error() => cx.write(ERROR, error),
             result => cx.write(NEXT, result),
         })
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 

@@ -5,8 +5,6 @@
 //! child's answer is an error it goes to `error` (in the child); then the child waits for its
 //! own children and exits, with the error if one is left.
 
-use std::any::Any;
-
 use serde::Deserialize;
 use uniflow_core::{CompileCx, Cx, Flow, InPort, Node, NodeSpec, OutPort, Packet, port};
 use uniflow_spec::Diagnostic;
@@ -77,10 +75,6 @@ impl Node for ForkNode {
             child.exit(error);
         });
         Flow::Ready(Packet::None)
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 

@@ -6,7 +6,6 @@
 //! to `error`. Like every node with numbered outputs, a branch whose port does not exist (no
 //! link on it or on a higher-numbered `out`) answers `None`.
 
-use std::any::Any;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -73,10 +72,6 @@ impl Node for IfNode {
             }
             Err(e) => cx.send(ERROR, Value::Error(e)),
         }
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 

@@ -13,8 +13,6 @@
 //! so stateful bodies (`reduce`, `session`) see them in input order; running them one by one
 //! keeps that and bounds the work in flight.
 
-use std::any::Any;
-
 use serde::Deserialize;
 use uniflow_core::shape::indexed::{self, ERROR};
 use uniflow_core::{CompileCx, Cx, Flow, InPort, Node, NodeSpec, OutPort, Packet, port};
@@ -98,10 +96,6 @@ impl Node for LoopNode {
             }
         }
         LoopNode::finish(cx, answers)
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 

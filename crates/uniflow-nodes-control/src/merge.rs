@@ -8,7 +8,6 @@
 //!
 //! The number of inputs is the highest `in[N]` linked, plus one; `in` means `in[0]`.
 
-use std::any::Any;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -107,10 +106,6 @@ impl Node for MergeNode {
             error @ Packet::Data(Value::Error(_)) => cx.write(ERROR, error),
             merged => cx.write(OUT, merged),
         }
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 

@@ -2,8 +2,6 @@
 //!
 //! It is also the conventional holder of an `init` port (`examples/helloworld.yaml`).
 
-use std::any::Any;
-
 use serde::Deserialize;
 use uniflow_core::{CompileCx, Cx, Flow, InPort, Node, NodeSpec, OutPort, Packet, port, shape};
 use uniflow_spec::Diagnostic;
@@ -34,9 +32,5 @@ impl Node for NopNode {
 
     fn handle<'a>(&'a self, _cx: Cx<'a>, _port: InPort, _packet: Packet) -> Flow<'a> {
         Flow::Ready(Packet::None)
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }

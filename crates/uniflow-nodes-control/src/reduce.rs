@@ -6,7 +6,6 @@
 //! `acc` as it was (the index still advances, as upstream's did). Every packet is answered, one
 //! output per input, so a `reduce` inside a `loop` body sees the elements in order.
 
-use std::any::Any;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -95,10 +94,6 @@ impl Node for ReduceNode {
             }
             Err(e) => cx.send(shape::ERROR, Value::Error(e)),
         }
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 

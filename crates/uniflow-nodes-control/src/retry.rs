@@ -6,8 +6,6 @@
 //! error goes to `error`, whose answer (the error itself when unlinked, as in upstream's later
 //! version without the port) is the answer. A threshold of 0 makes one attempt.
 
-use std::any::Any;
-
 use serde::Deserialize;
 use uniflow_core::{CompileCx, Cx, Flow, InPort, Node, NodeSpec, OutPort, Packet, shape};
 use uniflow_spec::Diagnostic;
@@ -74,10 +72,6 @@ impl Node for RetryNode {
                 }
             }
         }
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 

@@ -8,7 +8,6 @@
 //! arrives. The broadcasts run concurrently; their answers merge in session order into the
 //! answer of `in` (`None` when there is no session).
 
-use std::any::Any;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use futures_util::future::join_all;
@@ -129,10 +128,6 @@ impl Node for SessionNode {
         });
         let broadcasts: Vec<_> = broadcasts.collect();
         Flow::pending(async move { merge(join_all(broadcasts).await) })
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 

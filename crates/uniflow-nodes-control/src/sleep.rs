@@ -3,7 +3,6 @@
 //! The wait is a timer, not a blocked thread (upstream slept its goroutine), so a sleeping
 //! request costs nothing while it waits. A zero interval passes the packet on at once.
 
-use std::any::Any;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -57,10 +56,6 @@ impl Node for SleepNode {
             tokio::time::sleep(self.interval).await;
             cx.write(shape::OUT, packet).await
         })
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 

@@ -6,8 +6,6 @@
 //! of a fan-out, and their answers merge in port order: `None`s dropped, errors joined, one
 //! answer as itself, several as a list.
 
-use std::any::Any;
-
 use serde::Deserialize;
 use uniflow_core::{CompileCx, Cx, Flow, InPort, Node, NodeSpec, OutPort, Packet, port};
 use uniflow_spec::{Diagnostic, PortName};
@@ -61,10 +59,6 @@ impl Node for SplitNode {
             .map(|(port, item)| cx.send(port, item.clone()))
             .collect();
         Flow::merge_all(flows)
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 

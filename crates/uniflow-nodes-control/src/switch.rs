@@ -7,7 +7,6 @@
 //! there are (upstream panicked past the number of matches); a port that does not exist (no
 //! link on it or on a higher-numbered `out`) answers `None`.
 
-use std::any::Any;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -116,10 +115,6 @@ impl Node for SwitchNode {
             }
         }
         Flow::Ready(Packet::None)
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 

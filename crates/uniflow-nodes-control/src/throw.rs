@@ -7,8 +7,6 @@
 //! throws: a `throw` that answered a value would let the flow go on as if nothing failed
 //! (upstream answered null).
 
-use std::any::Any;
-
 use serde::Deserialize;
 use uniflow_core::{CompileCx, Cx, Flow, InPort, Node, NodeSpec, OutPort, Packet, shape};
 use uniflow_spec::Diagnostic;
@@ -75,10 +73,6 @@ impl Node for ThrowNode {
             ErrorValue::join(errors)
         };
         Flow::Ready(Packet::Data(Value::Error(error)))
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 

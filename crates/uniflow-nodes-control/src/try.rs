@@ -5,8 +5,6 @@
 //! handler catches it, an unlinked `error` sends it back as it is. Any other answer passes
 //! through.
 
-use std::any::Any;
-
 use serde::Deserialize;
 use uniflow_core::{CompileCx, Cx, Flow, InPort, Node, NodeSpec, OutPort, Packet, shape};
 use uniflow_spec::Diagnostic;
@@ -49,10 +47,6 @@ impl Node for TryNode {
                 Flow::Ready(answer)
             }
         })
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 

@@ -9,7 +9,6 @@
 //! request that is not a WebSocket upgrade goes to `error`; with `error` unlinked it answers
 //! 400.
 
-use std::any::Any;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -184,9 +183,5 @@ impl Node for GatewayNode {
 
     fn unload(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         self.connections.close()
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }

@@ -9,7 +9,6 @@
 //! header, decoded body and status; any status is an answer, not an error. A transport failure
 //! or `timeout` goes to `error`. Connections are pooled per node and host.
 
-use std::any::Any;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -90,9 +89,5 @@ impl Node for HttpNode {
                 Err(e) => cx.send(shape::ERROR, Value::Error(e)).await,
             }
         })
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }

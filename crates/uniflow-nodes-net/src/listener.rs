@@ -294,15 +294,11 @@ impl Features {
     fn of(graph: &Graph, node: NodeId) -> Features {
         let has = |f: fn(&dyn Node) -> bool| graph.symbols().iter().any(|s| f(&*s.node));
         let targets = graph.targets(node, OUT);
-        let is_router = |t: &uniflow_core::Target| {
-            graph
-                .node(t.node)
-                .as_any()
-                .is::<crate::router::RouterNode>()
-        };
+        let is_router =
+            |t: &uniflow_core::Target| graph.node(t.node).is::<crate::router::RouterNode>();
         Features {
-            upgrades: has(|n| n.as_any().is::<crate::gateway::GatewayNode>()),
-            peers: has(|n| n.as_any().is::<crate::proxy::ProxyNode>()),
+            upgrades: has(|n| n.is::<crate::gateway::GatewayNode>()),
+            peers: has(|n| n.is::<crate::proxy::ProxyNode>()),
             streams: crate::proxy::allow_streaming(graph),
             shape: Shape {
                 params: !targets.is_empty() && targets.iter().all(is_router),
@@ -435,17 +431,12 @@ impl Node for ListenerNode {
             }
         })
     }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
 }
 
 /// The listener node `node` of `graph`.
 fn listener_of(graph: &Graph, node: NodeId) -> &ListenerNode {
     graph
         .node(node)
-        .as_any()
         .downcast_ref::<ListenerNode>()
         .expect("the node that serves is a listener")
 }

@@ -11,7 +11,6 @@
 //! answer before the listener sends it (see `listener`), the body is not decoded at all but
 //! passed through to the client as it arrives. Transport failures go to `error`.
 
-use std::any::Any;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -213,7 +212,7 @@ pub(crate) fn allow_streaming(graph: &Graph) -> bool {
     }
     let mut any = false;
     for (i, sym) in graph.symbols().iter().enumerate() {
-        let Some(proxy) = sym.node.as_any().downcast_ref::<ProxyNode>() else {
+        let Some(proxy) = sym.node.downcast_ref::<ProxyNode>() else {
             continue;
         };
         let id = NodeId(i as u32);
@@ -240,7 +239,7 @@ fn reaches_listener_untouched(
     seen[node] = true;
     !into[node].is_empty()
         && into[node].iter().all(|&(from, links)| {
-            let source = graph.symbols()[from].node.as_any();
+            let source = &*graph.symbols()[from].node;
             links == 1
                 && (source.is::<ListenerNode>()
                     || (source.is::<RouterNode>()
@@ -315,9 +314,5 @@ impl Node for ProxyNode {
                 Err(e) => cx.send(shape::ERROR, Value::Error(e)).await,
             }
         })
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }

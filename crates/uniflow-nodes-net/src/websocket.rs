@@ -6,7 +6,6 @@
 //! certificates. A connection that cannot be opened within `timeout` (10 seconds unless set)
 //! goes to `error`.
 
-use std::any::Any;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -211,10 +210,6 @@ impl Node for WebSocketNode {
 
     fn unload(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         self.connections.close()
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 

@@ -19,7 +19,7 @@ pub(crate) async fn start(yaml: &str) -> (Arc<Graph>, SocketAddr) {
     let addr = graph
         .symbols()
         .iter()
-        .find_map(|s| s.node.as_any().downcast_ref::<ListenerNode>()?.local_addr())
+        .find_map(|s| s.node.downcast_ref::<ListenerNode>()?.local_addr())
         .expect("a listener");
     (graph, addr)
 }

@@ -9,8 +9,6 @@
 /// Public so the fuzz target can compare it with a plain matcher (`fuzz/fuzz_targets/router.rs`).
 pub mod tree;
 
-use std::any::Any;
-
 use serde::Deserialize;
 use uniflow_core::shape::indexed::{self, ERROR, out};
 use uniflow_core::{CompileCx, Cx, Flow, InPort, Node, NodeSpec, OutPort, Packet, port};
@@ -221,10 +219,6 @@ impl Node for RouterNode {
         self.tree
             .lookup(path, |leaf| leaf.port(method).is_some())
             .is_some_and(|found| found.accepted)
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 

@@ -43,7 +43,7 @@ pub(crate) async fn start(yaml: &str) -> Running {
     let addrs = graph
         .symbols()
         .iter()
-        .filter_map(|s| s.node.as_any().downcast_ref::<ListenerNode>()?.local_addr())
+        .filter_map(|s| s.node.downcast_ref::<ListenerNode>()?.local_addr())
         .collect();
     Running { graph, addrs }
 }

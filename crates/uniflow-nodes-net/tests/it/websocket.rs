@@ -297,7 +297,6 @@ fn a_websocket_bounds_its_connect_time_by_default() {
     let timeout = |name| {
         graph
             .node(graph.find(name).unwrap())
-            .as_any()
             .downcast_ref::<WebSocketNode>()
             .unwrap()
             .timeout()

@@ -56,7 +56,7 @@ pub(crate) async fn start(mut specs: Vec<Spec>) -> (Arc<Graph>, SocketAddr) {
     let addr = graph
         .symbols()
         .iter()
-        .find_map(|s| s.node.as_any().downcast_ref::<ListenerNode>()?.local_addr())
+        .find_map(|s| s.node.downcast_ref::<ListenerNode>()?.local_addr())
         .expect("a listener is bound");
     (graph, addr)
 }
