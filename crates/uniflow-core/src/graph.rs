@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use uniflow_spec::{Diagnostic, Diagnostics, PortRef, SecretLookup, Spec, bind, check};
 
-use crate::node::{Cx, InPort, LoadCx, Node, NodeId, OutPort};
+use crate::node::{Cx, InPort, LoadCx, Needs, Node, NodeId, OutPort};
 use crate::packet::Packet;
 use crate::process::Process;
 use crate::registry::Registry;
@@ -186,6 +186,13 @@ impl Graph {
     /// Every symbol, by id.
     pub fn symbols(&self) -> &[Symbol] {
         &self.symbols
+    }
+
+    /// What the nodes of this graph ask of a source, together (see [`Node::needs`]).
+    pub fn needs(&self) -> Needs {
+        self.symbols
+            .iter()
+            .fold(Needs::NONE, |needs, s| needs.union(s.node.needs()))
     }
 
     /// The id of the node with this name.

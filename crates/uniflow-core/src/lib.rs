@@ -27,7 +27,9 @@ pub mod testing;
 
 pub use error::Error;
 pub use graph::{Graph, Symbol, Target};
-pub use node::{BoxFlow, Cx, Flow, FlowFuture, InPort, LoadCx, MAX_DEPTH, Node, NodeId, OutPort};
+pub use node::{
+    BoxFlow, Cx, Flow, FlowFuture, InPort, LoadCx, MAX_DEPTH, Needs, Node, NodeId, OutPort,
+};
 pub use packet::{Packet, merge};
 pub use process::{Local, Process, ProcessSlot};
 pub use registry::{CompileCx, NodeSpec, Registry};

@@ -155,6 +155,35 @@ pub trait Node: Any + Send + Sync {
         true
     }
 
+    /// What the node asks of the source whose requests reach it, beyond the packet (see
+    /// [`Needs`]). A source asks every node of its graph, and of the graphs around it, once,
+    /// so a graph whose nodes ask nothing pays nothing for what others need. A composite
+    /// answers for the nodes inside it.
+    fn needs(&self) -> Needs {
+        Needs::NONE
+    }
+
+    /// The key the node adds to a map payload on `port`, when the node passes every such
+    /// payload on changed in that key alone (a router's `params`). A source that writes only
+    /// to such nodes may make room for the key in the payloads it builds.
+    fn adds_key(&self, port: InPort) -> Option<&'static str> {
+        let _ = port;
+        None
+    }
+
+    /// Whether the node answers every packet it passes on with the answer that its write of it
+    /// got, unchanged (a router). Nodes that hand a value out of the graph by reference (a proxy's
+    /// streamed body) follow such chains back to a source.
+    fn relays_answers(&self) -> bool {
+        false
+    }
+
+    /// Whether the answers to the node's writes leave the graph as they are (a listener sends
+    /// them as responses).
+    fn answers_leave(&self) -> bool {
+        false
+    }
+
     /// Called once the whole graph is compiled and linked: a source node (a listener) starts
     /// here.
     ///
@@ -185,6 +214,61 @@ impl dyn Node {
     }
 }
 
+/// What a node may ask of the source (a listener) whose requests reach it: see
+/// [`Node::needs`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Needs {
+    /// It may take over the request's connection (a gateway upgrades it to a WebSocket).
+    pub connection: bool,
+    /// It reads the client's address from the request's process (a proxy's
+    /// `X-Forwarded-For`).
+    pub peer: bool,
+    /// It may answer with a response it leaves in the process for the source to send (a
+    /// proxy streaming an upstream body).
+    pub streams: bool,
+}
+
+impl Needs {
+    /// Nothing.
+    pub const NONE: Needs = Needs {
+        connection: false,
+        peer: false,
+        streams: false,
+    };
+
+    /// What either asks.
+    #[must_use]
+    pub fn union(self, other: Needs) -> Needs {
+        Needs {
+            connection: self.connection || other.connection,
+            peer: self.peer || other.peer,
+            streams: self.streams || other.streams,
+        }
+    }
+
+    /// This, and the connection.
+    #[must_use]
+    pub fn connection(mut self) -> Needs {
+        self.connection = true;
+        self
+    }
+
+    /// This, and the client's address.
+    #[must_use]
+    pub fn peer(mut self) -> Needs {
+        self.peer = true;
+        self
+    }
+
+    /// This, and leaving streamed responses.
+    #[must_use]
+    pub fn streams(mut self) -> Needs {
+        self.streams = true;
+        self
+    }
+}
+
 /// Where a node sits, owned: its graph, its id in it, and for a node inside a [`Subgraph`]
 /// (a `block`), where that subgraph's node sits in turn. A node gets one at load; a node that
 /// starts work later, outside any packet's call (a listener's requests, a forked child, a
@@ -209,6 +293,17 @@ type Start<'s> = Box<dyn for<'c> FnOnce(Cx<'c>, Outlives<'c, 's>) -> Flow<'c> + 
 type Outlives<'short, 'long> = std::marker::PhantomData<&'short &'long ()>;
 
 impl LoadCx {
+    /// What the nodes of this node's graph, and of every graph around it, ask of a source.
+    pub fn needs(&self) -> Needs {
+        let mut needs = self.graph.needs();
+        let mut outer = self.outer.as_deref();
+        while let Some(place) = outer {
+            needs = needs.union(place.graph.needs());
+            outer = place.outer.as_deref();
+        }
+        needs
+    }
+
     /// The place of node `node` at the top level of `graph`.
     pub fn top(graph: Arc<Graph>, node: NodeId) -> LoadCx {
         LoadCx {

@@ -22,7 +22,7 @@ use uniflow_value::{Map, Value};
 
 use crate::Error;
 use crate::graph::{Graph, Symbol, Target};
-use crate::node::{Cx, Flow, InPort, LoadCx, Node, NodeId, OutPort};
+use crate::node::{Cx, Flow, InPort, LoadCx, Needs, Node, NodeId, OutPort};
 use crate::packet::Packet;
 
 /// The kind in the spec of a subgraph's output node; its field `port` names the output.
@@ -212,6 +212,11 @@ impl Subgraph {
     /// The graph inside.
     pub fn graph(&self) -> &Arc<Graph> {
         &self.graph
+    }
+
+    /// What the nodes inside ask of a source (see [`Node::needs`]).
+    pub fn needs(&self) -> Needs {
+        self.graph.needs()
     }
 
     /// Whether the node an input leads to reads a request's body (see [`Node::reads_body`]).

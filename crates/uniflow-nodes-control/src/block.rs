@@ -146,6 +146,11 @@ impl Node for BlockNode {
         self.children.handle(cx, port, packet)
     }
 
+    /// The children's, together.
+    fn needs(&self) -> uniflow_core::Needs {
+        self.children.needs()
+    }
+
     /// A request reaches the first child: it says.
     fn reads_body(&self, port: InPort, method: &str, path: &str) -> bool {
         self.children.reads_body(port, method, path)

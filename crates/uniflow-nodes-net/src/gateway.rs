@@ -19,7 +19,7 @@ use serde::Deserialize;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
-use uniflow_core::{CompileCx, Cx, Flow, InPort, Node, NodeSpec, OutPort, Packet};
+use uniflow_core::{CompileCx, Cx, Flow, InPort, Needs, Node, NodeSpec, OutPort, Packet};
 use uniflow_spec::Diagnostic;
 use uniflow_value::{Map, Value};
 
@@ -167,6 +167,11 @@ fn refuse(cx: Cx<'_>, why: String) -> Flow<'_> {
 impl Node for GatewayNode {
     fn in_port(&self, name: &str) -> Option<InPort> {
         ws::in_port(name)
+    }
+
+    /// It takes the request's connection over for the WebSocket.
+    fn needs(&self) -> Needs {
+        Needs::NONE.connection()
     }
 
     fn out_port(&self, name: &str) -> Option<OutPort> {

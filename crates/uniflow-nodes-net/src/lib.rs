@@ -11,6 +11,7 @@ use uniflow_core::Registry;
 
 mod client;
 pub mod coding;
+mod exchange;
 pub mod gateway;
 pub mod http;
 pub mod listener;

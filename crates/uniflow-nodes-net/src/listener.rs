@@ -49,8 +49,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use uniflow_core::{
-    CompileCx, Cx, Error, Flow, Graph, InPort, LoadCx, Local, Node, NodeId, NodeSpec, OutPort,
-    Packet, Process, ProcessSlot, port,
+    CompileCx, Cx, Error, Flow, Graph, InPort, LoadCx, Node, NodeId, NodeSpec, OutPort, Packet,
+    Process, ProcessSlot, port,
 };
 use uniflow_spec::Diagnostic;
 use uniflow_value::{ErrorValue, Value};
@@ -279,57 +279,34 @@ pub struct Limits {
 /// What the listener's graph needs from it beyond the plain request path, learned at load.
 #[derive(Debug, Default, Clone, Copy)]
 struct Features {
-    /// The graph holds a `gateway`: requests that ask for an upgrade are offered to it.
+    /// A node may take the connection over (a `gateway`): requests that ask for an upgrade
+    /// are offered to it.
     upgrades: bool,
-    /// The graph holds a `proxy`: the client's address goes into the request's process, for
-    /// `X-Forwarded-For`.
+    /// A node reads the client's address (a `proxy`): it goes into the request's process.
     peers: bool,
-    /// Some `proxy` passes upstream bodies through: an answer may be a streamed response.
+    /// A node may leave a streamed response (a `proxy`): an answer may be one.
     streams: bool,
     /// What the listener's payloads hold for the nodes it feeds.
     shape: Shape,
 }
 
 impl Features {
-    fn of(graph: &Graph, node: NodeId) -> Features {
-        let has = |f: fn(&dyn Node) -> bool| graph.symbols().iter().any(|s| f(&*s.node));
-        let targets = graph.targets(node, OUT);
-        let is_router =
-            |t: &uniflow_core::Target| graph.node(t.node).is::<crate::router::RouterNode>();
+    /// What the nodes a listener at `place` can reach ask of it: those of its graph and of the
+    /// graphs around it (a listener inside a block).
+    fn of(place: &LoadCx) -> Features {
+        let needs = place.needs();
+        let targets = place.graph.targets(place.node, OUT);
+        let adds_params =
+            |t: &uniflow_core::Target| place.graph.node(t.node).adds_key(t.port) == Some("params");
         Features {
-            upgrades: has(|n| n.is::<crate::gateway::GatewayNode>()),
-            peers: has(|n| n.is::<crate::proxy::ProxyNode>()),
-            streams: crate::proxy::allow_streaming(graph),
+            upgrades: needs.connection,
+            peers: needs.peer,
+            streams: needs.streams,
             shape: Shape {
-                params: !targets.is_empty() && targets.iter().all(is_router),
+                params: !targets.is_empty() && targets.iter().all(adds_params),
             },
         }
     }
-}
-
-/// The client of the request a process serves.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Peer {
-    /// The client's address.
-    pub(crate) addr: SocketAddr,
-    /// Whether the listener serves TLS.
-    pub(crate) tls: bool,
-}
-
-/// Where a process keeps its [`Peer`].
-static PEER: Local<Option<Peer>> = Local::new();
-
-/// The client of the request that `proc` (or an ancestor) serves, when the listener recorded
-/// it (it does when its graph holds a `proxy`).
-pub(crate) fn peer(proc: &Arc<Process>) -> Option<Peer> {
-    let mut current = Some(proc);
-    while let Some(p) = current {
-        if let Some(peer) = p.with_local(&PEER, |p| *p) {
-            return Some(peer);
-        }
-        current = p.parent();
-    }
-    None
 }
 
 /// The compiled `listener`.
@@ -365,8 +342,8 @@ impl ListenerNode {
     }
 
     /// What the graph needs from this listener, node `node` of `graph`.
-    fn features(&self, graph: &Graph, node: NodeId) -> Features {
-        *self.features.get_or_init(|| Features::of(graph, node))
+    fn features(&self, place: &LoadCx) -> Features {
+        *self.features.get_or_init(|| Features::of(place))
     }
 
     fn bind(&self) -> std::io::Result<TcpListener> {
@@ -402,8 +379,13 @@ impl Node for ListenerNode {
         Flow::Ready(Packet::None)
     }
 
+    /// Its requests' answers are the responses.
+    fn answers_leave(&self) -> bool {
+        true
+    }
+
     fn load(&self, cx: LoadCx) -> Result<(), Error> {
-        self.features(&cx.graph, cx.node);
+        self.features(&cx);
         let listener = self
             .bind()
             .map_err(|e| Error::Start(format!("cannot listen on {}: {e}", self.addr)))?;
@@ -449,7 +431,7 @@ async fn serve(listener: TcpListener, place: LoadCx, mut stopped: watch::Receive
     let this = listener_of(graph, node);
     let limits = this.limits;
     let tls = this.tls.clone();
-    let features = this.features(graph, node);
+    let features = this.features(&place);
     let upgrades = features.upgrades;
     let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
     // Every connection task holds a receiver; unloading waits until all are dropped.
@@ -491,7 +473,7 @@ async fn serve(listener: TcpListener, place: LoadCx, mut stopped: watch::Receive
             place: place.clone(),
             features,
             limits,
-            peer: Peer {
+            peer: crate::exchange::Peer {
                 addr: remote,
                 tls: tls.is_some(),
             },
@@ -569,7 +551,7 @@ struct Conn {
     /// The listener's, copied here so that a request need not find the listener node.
     features: Features,
     limits: Limits,
-    peer: Peer,
+    peer: crate::exchange::Peer,
     activity: Activity,
     /// What the last request left for the next one that repeats it.
     cache: RequestCache,
@@ -1017,7 +999,7 @@ struct Extras {
     /// The upgrade a gateway may claim.
     pending: Option<hyper::upgrade::OnUpgrade>,
     /// The client, for a proxy's `X-Forwarded-For`.
-    peer: Option<Peer>,
+    peer: Option<crate::exchange::Peer>,
     /// Whether the answer may be a streamed proxy response.
     streams: bool,
 }
@@ -1037,7 +1019,7 @@ impl Extras {
             upgrade::offer(slot.get(), pending);
         }
         if let Some(peer) = peer {
-            slot.get().with_local(&PEER, |p| *p = Some(peer));
+            crate::exchange::record_peer(slot.get(), peer);
         }
         (upgrading, streams)
     }
@@ -1061,7 +1043,7 @@ pub async fn respond(
         decode: body.is_empty() || body_read(graph, node, parts),
         body,
         limits: &listener.limits.body,
-        shape: listener.features(graph, node).shape,
+        shape: listener.features(place).shape,
     };
     answer(Serving { place, cache }, read, None).await
 }
@@ -1124,7 +1106,7 @@ async fn answer(
     }
     // A proxy that streams its answer leaves the stream in the process it made.
     let streamed = match slot.made() {
-        Some(proc) if streams => crate::proxy::take_stream(proc, &answer),
+        Some(proc) if streams => crate::exchange::take_stream(proc, &answer),
         _ => None,
     };
     let response = match streamed {

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{self, HeaderName};
+use http::header::HeaderName;
 use http::{HeaderValue, Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -24,16 +24,15 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 use uniflow_core::{
-    CompileCx, Cx, Flow, Graph, InPort, Local, Node, NodeId, NodeSpec, OutPort, Packet, Process,
-    shape,
+    CompileCx, Cx, Flow, Graph, InPort, LoadCx, Needs, Node, NodeId, NodeSpec, OutPort, Packet,
+    Process, shape,
 };
 use uniflow_spec::Diagnostic;
 use uniflow_value::{ErrorValue, Map, Value};
 
 use crate::client::{Outgoing, Target, answer, error_text, outgoing, strip_hop_by_hop};
-use crate::listener::{ListenerNode, peer};
-use crate::payload::{Body, header_map};
-use crate::router::RouterNode;
+use crate::exchange::peer;
+use crate::payload::header_map;
 use crate::tls;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -104,8 +103,8 @@ pub struct ProxyNode {
     next: AtomicUsize,
     client: Upstream,
     timeout: Option<Duration>,
-    /// Set at load when every path into this node hands its answer to a listener untouched;
-    /// the body is then streamed instead of decoded.
+    /// Set at load when every path into this node hands its answer to a source (a listener)
+    /// untouched; the body is then streamed instead of decoded.
     streams: AtomicBool,
 }
 
@@ -140,11 +139,7 @@ impl ProxyNode {
                 ("header", Value::Map(header_map(&parts.headers))),
                 ("status", Value::Int(i64::from(parts.status.as_u16()))),
             ]));
-            let streamed = Streamed {
-                answer: identity(&payload),
-                response: Some(Response::from_parts(parts, body)),
-            };
-            proc.with_local(&STREAM, |s| *s = Some(streamed));
+            crate::exchange::leave_stream(proc, &payload, Response::from_parts(parts, body));
             return Ok(payload);
         }
         let collect = body.collect();
@@ -160,46 +155,16 @@ impl ProxyNode {
     }
 }
 
-/// An upstream response waiting in the request's process for the listener to send it.
-struct Streamed {
-    /// Which answer it belongs to (see [`identity`]).
-    answer: usize,
-    response: Option<Response<hyper::body::Incoming>>,
-}
-
-/// Where a process keeps a [`Streamed`] response.
-static STREAM: Local<Option<Streamed>> = Local::new();
-
-/// The identity of a payload map: its shared entries' address, which every clone keeps.
-fn identity(payload: &Value) -> usize {
-    match payload {
-        Value::Map(m) => m.entries().as_ptr() as usize,
-        _ => 0,
+/// Whether the answers of node `node` of `graph` leave the graph untouched: every link into
+/// it comes, through a port with no other link, from a node whose answers leave the graph (a
+/// listener) or from one that relays answers (a router) whose own answers do, and its `out`
+/// is unlinked (so its answer is its payload). Then a proxy may stream its response body.
+fn answers_leave_untouched(graph: &Graph, node: NodeId) -> bool {
+    if !graph.targets(node, shape::OUT).is_empty() {
+        return false;
     }
-}
-
-/// The streamed response behind `answer`, if a streaming proxy produced exactly this answer
-/// in `proc`.
-pub(crate) fn take_stream(proc: &Process, answer: &Packet) -> Option<Response<Body>> {
-    let Packet::Data(value @ Value::Map(_)) = answer else {
-        return None;
-    };
-    let id = identity(value);
-    let response = proc.with_local(&STREAM, |s| {
-        s.take().filter(|s| s.answer == id)?.response.take()
-    })?;
-    let (mut parts, body) = response.into_parts();
-    // The body's own length decides the framing.
-    parts.headers.remove(header::CONTENT_LENGTH);
-    Some(Response::from_parts(parts, Body::stream(body)))
-}
-
-/// Lets the proxies of `graph` whose answers reach a listener untouched stream their response
-/// bodies: every link into such a proxy comes from a listener or from a router (which answer
-/// with the answers they get) through a port with no other link, and its own `out` is unlinked
-/// (so its answer is its payload). Returns whether any proxy streams.
-pub(crate) fn allow_streaming(graph: &Graph) -> bool {
     let n = graph.symbols().len();
+    // Per node, the links into it: (source, how many links its port has).
     let mut into: Vec<Vec<(usize, usize)>> = vec![Vec::new(); n];
     for from in 0..n {
         let id = NodeId(from as u32);
@@ -210,30 +175,17 @@ pub(crate) fn allow_streaming(graph: &Graph) -> bool {
             }
         }
     }
-    let mut any = false;
-    for (i, sym) in graph.symbols().iter().enumerate() {
-        let Some(proxy) = sym.node.downcast_ref::<ProxyNode>() else {
-            continue;
-        };
-        let id = NodeId(i as u32);
-        if graph.targets(id, shape::OUT).is_empty()
-            && reaches_listener_untouched(graph, &into, i, &mut vec![false; n])
-        {
-            proxy.streams.store(true, Ordering::Relaxed);
-            any = true;
-        }
-    }
-    any
+    reaches_source(graph, &into, node.0 as usize, &mut vec![false; n])
 }
 
-fn reaches_listener_untouched(
+fn reaches_source(
     graph: &Graph,
     into: &[Vec<(usize, usize)>],
     node: usize,
     seen: &mut Vec<bool>,
 ) -> bool {
     if seen[node] {
-        // A cycle of routers: not a path from a listener.
+        // A cycle of relays: not a path from a source.
         return false;
     }
     seen[node] = true;
@@ -241,15 +193,25 @@ fn reaches_listener_untouched(
         && into[node].iter().all(|&(from, links)| {
             let source = &*graph.symbols()[from].node;
             links == 1
-                && (source.is::<ListenerNode>()
-                    || (source.is::<RouterNode>()
-                        && reaches_listener_untouched(graph, into, from, seen)))
+                && (source.answers_leave()
+                    || (source.relays_answers() && reaches_source(graph, into, from, seen)))
         })
 }
 
 impl Node for ProxyNode {
     fn in_port(&self, name: &str) -> Option<InPort> {
         shape::in_port(name)
+    }
+
+    /// The client's address for `X-Forwarded-For`, and room to leave a streamed response.
+    fn needs(&self) -> Needs {
+        Needs::NONE.peer().streams()
+    }
+
+    fn load(&self, cx: LoadCx) -> Result<(), uniflow_core::Error> {
+        let streams = answers_leave_untouched(&cx.graph, cx.node);
+        self.streams.store(streams, Ordering::Relaxed);
+        Ok(())
     }
 
     fn out_port(&self, name: &str) -> Option<OutPort> {

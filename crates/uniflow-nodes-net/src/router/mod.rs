@@ -215,6 +215,15 @@ impl Node for RouterNode {
     }
 
     /// A request that no route takes is answered 404, 405 or 204 from the routes alone.
+    /// A route's `out[N]` gets the payload with `params` set, and nothing else changed.
+    fn adds_key(&self, _port: InPort) -> Option<&'static str> {
+        Some("params")
+    }
+
+    fn relays_answers(&self) -> bool {
+        true
+    }
+
     fn reads_body(&self, _port: InPort, method: &str, path: &str) -> bool {
         self.tree
             .lookup(path, |leaf| leaf.port(method).is_some())

@@ -14,6 +14,11 @@ use uniflow_spec::{Format, parse};
 pub(crate) fn registry() -> Registry {
     let mut registry = Registry::new();
     uniflow_nodes_net::register(&mut registry);
+    // Composites (`block`) too, to test the network nodes inside them.
+    uniflow_nodes_control::register(
+        &mut registry,
+        std::sync::Arc::new(uniflow_lang::Languages::default()),
+    );
     uniflow_core::testing::register(&mut registry);
     registry
 }

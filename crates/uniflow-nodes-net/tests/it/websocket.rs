@@ -87,6 +87,21 @@ async fn gateway_echoes_messages() {
     running.stop().await;
 }
 
+/// A gateway inside a block still gets the request's connection: the block reports what its
+/// children need of the listener. The block's `out` is wired back to its `in`, the gateway's
+/// send port, so it echoes.
+#[tokio::test]
+async fn a_gateway_inside_a_block_upgrades_and_echoes() {
+    let running = start(
+        "- {kind: listener, name: l, protocol: http, host: 127.0.0.1, port: 0, ports: {out: [{name: router, port: in}]}}\n\
+         - {kind: router, name: router, routes: [{method: GET, path: /ws, port: 'out[0]'}], ports: {'out[0]': [{name: b, port: io}]}}\n\
+         - {kind: block, name: b, specs: [{kind: gateway, protocol: websocket, timeout: 5s}], ports: {out: [{name: b, port: in}]}}\n",
+    )
+    .await;
+    round_trips(&format!("ws://{}/ws", running.addrs[0])).await;
+    running.stop().await;
+}
+
 #[tokio::test]
 async fn a_plain_request_to_a_gateway_answers_400() {
     let running = start(ECHO).await;
