@@ -384,39 +384,27 @@ async fn the_shutdown_timeout_bounds_the_wait_for_in_flight_requests() {
     }
 }
 
+/// A request that ends within the shutdown timeout is answered, also one longer than the
+/// default 10 seconds: the listener sets no bound of its own on the wait.
 #[tokio::test]
 async fn a_request_that_ends_within_the_shutdown_timeout_is_answered() {
-    let (_, stderr, answer) = stop_with_a_request_in_flight(
-        |cmd, _| {
-            cmd.args(["--shutdown-timeout", "20s"]);
-        },
-        "1s",
-    )
-    .await;
-    let answer = String::from_utf8_lossy(&answer);
-    assert!(
-        answer.starts_with("HTTP/1.1 200") && answer.ends_with("done"),
-        "{answer}\n{stderr}"
-    );
-    assert!(stderr.contains("stopped"), "{stderr}");
-}
-
-/// The listener sets no bound of its own on the wait: a request longer than the default
-/// 10 seconds is answered when the shutdown timeout allows it.
-#[tokio::test]
-async fn a_shutdown_timeout_past_ten_seconds_keeps_a_longer_request() {
-    let (_, stderr, answer) = stop_with_a_request_in_flight(
-        |cmd, _| {
-            cmd.args(["--shutdown-timeout", "30s"]);
-        },
-        "11s",
-    )
-    .await;
-    let answer = String::from_utf8_lossy(&answer);
-    assert!(
-        answer.starts_with("HTTP/1.1 200") && answer.ends_with("done"),
-        "{answer}\n{stderr}"
-    );
+    let stop = |timeout: &'static str, wait| {
+        stop_with_a_request_in_flight(
+            move |cmd, _| {
+                cmd.args(["--shutdown-timeout", timeout]);
+            },
+            wait,
+        )
+    };
+    let (short, long) = tokio::join!(stop("20s", "1s"), stop("30s", "11s"));
+    for (_, stderr, answer) in [short, long] {
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.starts_with("HTTP/1.1 200") && answer.ends_with("done"),
+            "{answer}\n{stderr}"
+        );
+        assert!(stderr.contains("stopped"), "{stderr}");
+    }
 }
 
 #[test]
