@@ -743,7 +743,7 @@ impl Budget {
 }
 
 /// Decodes a body: undoes its `Content-Encoding`, then decodes it by its `Content-Type` (see
-/// [`decode_typed`]), within `limits`.
+/// `decode_typed`), within `limits`.
 ///
 /// # Errors
 /// An unknown coding, a body that does not parse as its declared type, or one over `limits`.
