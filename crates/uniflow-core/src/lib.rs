@@ -20,6 +20,8 @@ mod process;
 mod registry;
 mod subgraph;
 
+#[cfg(any(test, feature = "testing"))]
+pub mod cases;
 pub mod port;
 pub mod shape;
 #[cfg(any(test, feature = "testing"))]

@@ -174,11 +174,6 @@ mod tests {
 
     use super::*;
 
-    #[tokio::test]
-    async fn cases() {
-        crate::tests::check_file("block.yaml").await;
-    }
-
     /// Reads the bodies of requests to `/read` only.
     struct Picky;
 

@@ -54,11 +54,3 @@ impl Node for CallNode {
         })
     }
 }
-
-#[cfg(test)]
-mod tests {
-    #[tokio::test]
-    async fn cases() {
-        crate::tests::check_file("call.yaml").await;
-    }
-}

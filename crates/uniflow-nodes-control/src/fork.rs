@@ -77,11 +77,3 @@ impl Node for ForkNode {
         Flow::Ready(Packet::None)
     }
 }
-
-#[cfg(test)]
-mod tests {
-    #[tokio::test]
-    async fn cases() {
-        crate::tests::check_file("fork.yaml").await;
-    }
-}

@@ -74,11 +74,3 @@ impl Node for IfNode {
         }
     }
 }
-
-#[cfg(test)]
-mod tests {
-    #[tokio::test]
-    async fn cases() {
-        crate::tests::check_file("if.yaml").await;
-    }
-}

@@ -98,11 +98,3 @@ impl Node for LoopNode {
         LoopNode::finish(cx, answers)
     }
 }
-
-#[cfg(test)]
-mod tests {
-    #[tokio::test]
-    async fn cases() {
-        crate::tests::check_file("loop.yaml").await;
-    }
-}

@@ -108,11 +108,3 @@ impl Node for MergeNode {
         }
     }
 }
-
-#[cfg(test)]
-mod tests {
-    #[tokio::test]
-    async fn cases() {
-        crate::tests::check_file("merge.yaml").await;
-    }
-}

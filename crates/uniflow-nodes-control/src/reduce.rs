@@ -96,11 +96,3 @@ impl Node for ReduceNode {
         }
     }
 }
-
-#[cfg(test)]
-mod tests {
-    #[tokio::test]
-    async fn cases() {
-        crate::tests::check_file("reduce.yaml").await;
-    }
-}

@@ -74,11 +74,3 @@ impl Node for RetryNode {
         }
     }
 }
-
-#[cfg(test)]
-mod tests {
-    #[tokio::test]
-    async fn cases() {
-        crate::tests::check_file("retry.yaml").await;
-    }
-}

@@ -130,11 +130,3 @@ impl Node for SessionNode {
         Flow::pending(async move { merge(join_all(broadcasts).await) })
     }
 }
-
-#[cfg(test)]
-mod tests {
-    #[tokio::test]
-    async fn cases() {
-        crate::tests::check_file("session.yaml").await;
-    }
-}

@@ -58,11 +58,3 @@ impl Node for SleepNode {
         })
     }
 }
-
-#[cfg(test)]
-mod tests {
-    #[tokio::test]
-    async fn cases() {
-        crate::tests::check_file("sleep.yaml").await;
-    }
-}

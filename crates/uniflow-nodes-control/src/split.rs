@@ -61,11 +61,3 @@ impl Node for SplitNode {
         Flow::merge_all(flows)
     }
 }
-
-#[cfg(test)]
-mod tests {
-    #[tokio::test]
-    async fn cases() {
-        crate::tests::check_file("split.yaml").await;
-    }
-}

@@ -117,11 +117,3 @@ impl Node for SwitchNode {
         Flow::Ready(Packet::None)
     }
 }
-
-#[cfg(test)]
-mod tests {
-    #[tokio::test]
-    async fn cases() {
-        crate::tests::check_file("switch.yaml").await;
-    }
-}

@@ -1,28 +1,16 @@
-//! The control kinds' tests: YAML cases in `tests/<kind>.yaml`, each run by one `check`.
-//!
-//! A case compiles `specs` (with every control kind, the core's `test-*` kinds and the
-//! `test-flaky` kind below), loads the graph, and then either writes one packet (`node`,
-//! `port` (default `in`), `value`, `proc`) or runs `steps` in order. A write states exactly
-//! one of `answer: <value>`, `error: <message>`, `error_contains: <text>` or `none: true`;
-//! any step may also state `recorded: [tags]` (what `test-record` nodes appended in that
-//! process) and `logged: {tag: count}` (how often `test-log` nodes with that tag ran, in any
-//! process).
-//! Steps besides writes are `join: N` (wait until process N's children exit) and `exit: N`.
-//! Processes are numbered from 0 and created on first use. A case with `diagnostics` instead
-//! expects the specs not to compile, with each listed text somewhere in the problems.
-//!
-//! Expressions are real CEL, from `Languages::default()`.
+//! The control kinds' tests: YAML cases in `tests/<kind>.yaml`, run by the core's shared
+//! runner (`uniflow_core::cases`, whose header lists the keys) with every control kind, the
+//! core's `test-*` kinds and the `test-flaky` kind below. Expressions are real CEL, from
+//! `Languages::default()`.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::Deserialize;
 use uniflow_core::shape::{OneToOne, Transform};
-use uniflow_core::testing::{logged, recorded};
-use uniflow_core::{CompileCx, Cx, Graph, Node, NodeSpec, Packet, Process, Registry};
+use uniflow_core::{CompileCx, Cx, Node, NodeSpec, Registry};
 use uniflow_lang::Languages;
-use uniflow_spec::{Diagnostic, Format, parse};
-use uniflow_value::{ErrorValue, List, Value};
+use uniflow_spec::Diagnostic;
+use uniflow_value::{ErrorValue, Value};
 
 /// Every control kind, the core's `test-*` kinds and `test-flaky`.
 fn registry() -> Registry {
@@ -33,120 +21,16 @@ fn registry() -> Registry {
     r
 }
 
-/// Runs every case in `src/tests/<file>`.
-pub(crate) async fn check_file(file: &str) {
+/// Every case of every kind, from `src/tests/<kind>.yaml`.
+#[tokio::test]
+async fn cases() {
     // The directory cargo names when it runs the test, not the one baked in at build time: a
     // build cache shared by two checkouts (CI's clone and a developer's) may hold a test
     // binary built in the other one, whose files can differ or be gone.
     let dir = std::env::var("CARGO_MANIFEST_DIR")
         .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned());
-    let path = format!("{dir}/src/tests/{file}");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let cases: Value = yaml_serde::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let cases = cases.as_list().expect("a file holds a list of cases");
-    assert!(!cases.is_empty(), "{file} has no cases");
-    for case in cases.iter() {
-        check(file, case).await;
-    }
-}
-
-fn text<'v>(v: &'v Value, key: &str) -> Option<&'v str> {
-    v.get(key).and_then(Value::as_str)
-}
-
-fn index(v: &Value, key: &str) -> Option<usize> {
-    v.get(key)
-        .and_then(Value::as_i64)
-        .map(|i| usize::try_from(i).expect("a process number"))
-}
-
-async fn check(file: &str, case: &Value) {
-    let name = format!("{file}: {}", text(case, "name").unwrap_or("?"));
-    let specs = yaml_serde::to_string(case.get("specs").expect("a case has specs")).unwrap();
-    let specs = parse(&specs, Format::Yaml, None).unwrap_or_else(|d| panic!("{name}: {d}"));
-    let compiled = Graph::compile(specs, &registry(), &|_, _| None);
-    if let Some(want) = case.get("diagnostics").and_then(Value::as_list) {
-        let got = match compiled {
-            Ok(_) => panic!("{name}: the specs compiled"),
-            Err(d) => d.to_string(),
-        };
-        for w in want.iter().filter_map(Value::as_str) {
-            assert!(got.contains(w), "{name}: `{w}` missing in:\n{got}");
-        }
-        return;
-    }
-    let graph = compiled.unwrap_or_else(|d| panic!("{name}: {d}"));
-    graph.load().await.unwrap_or_else(|e| panic!("{name}: {e}"));
-    let mut procs: Vec<Arc<Process>> = Vec::new();
-    let steps = match case.get("steps").and_then(Value::as_list) {
-        Some(steps) => steps.clone(),
-        None => List::one(case.clone()),
-    };
-    for (i, step) in steps.iter().enumerate() {
-        let label = format!("{name} step #{i}");
-        let mut proc = |n: usize| {
-            while procs.len() <= n {
-                procs.push(Process::new());
-            }
-            Arc::clone(&procs[n])
-        };
-        if let Some(n) = index(step, "join") {
-            let p = proc(n);
-            tokio::time::timeout(Duration::from_secs(5), p.join())
-                .await
-                .unwrap_or_else(|_| panic!("{label}: children still running after 5s"));
-        } else if let Some(n) = index(step, "exit") {
-            proc(n).exit(None);
-        } else if let Some(node) = text(step, "node") {
-            let p = proc(index(step, "proc").unwrap_or(0));
-            let id = graph
-                .find(node)
-                .unwrap_or_else(|| panic!("{label}: no node {node}"));
-            let port = text(step, "port").unwrap_or("in");
-            let n = graph.node(id);
-            let port = n
-                .in_port(port)
-                .unwrap_or_else(|| panic!("{label}: no port {port}"));
-            let value = step.get("value").cloned().unwrap_or_default();
-            let answer = n
-                .handle(Cx::new(&graph, &p, id), port, Packet::Data(value))
-                .await;
-            if let Some(want) = step.get("answer") {
-                assert_eq!(answer, Packet::Data(want.clone()), "{label}");
-            } else if let Some(want) = text(step, "error") {
-                let got = answer.value().and_then(Value::as_error);
-                assert_eq!(
-                    got.map(|e| e.message().to_string()).as_deref(),
-                    Some(want),
-                    "{label}: {answer:?}"
-                );
-            } else if let Some(want) = text(step, "error_contains") {
-                let got = answer.value().and_then(Value::as_error);
-                assert!(
-                    got.is_some_and(|e| e.message().contains(want)),
-                    "{label}: wanted an error containing {want:?}, got {answer:?}"
-                );
-            } else if step.get("none").is_some() {
-                assert!(answer.is_none(), "{label}: {answer:?}");
-            } else {
-                panic!("{label}: a write states no expected answer");
-            }
-            if let Some(want) = step.get("recorded").and_then(Value::as_list) {
-                let want: Vec<&str> = want.iter().filter_map(Value::as_str).collect();
-                assert_eq!(recorded(&p), want, "{label}: recorded");
-            }
-        } else {
-            panic!("{label}: a step is a write (`node`), `join` or `exit`");
-        }
-        if let Some(want) = step.get("logged").and_then(Value::as_map) {
-            for (tag, count) in want.iter() {
-                let tag = tag.as_str().expect("a tag");
-                let count = usize::try_from(count.as_i64().expect("a count")).unwrap();
-                assert_eq!(logged(tag), count, "{label}: logged `{tag}`");
-            }
-        }
-    }
-    graph.unload().await;
+    let dir = std::path::Path::new(&dir).join("src/tests");
+    uniflow_core::cases::check_dir(&dir, &registry()).await;
 }
 
 /// `test-flaky`: fails the first `failures` packets of each process, then echoes.

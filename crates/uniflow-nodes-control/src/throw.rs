@@ -75,11 +75,3 @@ impl Node for ThrowNode {
         Flow::Ready(Packet::Data(Value::Error(error)))
     }
 }
-
-#[cfg(test)]
-mod tests {
-    #[tokio::test]
-    async fn cases() {
-        crate::tests::check_file("throw.yaml").await;
-    }
-}

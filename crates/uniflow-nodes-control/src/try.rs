@@ -49,11 +49,3 @@ impl Node for TryNode {
         })
     }
 }
-
-#[cfg(test)]
-mod tests {
-    #[tokio::test]
-    async fn cases() {
-        crate::tests::check_file("try.yaml").await;
-    }
-}
