@@ -152,11 +152,4 @@ mod ping {
         let ping = fx::Ping::new();
         bencher.bench_local(|| black_box(ping.run()));
     }
-
-    /// The same as the next request of a keep-alive connection that repeats its headers.
-    #[divan::bench]
-    fn keep_alive(bencher: divan::Bencher) {
-        let ping = fx::Ping::new();
-        bencher.bench_local(|| black_box(ping.run_keep_alive()));
-    }
 }

@@ -58,7 +58,6 @@ const NAMES: &[&str] = &[
     "nodes.switch",
     "nodes.loop_3",
     "ping.in_process",
-    "ping.keep_alive",
 ];
 
 fn build(name: &str) -> Option<Box<dyn FnMut()>> {
@@ -100,12 +99,6 @@ fn build(name: &str) -> Option<Box<dyn FnMut()>> {
             let ping = fx::Ping::new();
             Box::new(move || {
                 black_box(ping.run());
-            })
-        }
-        "ping.keep_alive" => {
-            let ping = fx::Ping::new();
-            Box::new(move || {
-                black_box(ping.run_keep_alive());
             })
         }
         _ => return None,

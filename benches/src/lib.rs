@@ -185,7 +185,6 @@ pub struct Ping {
     /// The listener's place in the graph.
     listener: uniflow_core::LoadCx,
     parts: http::request::Parts,
-    connection: uniflow_nodes_net::payload::RequestCache,
 }
 
 impl Ping {
@@ -210,7 +209,6 @@ impl Ping {
         Ping {
             listener: uniflow_core::LoadCx::top(graph, listener),
             parts,
-            connection: Default::default(),
         }
     }
 
@@ -221,27 +219,9 @@ impl Ping {
     #[inline]
     pub fn run(&self) -> Bytes {
         let response =
-            uniflow_nodes_net::listener::respond(&self.listener, &self.parts, Bytes::new(), None)
+            uniflow_nodes_net::listener::respond(&self.listener, &self.parts, Bytes::new())
                 .now_or_never()
                 .expect("the ping path does not wait");
-        body_bytes(response)
-    }
-
-    /// [`Ping::run`] as the next request on a keep-alive connection that sent the same
-    /// headers before: the connection's cache gives the last request's payload again.
-    ///
-    /// # Panics
-    /// As [`Ping::run`].
-    #[inline]
-    pub fn run_keep_alive(&self) -> Bytes {
-        let response = uniflow_nodes_net::listener::respond(
-            &self.listener,
-            &self.parts,
-            Bytes::new(),
-            Some(&self.connection),
-        )
-        .now_or_never()
-        .expect("the ping path does not wait");
         body_bytes(response)
     }
 }

@@ -163,14 +163,6 @@ pub trait Node: Any + Send + Sync {
         Needs::NONE
     }
 
-    /// The key the node adds to a map payload on `port`, when the node passes every such
-    /// payload on changed in that key alone (a router's `params`). A source that writes only
-    /// to such nodes may make room for the key in the payloads it builds.
-    fn adds_key(&self, port: InPort) -> Option<&'static str> {
-        let _ = port;
-        None
-    }
-
     /// Whether the node answers every packet it passes on with the answer that its write of it
     /// got, unchanged (a router). Nodes that hand a value out of the graph by reference (a proxy's
     /// streamed body) follow such chains back to a source.

@@ -55,9 +55,7 @@ use uniflow_core::{
 use uniflow_spec::Diagnostic;
 use uniflow_value::{ErrorValue, Value};
 
-use crate::payload::{
-    Body, BodyLimits, Negotiation, Received, RequestCache, Shape, payload, response, text_response,
-};
+use crate::payload::{Body, BodyLimits, Negotiation, Received, payload, response, text_response};
 use crate::{tls, upgrade};
 
 /// The listen backlog; the kernel caps it at `net.core.somaxconn`. 1024 clients connecting at
@@ -286,8 +284,6 @@ struct Features {
     peers: bool,
     /// A node may leave a streamed response (a `proxy`): an answer may be one.
     streams: bool,
-    /// What the listener's payloads hold for the nodes it feeds.
-    shape: Shape,
 }
 
 impl Features {
@@ -295,16 +291,10 @@ impl Features {
     /// graphs around it (a listener inside a block).
     fn of(place: &LoadCx) -> Features {
         let needs = place.needs();
-        let targets = place.graph.targets(place.node, OUT);
-        let adds_params =
-            |t: &uniflow_core::Target| place.graph.node(t.node).adds_key(t.port) == Some("params");
         Features {
             upgrades: needs.connection,
             peers: needs.peer,
             streams: needs.streams,
-            shape: Shape {
-                params: !targets.is_empty() && targets.iter().all(adds_params),
-            },
         }
     }
 }
@@ -478,7 +468,6 @@ async fn serve(listener: TcpListener, place: LoadCx, mut stopped: watch::Receive
                 tls: tls.is_some(),
             },
             activity: Activity::default(),
-            cache: RequestCache::default(),
         });
         // Closed connections leave the list at the next sweep, or here once it is full, so
         // that a burst of short connections does not hold their memory until then.
@@ -553,8 +542,6 @@ struct Conn {
     limits: Limits,
     peer: crate::exchange::Peer,
     activity: Activity,
-    /// What the last request left for the next one that repeats it.
-    cache: RequestCache,
 }
 
 /// Serves HTTP on an accepted (and, with TLS, handshaken) stream until the connection ends.
@@ -954,18 +941,13 @@ fn handle(
                 Err(response) => return Ok(response),
             },
         };
-        let at = Serving {
-            place: &conn.place,
-            cache: Some(&conn.cache),
-        };
         let read = Received {
             head: &parts,
             decode: bytes.is_empty() || body_read(&conn.place.graph, conn.place.node, &parts),
             body: bytes,
             limits: &limits.body,
-            shape: features.shape,
         };
-        Ok(answer(at, read, extras).await)
+        Ok(answer(&conn.place, read, extras).await)
     }
 }
 
@@ -1026,16 +1008,9 @@ impl Extras {
 }
 
 /// The per-request path after the body is read: decode it, build the payload, run it through
-/// the graph from listener `node`, and turn the answer into a response. With `cache`, the
-/// request is the next one on a keep-alive connection that cache serves, as the listener
-/// keeps one per connection. Public so benchmarks can measure the in-process path without a
-/// socket.
-pub async fn respond(
-    place: &LoadCx,
-    parts: &http::request::Parts,
-    body: Bytes,
-    cache: Option<&RequestCache>,
-) -> Response<Body> {
+/// the graph from the listener at `place`, and turn the answer into a response. Public so
+/// benchmarks can measure the in-process path without a socket.
+pub async fn respond(place: &LoadCx, parts: &http::request::Parts, body: Bytes) -> Response<Body> {
     let (graph, node) = (&place.graph, place.node);
     let listener = listener_of(graph, node);
     let read = Received {
@@ -1043,31 +1018,13 @@ pub async fn respond(
         decode: body.is_empty() || body_read(graph, node, parts),
         body,
         limits: &listener.limits.body,
-        shape: listener.features(place).shape,
     };
-    answer(Serving { place, cache }, read, None).await
+    answer(place, read, None).await
 }
 
-/// The listener a request is answered for.
-#[derive(Clone, Copy)]
-struct Serving<'a> {
-    place: &'a LoadCx,
-    /// The connection's, when the request came on one.
-    cache: Option<&'a RequestCache>,
-}
-
-async fn answer(
-    at: Serving<'_>,
-    read: Received<'_>,
-    extras: Option<Box<Extras>>,
-) -> Response<Body> {
-    let Serving { place, cache } = at;
+async fn answer(place: &LoadCx, read: Received<'_>, extras: Option<Box<Extras>>) -> Response<Body> {
     let mut found = Negotiation::default();
-    let payload = match cache {
-        Some(cache) => cache.payload(read, &mut found),
-        None => payload(read, &mut found),
-    };
-    let payload = match payload {
+    let payload = match payload(read, &mut found) {
         Ok(v) => v,
         Err(e) => return undecodable(&e),
     };

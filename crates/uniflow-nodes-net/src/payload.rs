@@ -117,14 +117,11 @@ pub fn request_payload(
         header_map(headers),
         decode_path(uri.path()),
         body,
-        Shape::default(),
     )
 }
 
 /// [`request_payload`] with the header map and the decoded path already made (see
-/// [`header_map_noting`], [`RequestCache::payload`]). With `shape.params`, the map also
-/// holds the empty `params` a router adds when a route has none (see [`Shape`]); without,
-/// it keeps a spare slot for the router to add them in place.
+/// [`header_map_noting`]). The map keeps a spare slot, so a router adds `params` in place.
 pub(crate) fn payload_with_header(
     method: &Method,
     uri: &http::Uri,
@@ -132,7 +129,6 @@ pub(crate) fn payload_with_header(
     header: Map,
     path: Str,
     body: Value,
-    shape: Shape,
 ) -> Value {
     // The host is the Host header's value, shared with the header map rather than copied.
     let host = match header
@@ -145,42 +141,24 @@ pub(crate) fn payload_with_header(
             Value::String(Str::from(a.as_str()))
         }),
     };
-    let (len, room) = if shape.params { (9, 0) } else { (8, 1) };
-    Value::Map(Map::from_sorted_fill(len, room, |e| {
+    Value::Map(Map::from_sorted_fill(8, 1, |e| {
         e.set(0, Value::from_static("body"), body);
         e.set(1, Value::from_static("header"), Value::Map(header));
         e.set(2, Value::from_static("host"), host);
         e.set(3, Value::from_static("method"), method_value(method));
-        // `params` sorts between `method` and `path`.
-        let at = if shape.params {
-            e.set(4, Value::from_static("params"), Value::Map(Map::new()));
-            5
-        } else {
-            4
-        };
-        e.set(at, Value::from_static("path"), Value::String(path));
+        e.set(4, Value::from_static("path"), Value::String(path));
         e.set(
-            at + 1,
+            5,
             Value::from_static("protocol"),
             Value::from_static(protocol(version)),
         );
         e.set(
-            at + 2,
+            6,
             Value::from_static("query"),
             Value::Map(query_map(uri.query())),
         );
-        e.set(at + 3, Value::from_static("status"), Value::Int(0));
+        e.set(7, Value::from_static("status"), Value::Int(0));
     }))
-}
-
-/// What a listener's payloads hold beyond the request, learned from its graph at load.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Shape {
-    /// The listener's `out` leads only to routers, and every router sets `params`: the
-    /// payload carries them empty from the start, so that a route without parameters passes
-    /// it on unchanged instead of adding them. A payload that is not changed in place can be
-    /// shared, and [`RequestCache`] shares a repeated request's payload with the next one.
-    pub(crate) params: bool,
 }
 
 /// A request as the listener received it, with what its listener makes of requests.
@@ -189,7 +167,6 @@ pub(crate) struct Received<'a> {
     pub(crate) body: Bytes,
     /// What decoding the body may make.
     pub(crate) limits: &'a BodyLimits,
-    pub(crate) shape: Shape,
     /// Whether a node reads the body: when none does, it stays the bytes that came, and a
     /// body that would not decode is no error.
     pub(crate) decode: bool,
@@ -219,7 +196,6 @@ fn build(
         head,
         body,
         limits,
-        shape,
         decode,
     } = read;
     let body = if decode {
@@ -234,7 +210,6 @@ fn build(
         header,
         path,
         body,
-        shape,
     ))
 }
 
@@ -356,209 +331,6 @@ pub(crate) fn header_map_noting<'a>(headers: &'a HeaderMap, found: &mut Negotiat
             (key, header_text(value))
         }),
     )
-}
-
-/// What a connection keeps of its last request, for the next request that repeats it:
-/// keep-alive clients (browsers, load balancers, other services, load generators) mostly
-/// send the same head again and again.
-///
-/// - The header map, the largest single cost of a small request, is reused while the
-///   headers are the same. A connection whose headers keep changing (a per-request id, say)
-///   stops trying after a few misses in a row.
-/// - The decoded path is reused while it is the same and needed no decoding.
-/// - A request without a body whose head (method, version, target and headers) repeats the
-///   last one's gets that request's payload itself: an empty body decodes the same under the
-///   same headers, so the payload would be equal. With the routers-only shape, nothing
-///   changes that payload in place, so the request costs no map to build and none to drop.
-///
-/// The cache is filled from a connection's second request on, since most connections that
-/// serve one request (`ab`, `Connection: close`) close. Maps and strings are immutable, so
-/// handing the same one to two requests cannot be observed. The cache keeps its own copies
-/// of the names, values and target, not slices of the read buffer.
-#[derive(Default)]
-pub struct RequestCache(std::sync::Mutex<Cached>);
-
-#[derive(Default)]
-struct Cached {
-    seen: Vec<(HeaderName, Bytes)>,
-    map: Map,
-    misses: u8,
-    /// The last path that needed no decoding.
-    path: Option<Str>,
-    /// The last bodiless request's head beyond its headers (which are those in `seen`), and
-    /// its payload.
-    last: Option<Last>,
-    /// Whether the connection has served a request.
-    served: bool,
-}
-
-struct Last {
-    method: Method,
-    version: Version,
-    /// The request target (path and query) as sent.
-    target: Vec<u8>,
-    payload: Value,
-}
-
-impl Last {
-    /// Whether `head`, whose headers match the cached ones, makes the same payload.
-    fn repeated_by(&self, head: &http::request::Parts) -> bool {
-        self.method == head.method
-            && self.version == head.version
-            && head.uri.authority().is_none()
-            && uniflow_value::eq_bytes(&self.target, target(&head.uri))
-    }
-}
-
-/// The request target of an origin-form URI: its path and query as sent.
-fn target(uri: &http::Uri) -> &[u8] {
-    uri.path_and_query()
-        .map_or(&[][..], |p| p.as_str().as_bytes())
-}
-
-impl RequestCache {
-    const GIVE_UP: u8 = 8;
-
-    /// The request's [`payload`], reusing what the connection's last request left here (see
-    /// the type's documentation).
-    ///
-    /// # Errors
-    /// A body that does not decode.
-    pub(crate) fn payload<'a>(
-        &self,
-        read: Received<'a>,
-        found: &mut Negotiation<'a>,
-    ) -> Result<Value, BodyError> {
-        // HTTP/1 requests on a connection come one at a time; concurrent HTTP/2 streams that
-        // find the slot busy build their own rather than wait.
-        let Ok(mut cached) = self.0.try_lock() else {
-            return payload(read, found);
-        };
-        cached.payload(read, found)
-    }
-}
-
-impl Cached {
-    /// The hit path is kept small, and what a miss needs is out of line.
-    fn payload<'a>(
-        &mut self,
-        read: Received<'a>,
-        found: &mut Negotiation<'a>,
-    ) -> Result<Value, BodyError> {
-        let fill = std::mem::replace(&mut self.served, true);
-        if !self.same_headers(&read.head.headers, found) {
-            return self.miss(read, fill, found);
-        }
-        self.misses = 0;
-        if read.body.is_empty()
-            && let Some(last) = &self.last
-            && last.repeated_by(read.head)
-        {
-            return Ok(last.payload.clone());
-        }
-        let header = self.map.clone();
-        self.build(read, header, true, fill, found)
-    }
-
-    /// Whether `headers` are the cached ones, noting the negotiation headers on the way (on a
-    /// miss, [`header_map_noting`] notes the same first values again).
-    fn same_headers<'a>(&self, headers: &'a HeaderMap, found: &mut Negotiation<'a>) -> bool {
-        self.misses < RequestCache::GIVE_UP
-            && !self.map.is_empty()
-            && self.seen.len() == headers.len()
-            && headers
-                .iter()
-                .zip(&self.seen)
-                .all(|((name, value), (seen, bytes))| {
-                    found.note(name, value);
-                    name == seen && uniflow_value::eq_bytes(value.as_bytes(), bytes)
-                })
-    }
-
-    /// The payload of a request whose headers are not the cached ones.
-    #[inline(never)]
-    fn miss<'a>(
-        &mut self,
-        read: Received<'a>,
-        fill: bool,
-        found: &mut Negotiation<'a>,
-    ) -> Result<Value, BodyError> {
-        let map = header_map_noting(&read.head.headers, found);
-        let kept = self.keep(&read.head.headers, &map, fill);
-        self.build(read, map, kept, fill, found)
-    }
-
-    /// Replaces the cached headers with `headers`, whose map is `map`, when `fill`, until
-    /// the cache gives up; returns whether the cache holds them now.
-    fn keep(&mut self, headers: &HeaderMap, map: &Map, fill: bool) -> bool {
-        if self.misses >= RequestCache::GIVE_UP {
-            return false;
-        }
-        // The last payload was made from the headers being replaced.
-        self.last = None;
-        if !fill {
-            return false;
-        }
-        self.misses += 1;
-        if self.misses >= RequestCache::GIVE_UP {
-            // Given up: what is kept would never be used again.
-            self.seen = Vec::new();
-            self.map = Map::new();
-            return false;
-        }
-        self.seen.clear();
-        self.seen.extend(headers.iter().map(|(name, value)| {
-            // A fresh name: a custom one would otherwise share the request's read buffer.
-            let name = HeaderName::from_bytes(name.as_str().as_bytes())
-                .expect("a parsed header name parses again");
-            (name, Bytes::copy_from_slice(value.as_bytes()))
-        }));
-        self.map = map.clone();
-        true
-    }
-
-    /// Builds the payload with `header`, reusing the path when it repeats, and keeps it as
-    /// the last payload when it is bodiless and `kept` says the cache holds its headers.
-    #[inline(never)]
-    fn build(
-        &mut self,
-        read: Received<'_>,
-        header: Map,
-        kept: bool,
-        fill: bool,
-        found: &Negotiation<'_>,
-    ) -> Result<Value, BodyError> {
-        let head = read.head;
-        let bodiless = read.body.is_empty();
-        let path = self.path(head.uri.path(), fill);
-        let value = build(read, header, path, found)?;
-        if kept && bodiless && head.uri.authority().is_none() {
-            let mut target_bytes = self.last.take().map(|l| l.target).unwrap_or_default();
-            target_bytes.clear();
-            target_bytes.extend_from_slice(target(&head.uri));
-            self.last = Some(Last {
-                method: head.method.clone(),
-                version: head.version,
-                target: target_bytes,
-                payload: value.clone(),
-            });
-        }
-        Ok(value)
-    }
-
-    fn path(&mut self, raw: &str, fill: bool) -> Str {
-        if let Some(last) = &self.path
-            && uniflow_value::eq_bytes(last.as_bytes(), raw.as_bytes())
-        {
-            return last.clone();
-        }
-        let path = decode_path(raw);
-        // A decoded path differs from the raw one, which the next request is compared with.
-        if fill && !raw.contains('%') {
-            self.path = Some(path.clone());
-        }
-        path
-    }
 }
 
 /// The Go-canonical spelling of a header name (`content-type` -> `Content-Type`); common names
@@ -1345,253 +1117,11 @@ mod tests {
 
     use super::*;
 
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.append(
-                HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_str(value).unwrap(),
-            );
-        }
-        map
-    }
-
-    /// A request head: `method target`, HTTP/1.1, with these headers.
-    fn head(method: &str, target: &str, pairs: &[(&str, &str)]) -> http::request::Parts {
-        let mut parts = http::Request::builder()
-            .method(method)
-            .uri(target)
-            .body(())
-            .unwrap()
-            .into_parts()
-            .0;
-        parts.headers = headers(pairs);
-        parts
-    }
-
-    const BODY_LIMITS: BodyLimits = BodyLimits {
-        bytes: 1 << 20,
-        ..BodyLimits::NONE
-    };
-
     /// Limits of `bytes` bytes, and none on fields or parts.
     fn up_to(bytes: usize) -> BodyLimits {
         BodyLimits {
             bytes,
             ..BodyLimits::NONE
-        }
-    }
-
-    fn read(head: &http::request::Parts, body: Bytes, shape: Shape) -> Received<'_> {
-        Received {
-            head,
-            body,
-            limits: &BODY_LIMITS,
-            shape,
-            decode: true,
-        }
-    }
-
-    /// The payload `cache` gives for `head` with `body`, as a map.
-    fn cached(cache: &RequestCache, head: &http::request::Parts, body: &'static [u8]) -> Map {
-        let body = Bytes::from_static(body);
-        let found = &mut Negotiation::default();
-        match cache.payload(read(head, body, Shape::default()), found) {
-            Ok(Value::Map(m)) => m,
-            other => panic!("not a map: {other:?}"),
-        }
-    }
-
-    /// The payload built without a cache.
-    fn fresh(head: &http::request::Parts, body: &'static [u8]) -> Map {
-        cached(&RequestCache::default(), head, body)
-    }
-
-    fn entry<'a>(map: &'a Map, key: &str) -> &'a Value {
-        map.get(key)
-            .unwrap_or_else(|| panic!("no {key} in {map:?}"))
-    }
-
-    /// Whether two values share one allocation.
-    fn shared(a: &Value, b: &Value) -> bool {
-        match (a, b) {
-            (Value::Map(a), Value::Map(b)) => a.entries().as_ptr() == b.entries().as_ptr(),
-            (Value::String(a), Value::String(b)) => a.as_ptr() == b.as_ptr(),
-            _ => panic!("not comparable: {a:?} {b:?}"),
-        }
-    }
-
-    #[test]
-    fn the_request_cache_reuses_a_header_map_only_for_the_same_headers() {
-        let cache = RequestCache::default();
-        let pairs = [("host", "x"), ("accept", "text/plain"), ("x-id", "1")];
-        // POST with a body: only the header map and the path are reused, never the payload.
-        let a = head("POST", "/", &pairs);
-        let unfilled = cached(&cache, &a, b"1");
-        assert!(
-            cache.0.lock().unwrap().map.is_empty(),
-            "the first request fills nothing"
-        );
-        let first = cached(&cache, &a, b"2");
-        assert_eq!(first, fresh(&a, b"2"));
-        assert_eq!(entry(&unfilled, "header"), entry(&first, "header"));
-        assert!(!shared(entry(&unfilled, "header"), entry(&first, "header")));
-        let again = head("POST", "/", &pairs);
-        let mut found = Negotiation::default();
-        let second = match cache.payload(
-            read(&again, Bytes::from_static(b"3"), Shape::default()),
-            &mut found,
-        ) {
-            Ok(Value::Map(m)) => m,
-            other => panic!("not a map: {other:?}"),
-        };
-        assert!(
-            shared(entry(&second, "header"), entry(&first, "header")),
-            "the same headers share the cached map"
-        );
-        assert_eq!(
-            entry(&second, "body"),
-            &Value::Bytes(Bytes::from_static(b"3"))
-        );
-        // The headers the listener negotiates with are found on a hit too.
-        assert_eq!(found.accept.unwrap(), "text/plain");
-        for changed in [
-            vec![("host", "x"), ("accept", "text/plain"), ("x-id", "2")],
-            vec![("host", "x"), ("accept", "text/plain")],
-            vec![
-                ("host", "x"),
-                ("accept", "text/plain"),
-                ("x-id", "1"),
-                ("x-id", "3"),
-            ],
-            vec![("host", "x"), ("accept", "text/plain"), ("x-ie", "1")],
-        ] {
-            let changed = head("POST", "/", &changed);
-            assert_eq!(cached(&cache, &changed, b"4"), fresh(&changed, b"4"));
-        }
-    }
-
-    #[test]
-    fn the_request_cache_gives_up_on_headers_that_keep_changing() {
-        let cache = RequestCache::default();
-        for i in 0..=RequestCache::GIVE_UP {
-            let h = head("GET", "/", &[("x-request-id", &i.to_string())]);
-            cached(&cache, &h, b"");
-        }
-        let h = head("GET", "/", &[("x-request-id", "last")]);
-        assert_eq!(cached(&cache, &h, b""), fresh(&h, b""));
-        let kept = cache.0.lock().unwrap();
-        assert!(
-            kept.map.is_empty() && kept.seen.is_empty(),
-            "nothing cached after giving up"
-        );
-        assert!(kept.last.is_none(), "no payload kept for changing headers");
-    }
-
-    #[test]
-    fn the_request_cache_reuses_a_repeated_path_that_needed_no_decoding() {
-        let cache = RequestCache::default();
-        // With a body, so that the path is looked up rather than the whole payload reused.
-        let path = |raw| {
-            let m = cached(&cache, &head("PUT", raw, &[("host", "x")]), b"b");
-            entry(&m, "path").clone()
-        };
-        let first = path("/ping");
-        assert!(
-            cache.0.lock().unwrap().path.is_none(),
-            "the first request fills nothing"
-        );
-        let second = path("/ping");
-        let third = path("/ping");
-        assert_eq!(third, Value::from("/ping"));
-        assert!(shared(&third, &second), "the same path is shared");
-        assert!(!shared(&first, &second));
-        assert_eq!(path("/pong"), Value::from("/pong"));
-        assert_eq!(path("/a%20b"), Value::from("/a b"));
-        assert_eq!(
-            path("/a%20b"),
-            Value::from("/a b"),
-            "a decoded path is not compared raw"
-        );
-        assert_eq!(path("/pong"), Value::from("/pong"));
-    }
-
-    #[test]
-    fn the_request_cache_gives_a_repeated_bodiless_request_the_last_payload() {
-        let cache = RequestCache::default();
-        let pairs = [("host", "x"), ("accept", "application/json")];
-        let get = head("GET", "/items?page=2", &pairs);
-        let first = cached(&cache, &get, b"");
-        let second = cached(&cache, &get, b"");
-        assert!(!shared(&Value::Map(first), &Value::Map(second.clone())));
-        let third = cached(&cache, &get, b"");
-        assert!(
-            shared(&Value::Map(third.clone()), &Value::Map(second)),
-            "a repeated head shares the last payload"
-        );
-        assert_eq!(third, fresh(&get, b""));
-        // The negotiated headers are noted on a reused payload too.
-        let mut found = Negotiation::default();
-        cache
-            .payload(read(&get, Bytes::new(), Shape::default()), &mut found)
-            .unwrap();
-        assert_eq!(found.accept.unwrap(), "application/json");
-        // Anything that changes the payload makes a new one, equal to one built afresh.
-        let mut http10 = head("GET", "/items?page=2", &pairs);
-        http10.version = Version::HTTP_10;
-        for (other, body) in [
-            (head("GET", "/items?page=3", &pairs), &b""[..]),
-            (head("GET", "/items", &pairs), b""),
-            (head("HEAD", "/items?page=2", &pairs), b""),
-            (head("GET", "/items?page=2", &[("host", "y")]), b""),
-            (http10, b""),
-            (head("GET", "/items?page=2", &pairs), b"a body"),
-        ] {
-            let got = cached(&cache, &other, body);
-            assert_eq!(got, fresh(&other, body), "{other:?}");
-            // The request before is kept no longer, or never was: the first one comes again.
-            let back = cached(&cache, &get, b"");
-            assert_eq!(back, fresh(&get, b""));
-        }
-    }
-
-    #[test]
-    fn the_request_cache_does_not_reuse_a_payload_for_an_absolute_target() {
-        // Without a Host header the host comes from the target's authority.
-        let cache = RequestCache::default();
-        let pairs = [("accept", "*/*")];
-        let origin = head("GET", "/a", &pairs);
-        for _ in 0..3 {
-            cached(&cache, &origin, b"");
-        }
-        for target in ["http://y/a", "http://z/a", "/a"] {
-            let h = head("GET", target, &pairs);
-            let got = cached(&cache, &h, b"");
-            assert_eq!(got, fresh(&h, b""), "{target}");
-        }
-        assert_eq!(
-            entry(
-                &cached(&cache, &head("GET", "http://y/a", &pairs), b""),
-                "host"
-            ),
-            &Value::from("y")
-        );
-    }
-
-    #[test]
-    fn a_payload_shaped_for_routers_carries_empty_params() {
-        let h = head("GET", "/", &[("host", "x")]);
-        let found = &mut Negotiation::default();
-        let routed = payload(read(&h, Bytes::new(), Shape { params: true }), found).unwrap();
-        let Value::Map(routed) = routed else {
-            panic!("not a map")
-        };
-        assert_eq!(entry(&routed, "params"), &Value::Map(Map::new()));
-        let plain = fresh(&h, b"");
-        assert_eq!(plain.get("params"), None);
-        assert_eq!(routed.len(), plain.len() + 1);
-        for (key, value) in plain.iter() {
-            assert_eq!(routed.get(key.as_str().unwrap()), Some(value));
         }
     }
 

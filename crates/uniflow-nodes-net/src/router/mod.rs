@@ -215,11 +215,6 @@ impl Node for RouterNode {
     }
 
     /// A request that no route takes is answered 404, 405 or 204 from the routes alone.
-    /// A route's `out[N]` gets the payload with `params` set, and nothing else changed.
-    fn adds_key(&self, _port: InPort) -> Option<&'static str> {
-        Some("params")
-    }
-
     fn relays_answers(&self) -> bool {
         true
     }
