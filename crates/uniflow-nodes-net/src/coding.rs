@@ -151,6 +151,20 @@ pub fn decode(header: &HeaderValue, body: Bytes, limit: usize) -> Result<Bytes, 
     Ok(body)
 }
 
+/// The entries of a header such as `Accept` or `Accept-Encoding` (`a;q=0.5, b`) with their
+/// weight (`q`, 1 when absent), leaving out those weighted 0 (refused).
+pub(crate) fn weighted(list: &str) -> impl Iterator<Item = (&str, f32)> {
+    list.split(',').filter_map(|range| {
+        let mut parts = range.split(';');
+        let token = parts.next().unwrap_or("").trim();
+        let q = parts
+            .filter_map(|p| p.trim().strip_prefix("q="))
+            .find_map(|q| q.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        (q > 0.0).then_some((token, q))
+    })
+}
+
 /// Picks the response coding from `Accept-Encoding`, as upstream does: the offers are
 /// `identity, gzip, deflate, br` in that order; each listed coding (in the header's order)
 /// selects the first offer it names (`*` names `identity`), and the highest `q` wins, stopping
@@ -162,16 +176,7 @@ pub fn negotiate(accept_encoding: &HeaderValue) -> Option<Coding> {
         return Some(Coding::Gzip);
     }
     let mut best: Option<(Option<Coding>, f32)> = None;
-    for range in text.split(',') {
-        let mut parts = range.split(';');
-        let token = parts.next().unwrap_or("").trim();
-        let q = parts
-            .filter_map(|p| p.trim().strip_prefix("q="))
-            .find_map(|q| q.trim().parse::<f32>().ok())
-            .unwrap_or(1.0);
-        if q <= 0.0 {
-            continue;
-        }
+    for (token, q) in weighted(text) {
         let offer = if token == "*" {
             None
         } else {
