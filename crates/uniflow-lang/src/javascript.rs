@@ -350,31 +350,33 @@ impl Program for JsProgram {
             started.saturating_add(timeout).min(UNARMED - 1)
         });
         let slice = u64::try_from(SLICE.as_nanos()).unwrap_or(u64::MAX);
-        if self.slow.load(Ordering::Relaxed) > 0 {
-            let result = off_worker(|| self.run_once(&input, deadline, UNARMED));
-            let took = Clock::now().saturating_sub(started);
-            if took < slice {
-                // Racing runs may both count down from 1; saturating keeps the count sane.
-                let _ = self
-                    .slow
-                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
-            } else {
-                self.slow.store(SLOW_STREAK, Ordering::Relaxed);
+        if self.slow.load(Ordering::Relaxed) == 0 {
+            if let Some(result) = self.run_once(&input, deadline, started.saturating_add(slice)) {
+                return result;
             }
-            return result.unwrap_or_else(|| unreachable!("a run without a slice is never cut"));
+            self.slow.store(SLOW_STREAK, Ordering::Relaxed);
+            return self.run_off_worker(&input, deadline);
         }
-        match self.run_once(&input, deadline, started.saturating_add(slice)) {
-            Some(result) => result,
-            None => {
-                self.slow.store(SLOW_STREAK, Ordering::Relaxed);
-                off_worker(|| self.run_once(&input, deadline, UNARMED))
-                    .unwrap_or_else(|| unreachable!("a run without a slice is never cut"))
-            }
+        let result = self.run_off_worker(&input, deadline);
+        if Clock::now().saturating_sub(started) < slice {
+            // Racing runs may both count down from 1; saturating keeps the count sane.
+            let _ = self
+                .slow
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        } else {
+            self.slow.store(SLOW_STREAK, Ordering::Relaxed);
         }
+        result
     }
 }
 
 impl JsProgram {
+    /// One whole run, off the worker thread it is called on (see [`off_worker`]).
+    fn run_off_worker(&self, input: &Value, deadline: u64) -> Result<Value, ErrorValue> {
+        off_worker(|| self.run_once(input, deadline, UNARMED))
+            .unwrap_or_else(|| unreachable!("a run without a slice is never cut"))
+    }
+
     /// One run on an engine from the pool; `None` when the slice ran out first.
     fn run_once(
         &self,
