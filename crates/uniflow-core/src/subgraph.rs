@@ -204,16 +204,6 @@ impl Subgraph {
             .map(|i| OutPort(i as u32))
     }
 
-    /// The output names, by number.
-    pub fn outputs(&self) -> &[String] {
-        &self.outputs
-    }
-
-    /// The graph inside.
-    pub fn graph(&self) -> &Arc<Graph> {
-        &self.graph
-    }
-
     /// What the nodes inside ask of a source (see [`Node::needs`]).
     pub fn needs(&self) -> Needs {
         self.graph.needs()
