@@ -120,12 +120,7 @@ pub(super) fn handle(
                 Err(response) => return Ok(response),
             },
         };
-        let read = Received {
-            head: &parts,
-            decode: bytes.is_empty() || body_read(&conn.place.graph, conn.place.node, &parts),
-            body: bytes,
-            limits: &limits.body,
-        };
+        let read = received(&conn.place, &parts, bytes, &limits.body);
         Ok(answer(&conn.place, read, extras).await)
     }
 }
@@ -190,15 +185,24 @@ impl Extras {
 /// the graph from the listener at `place`, and turn the answer into a response. Public so
 /// benchmarks can measure the in-process path without a socket.
 pub async fn respond(place: &LoadCx, parts: &http::request::Parts, body: Bytes) -> Response<Body> {
-    let (graph, node) = (&place.graph, place.node);
-    let listener = listener_of(graph, node);
-    let read = Received {
-        head: parts,
-        decode: body.is_empty() || body_read(graph, node, parts),
+    let limits = &listener_of(&place.graph, place.node).limits.body;
+    answer(place, received(place, parts, body, limits), None).await
+}
+
+/// A request read whole, as [`answer`] takes it: its body is decoded only when a node that
+/// the listener at `place` writes to reads it.
+fn received<'a>(
+    place: &LoadCx,
+    head: &'a http::request::Parts,
+    body: Bytes,
+    limits: &'a BodyLimits,
+) -> Received<'a> {
+    Received {
+        head,
+        decode: body.is_empty() || body_read(&place.graph, place.node, head),
         body,
-        limits: &listener.limits.body,
-    };
-    answer(place, read, None).await
+        limits,
+    }
 }
 
 pub(super) async fn answer(
