@@ -3,14 +3,15 @@
 //! Compiling happens once per load. It reports every problem at once: bad env, unknown kinds,
 //! bad fields, duplicate names, and links to nodes or ports that do not exist. The result is
 //! immutable; a request reads it through an `Arc` and never takes a lock or looks up a name.
-//! A reload (later) compiles a new graph beside the old one and swaps the `Arc`.
+//! A reload builds the next generation beside it (see [`Generation`](crate::Generation)).
 
 use std::collections::HashMap;
+
 use std::sync::Arc;
 
 use uniflow_spec::{Diagnostic, Diagnostics, PortRef, SecretLookup, Spec, bind, check};
 
-use crate::node::{Cx, InPort, LoadCx, Needs, Node, NodeId, OutPort};
+use crate::node::{Cx, Flow, InPort, LoadCx, Needs, Node, NodeId, OutPort};
 use crate::packet::Packet;
 use crate::process::Process;
 use crate::registry::Registry;
@@ -29,13 +30,16 @@ pub struct Target {
 pub struct Symbol {
     /// The spec as loaded (after env templating).
     pub spec: Spec,
-    /// The node.
-    pub node: Box<dyn Node>,
+    /// The node; a reload that keeps it shares it between two generations of the graph.
+    pub node: Arc<dyn Node>,
 }
 
 /// The compiled, linked graph of one namespace.
 pub struct Graph {
+    /// The specs' symbols, then stand-ins for nodes that links name but that are not active.
     symbols: Vec<Symbol>,
+    /// How many of `symbols` are the specs'.
+    active: usize,
     /// Per node, per output port number: the targets in link order.
     links: Vec<Box<[Box<[Target]>]>>,
     /// Per node: the targets of its `init` port, written once after the graph loads.
@@ -64,7 +68,13 @@ impl Graph {
                 }
             };
             match registry.compile(&bound, label) {
-                Ok(node) => symbols.push((label.clone(), Symbol { spec: bound, node })),
+                Ok(node) => symbols.push((
+                    label.clone(),
+                    Symbol {
+                        spec: bound,
+                        node: Arc::from(node),
+                    },
+                )),
                 Err(ds) => problems.extend(ds),
             }
         }
@@ -73,77 +83,10 @@ impl Graph {
         if !problems.is_empty() {
             return Err(problems);
         }
-        let mut index: HashMap<(&str, &str), usize> = HashMap::new();
-        for (i, (_, sym)) in symbols.iter().enumerate() {
-            if let Some(id) = &sym.spec.id {
-                index.insert(("id", id), i);
-            }
-            if let Some(name) = &sym.spec.name {
-                index.insert(("name", name), i);
-            }
-        }
-        let resolve = |r: &PortRef| match (&r.id, &r.name) {
-            (Some(id), _) => index.get(&("id", id.as_str())).copied(),
-            (None, Some(name)) => index.get(&("name", name.as_str())).copied(),
-            (None, None) => None,
-        };
-        let mut links = Vec::with_capacity(symbols.len());
-        let mut init = Vec::with_capacity(symbols.len());
-        for (label, sym) in &symbols {
-            let mut table: Vec<Vec<Target>> = Vec::new();
-            let mut init_targets = Vec::new();
-            for (name, refs) in &sym.spec.ports {
-                let slot = if name == port::INIT {
-                    None
-                } else if let Some(out) = sym.node.out_port(name) {
-                    Some(out.0 as usize)
-                } else {
-                    problems.0.push(Diagnostic::new(
-                        label,
-                        format!("ports.{name}"),
-                        format!("kind `{}` has no output port `{name}`", sym.spec.kind),
-                    ));
-                    continue;
-                };
-                for (j, r) in refs.iter().enumerate() {
-                    // `check` already reported links to missing nodes.
-                    let Some(t) = resolve(r) else { continue };
-                    let (target_label, target) = &symbols[t];
-                    let Some(in_port) = target.node.in_port(&r.port) else {
-                        problems.0.push(Diagnostic::new(
-                            label,
-                            format!("ports.{name}[{j}].port"),
-                            format!(
-                                "node `{target_label}` (kind `{}`) has no input port `{}`",
-                                target.spec.kind, r.port
-                            ),
-                        ));
-                        continue;
-                    };
-                    let target = Target {
-                        node: NodeId(t as u32),
-                        port: in_port,
-                    };
-                    match slot {
-                        None => init_targets.push(target),
-                        Some(slot) => {
-                            if table.len() <= slot {
-                                table.resize_with(slot + 1, Vec::new);
-                            }
-                            table[slot].push(target);
-                        }
-                    }
-                }
-            }
-            links.push(table.into_iter().map(Vec::into_boxed_slice).collect());
-            init.push(init_targets.into_boxed_slice());
-        }
+        let linked = link(symbols, Dangling::Reported);
+        problems.extend(linked.problems);
         problems.into_result(())?;
-        Ok(Arc::new(Graph {
-            symbols: symbols.into_iter().map(|(_, s)| s).collect(),
-            links,
-            init,
-        }))
+        Ok(Arc::new(linked.graph))
     }
 
     /// A graph of nodes compiled and linked by the caller (a [`Subgraph`](crate::Subgraph)):
@@ -151,6 +94,7 @@ impl Graph {
     pub(crate) fn from_parts(symbols: Vec<Symbol>, links: Vec<Vec<Vec<Target>>>) -> Graph {
         let init = (0..symbols.len()).map(|_| Box::default()).collect();
         Graph {
+            active: symbols.len(),
             symbols,
             links: links
                 .into_iter()
@@ -178,26 +122,43 @@ impl Graph {
         }
     }
 
+    /// The targets of a node's `init` port.
+    pub(crate) fn init_targets(&self, node: NodeId) -> &[Target] {
+        &self.init[node.0 as usize]
+    }
+
+    /// Whether `other` links the same nodes the same way.
+    pub(crate) fn same_links(&self, other: &Graph) -> bool {
+        self.symbols.len() == other.symbols.len()
+            && self.links == other.links
+            && self.init == other.init
+    }
+
     /// How many output port numbers of `node` have a link table slot.
     pub fn port_slots(&self, node: NodeId) -> usize {
         self.links[node.0 as usize].len()
     }
 
-    /// Every symbol, by id.
+    /// Every spec's symbol, by id.
     pub fn symbols(&self) -> &[Symbol] {
-        &self.symbols
+        &self.symbols[..self.active]
+    }
+
+    /// A graph with no node: what a namespace runs before its first generation.
+    pub fn empty() -> Arc<Graph> {
+        Arc::new(Graph::from_parts(Vec::new(), Vec::new()))
     }
 
     /// What the nodes of this graph ask of a source, together (see [`Node::needs`]).
     pub fn needs(&self) -> Needs {
-        self.symbols
+        self.symbols()
             .iter()
             .fold(Needs::NONE, |needs, s| needs.union(s.node.needs()))
     }
 
     /// The id of the node with this name.
     pub fn find(&self, name: &str) -> Option<NodeId> {
-        self.symbols
+        self.symbols()
             .iter()
             .position(|s| s.spec.name.as_deref() == Some(name))
             .map(|i| NodeId(i as u32))
@@ -210,7 +171,7 @@ impl Graph {
     /// When a node fails to start; that node and the ones started before it are unloaded
     /// again, last first. When an `init` port answers an error; every node is unloaded again.
     pub async fn load(self: &Arc<Self>) -> Result<(), Error> {
-        for (i, sym) in self.symbols.iter().enumerate() {
+        for (i, sym) in self.symbols().iter().enumerate() {
             if let Err(e) = sym
                 .node
                 .load(LoadCx::top(Arc::clone(self), NodeId(i as u32)))
@@ -251,7 +212,7 @@ impl Graph {
 
     /// Stops every node, last loaded first.
     pub async fn unload(&self) {
-        stop(&self.symbols).await;
+        stop(self.symbols()).await;
     }
 }
 
@@ -259,6 +220,164 @@ impl Graph {
 async fn stop(symbols: &[Symbol]) {
     for sym in symbols.iter().rev() {
         sym.node.unload().await;
+    }
+}
+
+/// What linking does with a link to a node that is not there.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dangling {
+    /// Skip it: [`check`] reported it already, and the graph will not be built.
+    Reported,
+    /// Link it to a stand-in that answers an error naming the node (a live namespace, whose
+    /// links may name a node that was deleted, failed, or is yet to be applied).
+    Inactive,
+}
+
+/// A linked graph, with the problems linking found.
+pub(crate) struct Linked {
+    pub(crate) graph: Graph,
+    pub(crate) problems: Vec<Diagnostic>,
+}
+
+/// Resolves every spec's `ports` to targets, by id or name. Each symbol comes with its label.
+pub(crate) fn link(symbols: Vec<(String, Symbol)>, dangling: Dangling) -> Linked {
+    let mut problems = Vec::new();
+    let mut index: HashMap<(&str, &str), usize> = HashMap::with_capacity(symbols.len());
+    for (i, (_, sym)) in symbols.iter().enumerate() {
+        if let Some(id) = &sym.spec.id {
+            index.insert(("id", id), i);
+        }
+        if let Some(name) = &sym.spec.name {
+            index.insert(("name", name), i);
+        }
+    }
+    let resolve = |r: &PortRef| match (&r.id, &r.name) {
+        (Some(id), _) => index.get(&("id", id.as_str())).copied(),
+        (None, Some(name)) => index.get(&("name", name.as_str())).copied(),
+        (None, None) => None,
+    };
+    // Stand-ins for what links name but the graph lacks, one per message, after the symbols.
+    let mut stand_ins: Vec<String> = Vec::new();
+    let mut stand_in = |message: String| {
+        let at = match stand_ins.iter().position(|m| *m == message) {
+            Some(at) => at,
+            None => {
+                stand_ins.push(message);
+                stand_ins.len() - 1
+            }
+        };
+        Target {
+            node: NodeId((symbols.len() + at) as u32),
+            port: InPort(0),
+        }
+    };
+    let mut links = Vec::with_capacity(symbols.len());
+    let mut init = Vec::with_capacity(symbols.len());
+    for (label, sym) in &symbols {
+        let mut table: Vec<Vec<Target>> = Vec::new();
+        let mut init_targets = Vec::new();
+        for (name, refs) in &sym.spec.ports {
+            let slot = if name == port::INIT {
+                None
+            } else if let Some(out) = sym.node.out_port(name) {
+                Some(out.0 as usize)
+            } else {
+                problems.push(Diagnostic::new(
+                    label,
+                    format!("ports.{name}"),
+                    format!("kind `{}` has no output port `{name}`", sym.spec.kind),
+                ));
+                continue;
+            };
+            for (j, r) in refs.iter().enumerate() {
+                let target = match resolve(r) {
+                    Some(t) => {
+                        let (target_label, target) = &symbols[t];
+                        match target.node.in_port(&r.port) {
+                            Some(in_port) => Target {
+                                node: NodeId(t as u32),
+                                port: in_port,
+                            },
+                            None => {
+                                let message = format!(
+                                    "node `{target_label}` (kind `{}`) has no input port `{}`",
+                                    target.spec.kind, r.port
+                                );
+                                problems.push(Diagnostic::new(
+                                    label,
+                                    format!("ports.{name}[{j}].port"),
+                                    message.clone(),
+                                ));
+                                if dangling == Dangling::Reported {
+                                    continue;
+                                }
+                                stand_in(message)
+                            }
+                        }
+                    }
+                    None if dangling == Dangling::Reported => continue,
+                    None => {
+                        let node = r.name.as_deref().or(r.id.as_deref()).unwrap_or_default();
+                        stand_in(format!("node `{node}` is not active"))
+                    }
+                };
+                match slot {
+                    None => init_targets.push(target),
+                    Some(slot) => {
+                        if table.len() <= slot {
+                            table.resize_with(slot + 1, Vec::new);
+                        }
+                        table[slot].push(target);
+                    }
+                }
+            }
+        }
+        links.push(table.into_iter().map(Vec::into_boxed_slice).collect());
+        init.push(init_targets.into_boxed_slice());
+    }
+    let active = symbols.len();
+    let mut symbols: Vec<Symbol> = symbols.into_iter().map(|(_, s)| s).collect();
+    for message in stand_ins {
+        symbols.push(Symbol {
+            spec: Spec {
+                kind: INACTIVE_KIND.to_owned(),
+                ..Spec::default()
+            },
+            node: Arc::new(Inactive(message)),
+        });
+        links.push(Box::default());
+        init.push(Box::default());
+    }
+    Linked {
+        graph: Graph {
+            symbols,
+            active,
+            links,
+            init,
+        },
+        problems,
+    }
+}
+
+/// The kind in the spec of a stand-in for a node that links name but the graph lacks.
+const INACTIVE_KIND: &str = "inactive";
+
+/// Stands in for a node that a link names but that is not active: answers every packet with an
+/// error saying so, so an unhandled request fails with the node's name in the log, until the
+/// node comes back with a later generation.
+struct Inactive(String);
+
+impl Node for Inactive {
+    fn in_port(&self, _name: &str) -> Option<InPort> {
+        Some(InPort(0))
+    }
+
+    fn out_port(&self, _name: &str) -> Option<OutPort> {
+        None
+    }
+
+    fn handle<'a>(&'a self, _cx: Cx<'a>, _port: InPort, _packet: Packet) -> Flow<'a> {
+        Flow::Ready(Packet::error(self.0.as_str()))
     }
 }
 

@@ -13,6 +13,7 @@
 //! `uniflow-nodes-*` crates and register themselves in a [`Registry`].
 
 mod error;
+mod generation;
 mod graph;
 mod node;
 mod packet;
@@ -28,6 +29,7 @@ pub mod shape;
 pub mod testing;
 
 pub use error::Error;
+pub use generation::{Build, Failed, Generation, Retired, key};
 pub use graph::{Graph, Symbol, Target};
 pub use node::{
     BoxFlow, Cx, Flow, FlowFuture, InPort, LoadCx, MAX_DEPTH, Needs, Node, NodeId, OutPort,

@@ -186,6 +186,23 @@ pub trait Node: Any + Send + Sync {
         Ok(())
     }
 
+    /// Called on a new node that replaces `previous` (compiled from an earlier version of the
+    /// same spec, still loaded) in a new generation of the graph, before its [`Node::load`].
+    /// A node may take over here what the previous one holds and can hand over: a listener on
+    /// the same address takes its socket, so the port never stops listening.
+    fn adopt(&self, previous: &dyn Node) {
+        let _ = previous;
+    }
+
+    /// Called on a loaded node that a reload carries, unchanged, into a new generation of its
+    /// graph: `cx` is its place there. A node that keeps its place for work it starts later (a
+    /// listener's requests) takes the new one, so that its next work runs on the new graph;
+    /// work already started finishes on the graph it began on. A composite passes the move on
+    /// to the nodes inside.
+    fn moved(&self, cx: LoadCx) {
+        let _ = cx;
+    }
+
     /// Called when the graph is unloaded: a source stops accepting work and finishes what it
     /// has. Also called on a node whose [`Node::load`] failed, so that it releases what it
     /// started before failing; it must then do nothing for what never started.

@@ -90,7 +90,10 @@ impl SubgraphBuilder {
 
     /// Adds a compiled node with the spec it was compiled from.
     pub fn add(&mut self, spec: Spec, node: Box<dyn Node>) -> NodeId {
-        self.symbols.push(Symbol { spec, node });
+        self.symbols.push(Symbol {
+            spec,
+            node: Arc::from(node),
+        });
         self.links.push(Vec::new());
         NodeId(u32::try_from(self.symbols.len() - 1).expect("fewer than 2^32 nodes"))
     }
@@ -254,17 +257,41 @@ impl Subgraph {
     /// # Errors
     /// The first node's failure.
     pub fn load(&self, cx: &LoadCx) -> Result<(), Error> {
+        for (symbol, place) in self.places(cx) {
+            symbol.node.load(place)?;
+        }
+        Ok(())
+    }
+
+    /// Passes a move of the enclosing node, now at `cx`, on to the nodes inside (see
+    /// [`Node::moved`]).
+    pub fn moved(&self, cx: &LoadCx) {
+        if self.outputs.is_empty() {
+            // Their places do not name the graph around, so they did not move.
+            return;
+        }
+        for (symbol, place) in self.places(cx) {
+            symbol.node.moved(place);
+        }
+    }
+
+    /// Each node inside with its place, the enclosing node being at `cx`.
+    fn places<'s>(&'s self, cx: &LoadCx) -> impl Iterator<Item = (&'s Symbol, LoadCx)> + 's {
         // Without outputs nothing inside can leave, so the nodes inside need not know where
         // the subgraph sits, and their own writes cost what they would at the top level.
         let outer = (!self.outputs.is_empty()).then(|| Arc::new(cx.clone()));
-        for (i, symbol) in self.graph.symbols().iter().enumerate() {
-            symbol.node.load(LoadCx {
-                graph: Arc::clone(&self.graph),
-                node: NodeId(i as u32),
-                outer: outer.clone(),
-            })?;
-        }
-        Ok(())
+        self.graph
+            .symbols()
+            .iter()
+            .enumerate()
+            .map(move |(i, symbol)| {
+                let place = LoadCx {
+                    graph: Arc::clone(&self.graph),
+                    node: NodeId(i as u32),
+                    outer: outer.clone(),
+                };
+                (symbol, place)
+            })
     }
 
     /// Stops the nodes inside, last first.

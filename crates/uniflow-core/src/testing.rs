@@ -11,14 +11,19 @@
 //! | `test-wrap` | `key` | writes `{key: input}` to `out` (shows a request without its `status`) |
 //! | `test-log` | `tag` | appends `tag` to a global log read by [`logged`], then echoes |
 //! | `test-on-exit` | `tag` | asks for the process and logs `"<tag>: <exit error or ok>"` to the same log when it exits, then echoes |
+//! | `test-source` | `tag`, `fail` | a source: keeps its place as a listener does ([`SourceNode::fire`] writes to `out` from it), logs `load:`, `adopt:`, `moved:` and `unload:` with its tag, fails to load when `fail`; on `in` answers how many packets it has had (its state) |
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use serde::Deserialize;
 use uniflow_spec::Diagnostic;
 use uniflow_value::{ErrorValue, Value};
 
-use crate::node::{Cx, Flow, InPort, Node, OutPort};
+use crate::node::{Cx, Flow, InPort, LoadCx, Node, OutPort};
 use crate::packet::Packet;
 use crate::process::Process;
 use crate::registry::{CompileCx, NodeSpec, Registry};
@@ -35,6 +40,7 @@ pub fn register(registry: &mut Registry) {
     registry.add::<LogSpec>();
     registry.add::<WrapSpec>();
     registry.add::<OnExitSpec>();
+    registry.add::<SourceSpec>();
 }
 
 /// How many times `test-log` nodes with this tag have run, in any process.
@@ -180,4 +186,107 @@ impl Node for DelayNode {
             cx.write(OUT, packet).await
         })
     }
+}
+
+/// `test-source`.
+#[derive(Deserialize)]
+pub struct SourceSpec {
+    tag: String,
+    #[serde(default)]
+    fail: bool,
+}
+
+impl NodeSpec for SourceSpec {
+    const KIND: &'static str = "test-source";
+    fn compile(self, _cx: &CompileCx<'_>) -> Result<Box<dyn Node>, Vec<Diagnostic>> {
+        Ok(Box::new(SourceNode {
+            tag: self.tag,
+            fail: self.fail,
+            place: Mutex::new(None),
+            count: AtomicI64::new(0),
+        }))
+    }
+}
+
+/// The `test-source` node.
+pub struct SourceNode {
+    tag: String,
+    fail: bool,
+    place: Mutex<Option<LoadCx>>,
+    count: AtomicI64,
+}
+
+impl SourceNode {
+    /// Writes `value` to `out` from where the node is now, in a process of its own, as a
+    /// listener does with a request.
+    ///
+    /// # Panics
+    /// If the node is not loaded.
+    pub async fn fire(&self, value: Value) -> Packet {
+        let place = self
+            .place
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .expect("the source is loaded");
+        let proc = Process::new();
+        let answer = place.run(&proc, |cx| cx.send(OUT, value)).await;
+        proc.exit(None);
+        answer
+    }
+
+    fn log(&self, what: &str) {
+        LOG.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(format!("{what}:{}", self.tag));
+    }
+}
+
+impl Node for SourceNode {
+    fn in_port(&self, name: &str) -> Option<InPort> {
+        crate::shape::in_port(name)
+    }
+    fn out_port(&self, name: &str) -> Option<OutPort> {
+        crate::shape::out_port(name)
+    }
+    fn handle<'a>(&'a self, _cx: Cx<'a>, _port: InPort, _packet: Packet) -> Flow<'a> {
+        let count = self.count.fetch_add(1, Ordering::Relaxed) + 1;
+        Flow::Ready(Packet::Data(Value::from(count)))
+    }
+    fn adopt(&self, previous: &dyn Node) {
+        if let Some(previous) = previous.downcast_ref::<SourceNode>() {
+            self.log(&format!("adopt({})", previous.tag));
+        }
+    }
+    fn load(&self, cx: LoadCx) -> Result<(), crate::Error> {
+        self.log("load");
+        *self.place.lock().unwrap_or_else(|e| e.into_inner()) = Some(cx);
+        if self.fail {
+            return Err(crate::Error::Start(format!(
+                "{} was told to fail",
+                self.tag
+            )));
+        }
+        Ok(())
+    }
+    fn moved(&self, cx: LoadCx) {
+        self.log("moved");
+        *self.place.lock().unwrap_or_else(|e| e.into_inner()) = Some(cx);
+    }
+    fn unload(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        self.log("unload");
+        self.place.lock().unwrap_or_else(|e| e.into_inner()).take();
+        Box::pin(std::future::ready(()))
+    }
+}
+
+/// Every entry of the global log that ends with `:tag`, in order (the `test-source` events).
+pub fn events(tag: &str) -> Vec<String> {
+    let suffix = format!(":{tag}");
+    LOG.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .filter(|t| t.ends_with(&suffix))
+        .cloned()
+        .collect()
 }

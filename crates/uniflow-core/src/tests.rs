@@ -11,6 +11,8 @@ use uniflow_value::{Map, Value};
 use crate::testing::{self, recorded};
 use crate::{Cx, Graph, Packet, Process, ProcessSlot, Registry};
 
+mod generation;
+
 fn registry() -> Registry {
     let mut r = Registry::new();
     testing::register(&mut r);
@@ -23,7 +25,7 @@ fn compile(specs: &Value) -> Arc<Graph> {
     Graph::compile(specs, &registry(), &|_, _| None).unwrap_or_else(|d| panic!("{d}"))
 }
 
-async fn write(
+pub(crate) async fn write(
     graph: &Arc<Graph>,
     proc: &Arc<Process>,
     node: &str,

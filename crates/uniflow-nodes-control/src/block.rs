@@ -163,6 +163,10 @@ impl Node for BlockNode {
         self.children.load(&cx)
     }
 
+    fn moved(&self, cx: LoadCx) {
+        self.children.moved(&cx);
+    }
+
     fn unload(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         Box::pin(self.children.unload())
     }

@@ -12,6 +12,16 @@ use crate::{Diagnostic, Spec};
 /// Linear in the number of specs and links: names and ids are looked up in hash maps built in
 /// one pass, so a file of 100,000 specs is checked as quickly as it is read.
 pub fn check(specs: &[Spec]) -> Vec<Diagnostic> {
+    checked(specs, true)
+}
+
+/// Every duplicate name or id: [`check`] without the links, for a set of specs where a link to
+/// a missing node is allowed (a live namespace, whose flows may arrive file by file).
+pub fn check_unique(specs: &[Spec]) -> Vec<Diagnostic> {
+    checked(specs, false)
+}
+
+fn checked(specs: &[Spec], links: bool) -> Vec<Diagnostic> {
     let mut problems = Vec::new();
     // (namespace, name) and (namespace, id) -> the first spec that has it.
     let mut names: HashMap<(&str, &str), usize> = HashMap::with_capacity(specs.len());
@@ -44,6 +54,9 @@ pub fn check(specs: &[Spec]) -> Vec<Diagnostic> {
             }
             ids.entry((&spec.namespace, id)).or_insert(i);
         }
+    }
+    if !links {
+        return problems;
     }
     for (i, spec) in specs.iter().enumerate() {
         for (port, targets) in &spec.ports {

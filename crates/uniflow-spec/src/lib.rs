@@ -17,7 +17,7 @@ mod load;
 mod spec;
 mod template;
 
-pub use check::check;
+pub use check::{check, check_unique};
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use load::{Format, load_file, parse, parse_in};
 pub use spec::{DEFAULT_NAMESPACE, EnvValue, PortName, PortRef, Spec, decode};

@@ -10,6 +10,7 @@ use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -18,7 +19,6 @@ use hyper_util::server::graceful::GracefulConnection;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use uniflow_core::LoadCx;
 
 use crate::payload::Body;
 
@@ -29,15 +29,14 @@ use super::*;
 /// waited too long (see [`Watch::look`]).
 pub(super) async fn serve(
     listener: TcpListener,
-    place: LoadCx,
+    served: Arc<ArcSwap<Served>>,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let (graph, node) = (&place.graph, place.node);
-    let this = listener_of(graph, node);
-    let limits = this.limits;
-    let tls = this.tls.clone();
-    let features = this.features(&place);
-    let upgrades = features.upgrades;
+    let (limits, tls) = {
+        let now = served.load();
+        let this = listener_of(&now.place.graph, now.place.node);
+        (this.limits, this.tls.clone())
+    };
     let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
     // Every connection task holds a receiver; unloading waits until all are dropped.
     let (open, tracked) = watch::channel(());
@@ -74,9 +73,11 @@ pub(super) async fn serve(
             _ = &mut stop => break,
         };
         let _ = stream.set_nodelay(true);
+        // Whether the graph has a gateway, as it runs now: a reload that adds one reaches
+        // the connections accepted after it.
+        let upgrades = served.load().features.upgrades;
         let conn = Arc::new(Conn {
-            place: place.clone(),
-            features,
+            served: Arc::clone(&served),
             limits,
             peer: crate::exchange::Peer {
                 addr: remote,
@@ -150,10 +151,9 @@ pub(super) const SWEEPS_PER_TIMEOUT: u32 = 4;
 
 /// One accepted connection: what its requests need, and what the sweep looks at.
 pub(super) struct Conn {
-    /// The listener's place: its graph and id, and the nodes around it inside a block.
-    pub(super) place: LoadCx,
-    /// The listener's, copied here so that a request need not find the listener node.
-    pub(super) features: Features,
+    /// The listener's place in the graph that runs now: each request reads it when it
+    /// starts.
+    pub(super) served: Arc<ArcSwap<Served>>,
     pub(super) limits: Limits,
     pub(super) peer: crate::exchange::Peer,
     pub(super) activity: Activity,

@@ -28,9 +28,10 @@ mod request;
 use std::future::Future;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use serde::{Deserialize, Deserializer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -242,8 +243,8 @@ impl NodeSpec for ListenerSpec {
             addr: SocketAddr::new(ip, self.port),
             tls,
             limits,
-            features: OnceLock::new(),
             local_addr: OnceLock::new(),
+            socket: Mutex::new(None),
             running: Mutex::new(None),
         }))
     }
@@ -262,8 +263,8 @@ pub struct Limits {
     pub idle_timeout: Duration,
 }
 
-/// What the listener's graph needs from it beyond the plain request path, learned at load.
-#[derive(Debug, Default, Clone, Copy)]
+/// What the listener's graph needs from it beyond the plain request path.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 struct Features {
     /// A node may take the connection over (a `gateway`): requests that ask for an upgrade
     /// are offered to it.
@@ -287,13 +288,33 @@ impl Features {
     }
 }
 
+/// Where a listener's requests go: its place in the graph that runs now, with what that graph
+/// needs of it. A reload that keeps the listener swaps it (see [`Node::moved`]); a request
+/// reads it once, when it starts, and finishes on that graph.
+struct Served {
+    place: LoadCx,
+    features: Features,
+}
+
+impl Served {
+    fn at(place: LoadCx) -> Arc<Served> {
+        Arc::new(Served {
+            features: Features::of(&place),
+            place,
+        })
+    }
+}
+
 /// The compiled `listener`.
 pub struct ListenerNode {
     addr: SocketAddr,
     tls: Option<TlsAcceptor>,
     limits: Limits,
-    features: OnceLock<Features>,
     local_addr: OnceLock<SocketAddr>,
+    /// The listening socket, for a new version of this listener on the same address to take
+    /// over (see [`Node::adopt`]): before it loads, or after this one stopped, it is the
+    /// socket the new one listens on.
+    socket: Mutex<Option<std::net::TcpListener>>,
     running: Mutex<Option<Running>>,
 }
 
@@ -301,6 +322,7 @@ struct Running {
     /// Set when unloading starts; dropped when the one unloading stops waiting.
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
+    served: Arc<ArcSwap<Served>>,
 }
 
 impl ListenerNode {
@@ -319,12 +341,7 @@ impl ListenerNode {
         self.limits
     }
 
-    /// What the graph needs from this listener, node `node` of `graph`.
-    fn features(&self, place: &LoadCx) -> Features {
-        *self.features.get_or_init(|| Features::of(place))
-    }
-
-    fn bind(&self) -> std::io::Result<TcpListener> {
+    fn bind(&self) -> std::io::Result<std::net::TcpListener> {
         let domain = socket2::Domain::for_address(self.addr);
         let socket =
             socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
@@ -336,7 +353,19 @@ impl ListenerNode {
         socket.bind(&self.addr.into())?;
         socket.listen(BACKLOG)?;
         socket.set_nonblocking(true)?;
-        TcpListener::from_std(socket.into())
+        Ok(socket.into())
+    }
+
+    /// The socket to listen on: the one a previous version handed over, or a new one.
+    fn listen(&self) -> std::io::Result<TcpListener> {
+        let adopted = self.socket.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let socket = match adopted {
+            Some(socket) => socket,
+            None => self.bind()?,
+        };
+        // A copy stays with the node, for its next version to take over.
+        *self.socket.lock().unwrap_or_else(|e| e.into_inner()) = Some(socket.try_clone()?);
+        TcpListener::from_std(socket)
     }
 }
 
@@ -362,10 +391,29 @@ impl Node for ListenerNode {
         true
     }
 
+    /// A previous version on the same address hands its socket over: the port keeps
+    /// listening through the reload, and connections queued meanwhile are accepted here.
+    fn adopt(&self, previous: &dyn Node) {
+        let Some(previous) = previous.downcast_ref::<ListenerNode>() else {
+            return;
+        };
+        if previous.addr != self.addr {
+            return;
+        }
+        // A copy: should this generation fail to start, the previous version still has the
+        // socket to hand to the next attempt.
+        let socket = previous
+            .socket
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .and_then(|s| s.try_clone().ok());
+        *self.socket.lock().unwrap_or_else(|e| e.into_inner()) = socket;
+    }
+
     fn load(&self, cx: LoadCx) -> Result<(), Error> {
-        self.features(&cx);
         let listener = self
-            .bind()
+            .listen()
             .map_err(|e| Error::Start(format!("cannot listen on {}: {e}", self.addr)))?;
         let local = listener
             .local_addr()
@@ -373,9 +421,19 @@ impl Node for ListenerNode {
         let _ = self.local_addr.set(local);
         tracing::info!(address = %local, tls = self.tls.is_some(), "listening");
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(serve(listener, cx, stopped));
-        *self.running.lock().unwrap_or_else(|e| e.into_inner()) = Some(Running { stop, task });
+        let served = Arc::new(ArcSwap::new(Served::at(cx)));
+        let task = tokio::spawn(serve(listener, Arc::clone(&served), stopped));
+        *self.running.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(Running { stop, task, served });
         Ok(())
+    }
+
+    /// Its next requests, those of open keep-alive connections included, run on the new
+    /// graph.
+    fn moved(&self, cx: LoadCx) {
+        if let Some(running) = &*self.running.lock().unwrap_or_else(|e| e.into_inner()) {
+            running.served.store(Served::at(cx));
+        }
     }
 
     fn unload(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
@@ -384,6 +442,8 @@ impl Node for ListenerNode {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
+        // Unloaded, it hands nothing over: the port is free once the accept loop stops.
+        self.socket.lock().unwrap_or_else(|e| e.into_inner()).take();
         Box::pin(async move {
             if let Some(running) = running {
                 let _ = running.stop.send(true);

@@ -95,7 +95,9 @@ pub(super) fn handle(
     conn: Arc<Conn>,
     mut req: Request<Incoming>,
 ) -> impl Future<Output = Result<Response<Body>, Infallible>> + Send + 'static {
-    let features = conn.features;
+    // The graph that runs now: the request finishes on it, whatever a reload does meanwhile.
+    let served = conn.served.load_full();
+    let features = served.features;
     // Only a graph with a gateway looks at upgrades, so other graphs pay nothing for them.
     let pending = (features.upgrades && req.headers().contains_key(header::UPGRADE))
         .then(|| hyper::upgrade::on(&mut req));
@@ -120,8 +122,8 @@ pub(super) fn handle(
                 Err(response) => return Ok(response),
             },
         };
-        let read = received(&conn.place, &parts, bytes, &limits.body);
-        Ok(answer(&conn.place, read, extras).await)
+        let read = received(&served.place, &parts, bytes, &limits.body);
+        Ok(answer(&served.place, read, extras).await)
     }
 }
 
