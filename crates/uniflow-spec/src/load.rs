@@ -1,10 +1,11 @@
-//! Reading specs from YAML or JSON text.
+//! Reading specs, secrets and charts from YAML or JSON text: a file holds one resource or a
+//! list of them, and every malformed entry is reported with the file and the entry.
 
 use std::path::Path;
 
 use uniflow_value::Value;
 
-use crate::{Diagnostic, Diagnostics, Spec};
+use crate::{Chart, Diagnostic, Diagnostics, Secret, Spec};
 
 /// The syntax of a spec file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,10 +32,72 @@ impl Format {
 /// # Errors
 /// Every problem found, each naming the file (and the spec and field when known).
 pub fn load_file(path: &Path, namespace: &str) -> Result<Vec<Spec>, Diagnostics> {
+    read_file(path, |text, format, file| {
+        parse_in(text, format, file, namespace)
+    })
+}
+
+/// Reads a file holding a list of secrets or a single secret; secrets naming no namespace land
+/// in `namespace`.
+///
+/// # Errors
+/// Every problem found, each naming the file (and the secret and field when known), never the
+/// secret's data.
+pub fn load_secrets_file(path: &Path, namespace: &str) -> Result<Vec<Secret>, Diagnostics> {
+    read_file(path, |text, format, file| {
+        parse_secrets(text, format, file, namespace)
+    })
+}
+
+/// Reads a file holding a list of charts or a single chart; charts naming no namespace land in
+/// `namespace`.
+///
+/// # Errors
+/// Every problem found, each naming the file (and the chart and field when known).
+pub fn load_charts_file(path: &Path, namespace: &str) -> Result<Vec<Chart>, Diagnostics> {
+    read_file(path, |text, format, file| {
+        parse_charts(text, format, file, namespace)
+    })
+}
+
+/// Parses text holding a list of secrets or a single secret, like [`parse_in`] does specs.
+///
+/// # Errors
+/// A syntax error (with line and column), or every malformed secret.
+pub fn parse_secrets(
+    text: &str,
+    format: Format,
+    file: Option<&str>,
+    namespace: &str,
+) -> Result<Vec<Secret>, Diagnostics> {
+    parse_items(text, format, file, |item, label| {
+        Secret::from_value_in(item, label, namespace)
+    })
+}
+
+/// Parses text holding a list of charts or a single chart, like [`parse_in`] does specs.
+///
+/// # Errors
+/// A syntax error (with line and column), or every malformed chart.
+pub fn parse_charts(
+    text: &str,
+    format: Format,
+    file: Option<&str>,
+    namespace: &str,
+) -> Result<Vec<Chart>, Diagnostics> {
+    parse_items(text, format, file, |item, label| {
+        Chart::from_value_in(item, label, namespace)
+    })
+}
+
+fn read_file<T>(
+    path: &Path,
+    parse: impl FnOnce(&str, Format, Option<&str>) -> Result<T, Diagnostics>,
+) -> Result<T, Diagnostics> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path)
         .map_err(|e| Diagnostic::file(file.clone(), format!("cannot read: {e}")))?;
-    parse_in(&text, Format::of_path(path), Some(&file), namespace)
+    parse(&text, Format::of_path(path), Some(&file))
 }
 
 /// Parses text holding a list of specs or a single spec. `file` names the source in
@@ -79,6 +142,19 @@ pub fn parse_in(
     file: Option<&str>,
     namespace: &str,
 ) -> Result<Vec<Spec>, Diagnostics> {
+    parse_items(text, format, file, |item, label| {
+        Spec::from_value_in(item, label, namespace)
+    })
+}
+
+/// Parses a file's text into its entries (one value is a list of one), each read by `read`
+/// with its label: its name, else `#N`.
+fn parse_items<T>(
+    text: &str,
+    format: Format,
+    file: Option<&str>,
+    read: impl Fn(&Value, &str) -> Result<T, Vec<Diagnostic>>,
+) -> Result<Vec<T>, Diagnostics> {
     let label = file.unwrap_or("<input>");
     let parsed: Result<Value, String> = match format {
         Format::Yaml if flow_depth(text) > MAX_FLOW_DEPTH => Err(format!(
@@ -93,19 +169,19 @@ pub fn parse_in(
         Value::List(l) => l.to_vec(),
         single => vec![single],
     };
-    let mut specs = Vec::with_capacity(items.len());
+    let mut out = Vec::with_capacity(items.len());
     let mut problems = Diagnostics::default();
     for (i, item) in items.iter().enumerate() {
         let position = item
             .get("name")
             .and_then(Value::as_str)
             .map_or_else(|| format!("#{i}"), str::to_owned);
-        match Spec::from_value_in(item, &position, namespace) {
-            Ok(spec) => specs.push(spec),
+        match read(item, &position) {
+            Ok(one) => out.push(one),
             Err(ds) => problems.extend(ds.into_iter().map(|d| d.in_file(file))),
         }
     }
-    problems.into_result(specs)
+    problems.into_result(out)
 }
 
 #[cfg(test)]
@@ -145,6 +221,78 @@ mod tests {
         assert!(
             text.contains("f.yaml: spec `#1`: a spec must be a map, found int"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn secret_and_chart_files_report_every_entry() {
+        let secrets = parse_secrets(
+            r#"[{"name": "a", "data": 1}, {"data": {"k": "v"}}]"#,
+            Format::Json,
+            None,
+            "n",
+        )
+        .unwrap();
+        assert_eq!(secrets.len(), 2);
+        assert_eq!(secrets[1].namespace, "n");
+        let err = parse_secrets(
+            "- {name: a}
+- {name: b, data: 1}
+- 2
+",
+            Format::Yaml,
+            Some("s.yaml"),
+            "n",
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert_eq!(err.0.len(), 2, "{text}");
+        assert!(
+            text.contains("s.yaml: spec `a` field `data`: missing required field"),
+            "{text}"
+        );
+        assert!(
+            text.contains("s.yaml: spec `#2`: a secret must be a map"),
+            "{text}"
+        );
+
+        let charts = parse_charts(
+            "name: c
+specs: [{kind: nop}]
+",
+            Format::Yaml,
+            None,
+            "n",
+        )
+        .unwrap();
+        assert_eq!(charts[0].specs[0].namespace, "n");
+        let err = parse_charts(
+            "- {specs: [{}]}
+",
+            Format::Yaml,
+            Some("c.yaml"),
+            "n",
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("c.yaml: spec `#0` field `specs[0].kind`"),
+            "{text}"
+        );
+        assert!(text.contains("c.yaml: spec `#0` field `name`"), "{text}");
+    }
+
+    #[test]
+    fn loading_a_missing_file_names_it() {
+        let err = load_secrets_file(Path::new("/nonexistent/s.yaml"), "default").unwrap_err();
+        assert!(
+            err.to_string().contains("/nonexistent/s.yaml: cannot read"),
+            "{err}"
+        );
+        let err = load_charts_file(Path::new("/nonexistent/c.json"), "default").unwrap_err();
+        assert!(
+            err.to_string().contains("/nonexistent/c.json: cannot read"),
+            "{err}"
         );
     }
 }

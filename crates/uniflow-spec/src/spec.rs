@@ -176,7 +176,7 @@ impl Spec {
                         Err(d) => problems.push(d),
                     }
                 }
-                "ports" => spec.ports = read_ports(v, label, &mut problems),
+                "ports" => spec.ports = read_ports(v, label, true, &mut problems),
                 "env" => spec.env = read_env(v, label, &mut problems),
                 _ => fields.push((key.clone(), v.clone())),
             }
@@ -204,37 +204,45 @@ impl Spec {
         if let Some(name) = &self.name {
             entries.push(("name".into(), name.clone().into()));
         }
-        if !self.annotations.is_empty() {
-            let a: Map = self
-                .annotations
-                .iter()
-                .map(|(k, v)| (Value::from(k.clone()), Value::from(v.clone())))
-                .collect();
-            entries.push(("annotations".into(), a.into()));
-        }
-        if !self.ports.is_empty() {
-            let ports: Map = self
-                .ports
-                .iter()
-                .map(|(k, refs)| {
-                    let refs: Vec<Value> = refs.iter().map(port_ref_value).collect();
-                    (Value::from(k.clone()), Value::from(refs))
-                })
-                .collect();
-            entries.push(("ports".into(), ports.into()));
-        }
-        if !self.env.is_empty() {
-            let env: Map = self
-                .env
-                .iter()
-                .map(|(k, values)| {
-                    let values: Vec<Value> = values.iter().map(env_value).collect();
-                    (Value::from(k.clone()), Value::from(values))
-                })
-                .collect();
-            entries.push(("env".into(), env.into()));
-        }
+        push_common(&mut entries, &self.annotations, &self.ports, &self.env);
         Value::Map(entries.into_iter().collect())
+    }
+}
+
+/// Appends `annotations`, `ports` and `env` to a resource's entries, each only when non-empty:
+/// the keys specs and charts share.
+pub(crate) fn push_common(
+    entries: &mut Vec<(Value, Value)>,
+    annotations: &BTreeMap<String, String>,
+    ports: &BTreeMap<String, Vec<PortRef>>,
+    env: &BTreeMap<String, Vec<EnvValue>>,
+) {
+    if !annotations.is_empty() {
+        let a: Map = annotations
+            .iter()
+            .map(|(k, v)| (Value::from(k.clone()), Value::from(v.clone())))
+            .collect();
+        entries.push(("annotations".into(), a.into()));
+    }
+    if !ports.is_empty() {
+        let ports: Map = ports
+            .iter()
+            .map(|(k, refs)| {
+                let refs: Vec<Value> = refs.iter().map(port_ref_value).collect();
+                (Value::from(k.clone()), Value::from(refs))
+            })
+            .collect();
+        entries.push(("ports".into(), ports.into()));
+    }
+    if !env.is_empty() {
+        let env: Map = env
+            .iter()
+            .map(|(k, values)| {
+                let values: Vec<Value> = values.iter().map(env_value).collect();
+                (Value::from(k.clone()), Value::from(values))
+            })
+            .collect();
+        entries.push(("env".into(), env.into()));
     }
 }
 
@@ -260,7 +268,7 @@ fn env_value(e: &EnvValue) -> Value {
     Value::Map(m.into_iter().collect())
 }
 
-fn optional_string(
+pub(crate) fn optional_string(
     v: &Value,
     label: &str,
     field: &str,
@@ -280,9 +288,12 @@ fn optional_string(
     }
 }
 
-fn read_ports(
+/// Reads `ports`. A spec's link must name its target (`name` or `id`); a chart's port may name
+/// neither, which means every inner node (`needs_target` false).
+pub(crate) fn read_ports(
     v: &Value,
     label: &str,
+    needs_target: bool,
     problems: &mut Vec<Diagnostic>,
 ) -> BTreeMap<String, Vec<PortRef>> {
     let mut ports = BTreeMap::new();
@@ -338,7 +349,7 @@ fn read_ports(
                     "missing required field",
                 ));
             }
-            if r.id.is_none() && r.name.is_none() {
+            if needs_target && r.id.is_none() && r.name.is_none() {
                 problems.push(Diagnostic::new(label, path, "a link needs `name` or `id`"));
             }
             refs.push(r);
@@ -348,7 +359,7 @@ fn read_ports(
     ports
 }
 
-fn read_env(
+pub(crate) fn read_env(
     v: &Value,
     label: &str,
     problems: &mut Vec<Diagnostic>,
