@@ -1,19 +1,23 @@
-//! The `uniflow` command's library half: configuration, the registry of every node kind, and
-//! the `start` sequence. `main.rs` only parses flags and reports errors; tests drive the same
-//! functions.
+//! The `uniflow` command's library half: configuration, the registry of every node kind, the
+//! `start` sequence and the `apply`, `get` and `delete` verbs. `main.rs` only parses flags and
+//! reports errors; tests drive the same functions.
 
 pub mod profile;
+pub mod resources;
+pub mod table;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use serde::Deserialize;
 use uniflow_core::{Graph, Registry};
 use uniflow_lang::Languages;
-use uniflow_spec::{Diagnostics, Spec};
-use uniflow_store::MemoryStore;
+use uniflow_runtime::{Links, Live, Watching};
+use uniflow_spec::{Diagnostic, Diagnostics};
+use uniflow_store::Store;
+use uniflow_value::Value;
 
 /// Every node kind this build knows.
 pub fn registry() -> Registry {
@@ -38,7 +42,8 @@ pub struct Config {
 /// `[database]`.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 pub struct DatabaseConfig {
-    /// `mem://` (the default); `sqlite://` and `postgres://` come with the stores work.
+    /// `mem://` (the default: inside this process), `sqlite://PATH` (a file several processes
+    /// may share) or `postgres://...` (a database several machines may share).
     #[serde(default = "DatabaseConfig::default_url")]
     pub url: String,
 }
@@ -139,100 +144,196 @@ impl Config {
         Ok(config)
     }
 
-    /// Checks that this build supports the settings.
-    ///
-    /// # Errors
-    /// A database URL other than `mem://`.
-    pub fn validate(&self) -> anyhow::Result<()> {
-        let url = self.database.url.trim();
-        if !(url.is_empty() || url.starts_with("mem://") || url.starts_with("memory://")) {
-            bail!("database.url `{url}` is not supported yet: only `mem://` (the in-memory store)");
-        }
-        Ok(())
-    }
 }
 
 /// What `start` needs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct StartOptions {
     /// The namespace to run.
     pub namespace: String,
     /// A spec file to apply before starting.
     pub from_specs: Option<PathBuf>,
+    /// A secret file to apply before starting.
+    pub from_secrets: Option<PathBuf>,
+    /// A chart file to apply before starting.
+    pub from_charts: Option<PathBuf>,
+    /// `-e KEY=VALUE`: env values every spec gets, below its own.
+    pub env: Vec<(String, String)>,
 }
 
-/// A loaded, running namespace.
-pub struct Running {
-    /// The graph serving requests.
-    pub graph: Arc<Graph>,
-}
-
-/// Applies the spec file, compiles the namespace and starts it.
+/// Reads `-e KEY=VALUE`.
 ///
 /// # Errors
-/// Every problem in the specs (with file, spec and field), or a node that cannot start.
-pub async fn start(config: &Config, options: &StartOptions) -> anyhow::Result<Running> {
-    config.validate()?;
-    let registry = registry();
-    let store = MemoryStore::new();
-    let file = options.from_specs.as_ref().map(|p| p.display().to_string());
-    if let Some(path) = &options.from_specs {
-        let specs = uniflow_spec::load_file(path, &options.namespace)
-            .map_err(|d| anyhow::anyhow!("{d}"))?;
-        check_file(specs.as_slice(), &registry, file.as_deref())?;
-        let applied = store
-            .apply(specs)
-            .with_context(|| format!("applying {}", path.display()))?;
-        tracing::info!(file = %path.display(), specs = applied.len(), "applied specs");
+/// No `=`, or an empty key.
+pub fn parse_env(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_owned(), value.to_owned()))
+        }
+        Some(_) => Err(format!("`{text}` has no key before `=`")),
+        None => Err(format!("`{text}` is not KEY=VALUE")),
     }
-    let specs = store.load(Some(&options.namespace));
-    let graph = Graph::compile(specs, &registry, &|_, _| None)
-        // Specs came from the file, so place the problems there.
-        .map_err(|d| placed(d, file.as_deref()))?;
-    graph.load().await.context("starting the workflow")?;
+}
+
+/// A running namespace, kept in step with its store.
+pub struct Running {
+    live: Arc<Live>,
+    watching: Watching,
+}
+
+/// Opens the store, applies the files (as `apply` does, after checking them whole), then runs
+/// the namespace and follows its changes.
+///
+/// # Errors
+/// A store that cannot be opened; every problem in the files (with file, spec and field); a
+/// node of the first generation that cannot start.
+pub async fn start(config: &Config, options: &StartOptions) -> anyhow::Result<Running> {
+    let store = open_store(config).await?;
+    let registry = registry();
+    let namespace = options.namespace.as_str();
+    let env: Vec<(String, Value)> = options
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::from(v.clone())))
+        .collect();
+    apply_files(&store, &registry, options, &env).await?;
+    let live = Arc::new(Live::new(
+        namespace,
+        registry,
+        uniflow_runtime::Options {
+            env,
+            ..uniflow_runtime::Options::default()
+        },
+    ));
+    let (report, watching) = uniflow_runtime::watch(store, Arc::clone(&live))
+        .await
+        .context("reading the namespace from the store")?;
+    if let Some(failed) = report.failed.into_iter().next() {
+        watching.stop();
+        live.stop(Duration::from_secs(10)).await;
+        return Err(anyhow::anyhow!("starting the workflow: {}", failed.error));
+    }
+    let graph = live.graph();
     if graph.symbols().is_empty() {
         // Not an error: a store filled while the namespace runs is a valid way to start.
         tracing::warn!(
-            namespace = %options.namespace,
-            "namespace `{}` has no specs: nothing is loaded or served",
-            options.namespace
+            %namespace,
+            "namespace `{namespace}` has no specs yet: nothing is served until some are applied"
         );
     } else {
-        tracing::info!(namespace = %options.namespace, nodes = graph.symbols().len(), "started");
+        tracing::info!(%namespace, nodes = graph.symbols().len(), "started");
     }
-    Ok(Running { graph })
+    Ok(Running { live, watching })
 }
 
-/// Refuses a spec file with a duplicate name or id, or a link to a missing node, with every
-/// problem of the file: the store would refuse a duplicate on its own, and a file is reported
-/// whole.
-fn check_file(specs: &[Spec], registry: &Registry, file: Option<&str>) -> anyhow::Result<()> {
-    let problems = uniflow_spec::check(specs);
-    if problems.is_empty() {
-        return Ok(());
+/// Opens the store `database.url` names.
+///
+/// # Errors
+/// When it cannot be opened.
+pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    Store::open(config.database.url.trim())
+        .await
+        .context("opening the store (database.url)")
+}
+
+/// Applies `start`'s files: secrets and charts first, so the specs are checked against them.
+/// The spec file is checked whole, dangling links included; nothing is stored when anything is
+/// wrong.
+async fn apply_files(
+    store: &Store,
+    registry: &Registry,
+    options: &StartOptions,
+    env: &[(String, Value)],
+) -> anyhow::Result<()> {
+    let namespace = options.namespace.as_str();
+    let read = |path: &PathBuf, what: fn(&Path, &str) -> Result<_, Diagnostics>| {
+        what(path, namespace).map_err(|d| anyhow::anyhow!("{d}"))
+    };
+    let secrets = options
+        .from_secrets
+        .as_ref()
+        .map(|p| read(p, uniflow_spec::load_secrets_file))
+        .transpose()?;
+    let charts = options
+        .from_charts
+        .as_ref()
+        .map(|p| read(p, uniflow_spec::load_charts_file))
+        .transpose()?;
+    let specs = options
+        .from_specs
+        .as_ref()
+        .map(|p| read(p, uniflow_spec::load_file))
+        .transpose()?;
+    let mut around = uniflow_runtime::snapshot(store, namespace)
+        .await
+        .context("reading the namespace from the store")?;
+    around.secrets.extend(secrets.iter().flatten().cloned());
+    if let Some(charts) = &charts {
+        let checked = uniflow_runtime::check_charts(registry, charts, &around.charts);
+        let file = options.from_charts.as_ref().map(|p| p.display().to_string());
+        warn_all(&checked.warnings, file.as_deref());
+        if !checked.errors.is_empty() {
+            return Err(placed(checked.errors, file.as_deref()));
+        }
+        around.charts.extend(charts.iter().cloned());
     }
-    // Compiling reports the check's problems again, with everything else that is wrong.
-    let all = Graph::compile(specs.to_vec(), registry, &|_, _| None)
-        .err()
-        .unwrap_or(Diagnostics(problems));
-    Err(placed(all, file))
+    if let Some(specs) = &specs {
+        let file = options.from_specs.as_ref().map(|p| p.display().to_string());
+        let checked = uniflow_runtime::check(registry, specs, &around, env, Links::Within);
+        warn_all(&checked.warnings, file.as_deref());
+        if !checked.errors.is_empty() {
+            return Err(placed(checked.errors, file.as_deref()));
+        }
+    }
+    for (path, applied) in [
+        (&options.from_secrets, apply_some(store, secrets).await?),
+        (&options.from_charts, apply_some(store, charts).await?),
+        (&options.from_specs, apply_some(store, specs).await?),
+    ] {
+        if let Some(path) = path {
+            tracing::info!(file = %path.display(), resources = applied, "applied");
+        }
+    }
+    Ok(())
+}
+
+async fn apply_some<R: uniflow_spec::Resource>(
+    store: &Store,
+    items: Option<Vec<R>>,
+) -> anyhow::Result<usize> {
+    let Some(items) = items else { return Ok(0) };
+    let applied = store
+        .apply(items)
+        .await
+        .with_context(|| format!("applying {}", R::KIND))?;
+    Ok(applied.len())
+}
+
+/// Logs each warning, placed in `file`.
+fn warn_all(warnings: &[Diagnostic], file: Option<&str>) {
+    for warning in warnings {
+        tracing::warn!("{}", warning.clone().in_file(file));
+    }
 }
 
 /// The problems, each placed in `file`.
-fn placed(problems: Diagnostics, file: Option<&str>) -> anyhow::Error {
+pub(crate) fn placed(problems: Diagnostics, file: Option<&str>) -> anyhow::Error {
     let placed = Diagnostics(problems.0.into_iter().map(|d| d.in_file(file)).collect());
     anyhow::anyhow!("{placed}")
 }
 
 impl Running {
-    /// Stops every node; listeners finish in-flight requests, for at most `timeout`. Returns
-    /// whether everything stopped in time; when not, what is still running is left to end
-    /// with the process.
+    /// The graph that runs now.
+    pub fn graph(&self) -> Arc<Graph> {
+        self.live.graph()
+    }
+
+    /// Stops following the store and stops every node; listeners finish in-flight requests,
+    /// for at most `timeout`. Returns whether everything stopped in time; when not, what is
+    /// still running is left to end with the process.
     pub async fn stop(self, timeout: Duration) -> bool {
-        if tokio::time::timeout(timeout, self.graph.unload())
-            .await
-            .is_ok()
-        {
+        self.watching.stop();
+        if self.live.stop(timeout).await {
             return true;
         }
         tracing::warn!(

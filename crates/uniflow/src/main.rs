@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use uniflow::profile::{CpuProfile, ensure_heap_profiling, write_heap_profile};
+use uniflow::resources::{self, Output, Selection};
 use uniflow::{Config, StartOptions, start};
+use uniflow_spec::ResourceKind;
 
 // jemalloc: a fast allocator for many small cross-thread allocations, and the one whose
 // sampling profiler backs `--memprofile`. The benchmark baseline uses it too, so comparisons
@@ -31,18 +33,82 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Load a namespace's specs and run them until SIGINT or SIGTERM.
+    /// Run a namespace from the store and follow its changes until SIGINT or SIGTERM.
     Start {
         /// The namespace to run.
         #[arg(short, long, default_value = uniflow_spec::DEFAULT_NAMESPACE)]
         namespace: String,
-        /// A YAML or JSON file of specs to apply before starting.
+        /// A YAML or JSON file of specs to apply before starting (checked whole first).
         #[arg(long, value_name = "FILE")]
         from_specs: Option<PathBuf>,
+        /// A YAML or JSON file of secrets to apply before starting.
+        #[arg(long, value_name = "FILE")]
+        from_secrets: Option<PathBuf>,
+        /// A YAML or JSON file of charts to apply before starting.
+        #[arg(long, value_name = "FILE")]
+        from_charts: Option<PathBuf>,
+        /// An env value every spec gets, below its own env (`{{ .KEY }}` works without an
+        /// `env` entry); may be repeated.
+        #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = uniflow::parse_env)]
+        env: Vec<(String, String)>,
         /// How long to wait after SIGINT or SIGTERM for in-flight requests before exiting
         /// without them, e.g. `30s` [default: `[shutdown] timeout` of .uniflow.toml, else 10s].
         #[arg(long, value_name = "DURATION", value_parser = uniflow::parse_timeout)]
         shutdown_timeout: Option<Duration>,
+    },
+    /// Check a file of resources and store it (upsert by id, else by name); running
+    /// instances reload.
+    Apply {
+        /// `specs` (or `nodes`), `secrets` or `charts`.
+        #[arg(value_parser = resources::parse_kind)]
+        kind: ResourceKind,
+        /// The YAML or JSON file (one resource or a list).
+        #[arg(short, long, value_name = "FILE")]
+        file: PathBuf,
+        /// The namespace of resources that name none.
+        #[arg(short, long, default_value = uniflow_spec::DEFAULT_NAMESPACE)]
+        namespace: String,
+        /// Check and print, but store nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// `table`, `json` or `yaml`.
+        #[arg(short, long, default_value = "table")]
+        output: Output,
+    },
+    /// Print the namespace's resources of a kind, or the named ones.
+    Get {
+        /// `specs` (or `nodes`), `secrets` or `charts`.
+        #[arg(value_parser = resources::parse_kind)]
+        kind: ResourceKind,
+        /// Only these names.
+        names: Vec<String>,
+        /// The namespace.
+        #[arg(short, long, default_value = uniflow_spec::DEFAULT_NAMESPACE)]
+        namespace: String,
+        /// `table` (secret data masked), `json` or `yaml` (what `apply -f` reads back).
+        #[arg(short, long, default_value = "table")]
+        output: Output,
+    },
+    /// Delete named resources, those a file lists, or all of a kind in the namespace.
+    Delete {
+        /// `specs` (or `nodes`), `secrets` or `charts`.
+        #[arg(value_parser = resources::parse_kind)]
+        kind: ResourceKind,
+        /// The names to delete.
+        #[arg(conflicts_with_all = ["file", "all"])]
+        names: Vec<String>,
+        /// Delete what this file lists (by id, else by name).
+        #[arg(short, long, value_name = "FILE", conflicts_with = "all")]
+        file: Option<PathBuf>,
+        /// Delete every resource of the kind in the namespace.
+        #[arg(long)]
+        all: bool,
+        /// The namespace.
+        #[arg(short, long, default_value = uniflow_spec::DEFAULT_NAMESPACE)]
+        namespace: String,
+        /// `table`, `json` or `yaml`.
+        #[arg(short, long, default_value = "table")]
+        output: Output,
     },
 }
 
@@ -104,33 +170,75 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn command(command: Command) -> anyhow::Result<()> {
-    match command {
+    let mut config = Config::load(&std::env::current_dir()?)?;
+    let printed = match command {
         Command::Start {
             namespace,
             from_specs,
+            from_secrets,
+            from_charts,
+            env,
             shutdown_timeout,
         } => {
-            let mut config = Config::load(&std::env::current_dir()?)?;
             if let Some(timeout) = shutdown_timeout {
                 config.shutdown.timeout = timeout;
             }
-            let running = start(
-                &config,
-                &StartOptions {
-                    namespace,
-                    from_specs,
-                },
-            )
-            .await?;
+            let options = StartOptions {
+                namespace,
+                from_specs,
+                from_secrets,
+                from_charts,
+                env,
+            };
+            let running = start(&config, &options).await?;
             shutdown_signal().await?;
             let timeout = config.shutdown.timeout;
             tracing::info!("stopping: finishing in-flight requests (at most {timeout:?})");
             if running.stop(timeout).await {
                 tracing::info!("stopped");
             }
-            Ok(())
+            return Ok(());
         }
+        Command::Apply {
+            kind,
+            file,
+            namespace,
+            dry_run,
+            output,
+        } => resources::apply(&config, kind, &file, &namespace, dry_run, output).await?,
+        Command::Get {
+            kind,
+            names,
+            namespace,
+            output,
+        } => resources::get(&config, kind, &names, &namespace, output).await?,
+        Command::Delete {
+            kind,
+            names,
+            file,
+            all,
+            namespace,
+            output,
+        } => {
+            let selection = match (file, all) {
+                (Some(file), _) => Selection::File(file),
+                (None, true) => Selection::All,
+                (None, false) if !names.is_empty() => Selection::Names(names),
+                (None, false) => anyhow::bail!(
+                    "say what to delete: names, -f FILE, or --all for every {} of the namespace",
+                    kind.singular()
+                ),
+            };
+            resources::delete(&config, kind, &selection, &namespace, output).await?
+        }
+    };
+    for warning in &printed.warnings {
+        eprintln!("{warning}");
     }
+    if !printed.out.is_empty() {
+        println!("{}", printed.out.trim_end_matches('\n'));
+    }
+    Ok(())
 }
 
 async fn shutdown_signal() -> anyhow::Result<()> {

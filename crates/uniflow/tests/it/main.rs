@@ -3,6 +3,7 @@
 mod cli;
 mod kinds;
 mod lifecycle;
+mod live;
 mod scenarios;
 mod scripts;
 mod support;

@@ -1,0 +1,129 @@
+//! Checking specs before they are stored or started, as they would load in their namespace.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use uniflow_core::{Graph, Registry};
+use uniflow_spec::{Diagnostic, Diagnostics, EnvValue, Spec, bind, check_unique};
+use uniflow_value::Value;
+
+use crate::Snapshot;
+use crate::secrets::Secrets;
+
+/// Where the links of checked specs may lead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Links {
+    /// Only to the checked specs: a file started on its own (`start --from-specs`).
+    Within,
+    /// Also to the namespace's specs; a link to a node in neither is a warning, since flows may
+    /// be applied file by file (`apply`).
+    Namespace,
+}
+
+/// What [`check`] found.
+#[derive(Debug, Default)]
+pub struct Checked {
+    /// What keeps the specs from loading.
+    pub errors: Diagnostics,
+    /// What is worth a word but loads (a link to a node not there yet, a chart named like a
+    /// built-in kind).
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Checks `specs` as they would load in a namespace holding `around` (its secrets and charts;
+/// its specs, for [`Links::Namespace`]), with `env` below each spec's own (see
+/// [`Options::env`](crate::Options::env)): their fields, kinds, templates and snippet code, and
+/// their links.
+pub fn check(
+    registry: &Registry,
+    specs: &[Spec],
+    around: &Snapshot,
+    env: &[(String, Value)],
+    links: Links,
+) -> Checked {
+    let secrets = Arc::new(Secrets::new(around.secrets.clone()));
+    let mut registry = registry.clone();
+    let charts = crate::chart::register(&mut registry, &around.charts, &secrets);
+    let warnings = charts.cycles.into_iter().chain(charts.shadowed).collect();
+    let lookup = |entry: &EnvValue, namespace: &str| secrets.lookup(entry, namespace);
+    let specs = crate::with_env(specs.to_vec(), env);
+    let mut checked = Checked {
+        errors: Diagnostics::default(),
+        warnings,
+    };
+    if links == Links::Within {
+        if let Err(errors) = Graph::compile(specs, &registry, &lookup) {
+            checked.errors = errors;
+        }
+        return checked;
+    }
+    checked.errors.extend(check_unique(&specs));
+    for (i, spec) in specs.iter().enumerate() {
+        let label = spec.label(i);
+        match bind(spec, &label, &lookup) {
+            Ok(bound) => {
+                if let Err(ds) = registry.compile(&bound, &label) {
+                    checked.errors.extend(ds);
+                }
+            }
+            Err(ds) => checked.errors.extend(ds),
+        }
+    }
+    let known: HashSet<(&str, &str)> = specs
+        .iter()
+        .chain(&around.specs)
+        .flat_map(|s| {
+            let ns = s.namespace.as_str();
+            s.id.iter()
+                .map(move |id| (ns, id.as_str()))
+                .chain(s.name.iter().map(move |n| (ns, n.as_str())))
+        })
+        .collect();
+    for (i, spec) in specs.iter().enumerate() {
+        for (port, refs) in &spec.ports {
+            for (j, r) in refs.iter().enumerate() {
+                let Some(target) = r.id.as_deref().or(r.name.as_deref()) else {
+                    continue;
+                };
+                if !known.contains(&(spec.namespace.as_str(), target)) {
+                    checked.warnings.push(Diagnostic::new(
+                        spec.label(i),
+                        format!("ports.{port}[{j}]"),
+                        format!(
+                            "links to `{r}`, but namespace `{}` has no node `{target}` yet: the link answers an error until it has",
+                            spec.namespace
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    checked
+}
+
+/// Checks charts before they are stored, beside the namespace's `around`: a chart that
+/// includes itself is an error; one named like a built-in kind a warning.
+pub fn check_charts(
+    registry: &Registry,
+    charts: &[uniflow_spec::Chart],
+    around: &[uniflow_spec::Chart],
+) -> Checked {
+    // The new versions replace the stored ones of the same name.
+    let mut all: Vec<uniflow_spec::Chart> = around
+        .iter()
+        .filter(|c| {
+            !charts
+                .iter()
+                .any(|n| n.name == c.name && n.namespace == c.namespace)
+        })
+        .cloned()
+        .collect();
+    all.extend(charts.iter().cloned());
+    let mut registry = registry.clone();
+    let secrets = Arc::new(Secrets::default());
+    let problems = crate::chart::register(&mut registry, &all, &secrets);
+    Checked {
+        errors: Diagnostics(problems.cycles),
+        warnings: problems.shadowed,
+    }
+}

@@ -1,0 +1,253 @@
+//! A live namespace: what the store holds for it (specs, secrets, charts), compiled into one
+//! generation of the graph after another as it changes.
+//!
+//! [`Live::apply`] takes a [`Snapshot`] of the namespace and makes it the running generation
+//! (see [`uniflow_core::Generation`]): unchanged nodes keep running with their state, new and
+//! changed ones load beside them, and what the new graph no longer has is unloaded once it
+//! serves, each listener after finishing its requests (bounded by [`Options::drain`]). A spec
+//! that fails to bind, compile or start keeps its running version, and its problem is logged
+//! once. Reloads are serialised; requests never wait for one.
+//!
+//! [`watch`] keeps a `Live` in step with a [`Store`](uniflow_store::Store): it loads the
+//! namespace, then reloads on every batch of changes the store reports.
+
+mod chart;
+mod check;
+mod secrets;
+//TMP mod watch;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::task::JoinHandle;
+use uniflow_core::{Build, Failed, Generation, Graph, Registry};
+use uniflow_spec::{Chart, Diagnostic, Diagnostics, EnvValue, Secret, Spec};
+use uniflow_value::Value;
+
+pub use check::{Checked, Links, check, check_charts};
+//TMP pub use watch::{Error, Watching, snapshot, watch};
+
+use crate::secrets::Secrets;
+
+/// How a namespace runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Env values every spec gets, below its own (`start -e KEY=VALUE`): `{{ .KEY }}` works
+    /// without an `env` entry in the spec.
+    pub env: Vec<(String, Value)>,
+    /// How long a node that a reload retires may take to finish its work (a listener's
+    /// in-flight requests) before it is stopped without it.
+    pub drain: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            env: Vec::new(),
+            drain: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What a namespace holds, read at once.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Its specs, in the store's order.
+    pub specs: Vec<Spec>,
+    /// Its secrets.
+    pub secrets: Vec<Secret>,
+    /// Its charts.
+    pub charts: Vec<Chart>,
+}
+
+/// What one [`Live::apply`] did.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Everything wrong with the namespace: specs that failed (they keep their running
+    /// version, or stay out), bad links, bad charts.
+    pub problems: Diagnostics,
+    /// New or changed specs that failed to start; they keep their running version.
+    pub failed: Vec<Failed>,
+    /// How many specs were compiled anew.
+    pub compiled: usize,
+    /// How many nodes were retired.
+    pub retired: usize,
+    /// Whether a new generation was published.
+    pub published: bool,
+}
+
+/// A running namespace: see the crate's documentation.
+pub struct Live {
+    namespace: String,
+    registry: Registry,
+    options: Options,
+    graph: ArcSwap<Graph>,
+    state: tokio::sync::Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Per chart, what its instances were last built from.
+    charts: HashMap<String, Value>,
+    /// The problems logged already, so a spec that stays broken is logged once.
+    reported: HashSet<String>,
+    /// Retired nodes being unloaded.
+    retiring: Vec<JoinHandle<()>>,
+}
+
+impl Live {
+    /// A namespace that runs nothing yet.
+    pub fn new(namespace: impl Into<String>, registry: Registry, options: Options) -> Live {
+        Live {
+            namespace: namespace.into(),
+            registry,
+            options,
+            graph: ArcSwap::new(Graph::empty()),
+            state: tokio::sync::Mutex::new(State::default()),
+        }
+    }
+
+    /// The namespace.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The graph that runs now.
+    pub fn graph(&self) -> Arc<Graph> {
+        self.graph.load_full()
+    }
+
+    /// Makes `snapshot` the running generation: see the crate's documentation.
+    pub async fn apply(&self, snapshot: Snapshot) -> Report {
+        let mut state = self.state.lock().await;
+        state.retiring.retain(|task| !task.is_finished());
+        let secrets = Arc::new(Secrets::new(snapshot.secrets));
+        let mut registry = self.registry.clone();
+        let charts = chart::register(&mut registry, &snapshot.charts, &secrets);
+        let mut problems: Vec<Diagnostic> =
+            charts.cycles.into_iter().chain(charts.shadowed).collect();
+        let prints = chart::fingerprints(&snapshot.charts, &secrets);
+        let stale: HashSet<&String> = prints
+            .keys()
+            .chain(state.charts.keys())
+            .filter(|kind| prints.get(*kind) != state.charts.get(*kind))
+            .collect();
+        let specs = with_env(snapshot.specs, &self.options.env);
+        let previous = self.graph.load_full();
+        let lookup = |entry: &EnvValue, namespace: &str| secrets.lookup(entry, namespace);
+        let is_stale = |spec: &Spec| stale.contains(&spec.kind);
+        let mut report = Report::default();
+        let mut held = HashSet::new();
+        loop {
+            let generation = Generation::build(
+                &previous,
+                specs.clone(),
+                &Build {
+                    registry: &registry,
+                    secrets: &lookup,
+                    stale: &is_stale,
+                    held: &held,
+                },
+            );
+            if generation.is_unchanged() {
+                problems.extend(generation.problems().0.iter().cloned());
+                break;
+            }
+            let built = generation.problems().0.clone();
+            let compiled = generation.compiled().count();
+            match generation.start().await {
+                Ok((graph, retired)) => {
+                    problems.extend(built);
+                    report.compiled = compiled;
+                    report.retired = retired.len();
+                    report.published = true;
+                    self.graph.store(graph);
+                    if !retired.is_empty() {
+                        let drain = self.options.drain;
+                        state.retiring.push(tokio::spawn(async move {
+                            if tokio::time::timeout(drain, retired.unload()).await.is_err() {
+                                tracing::warn!(
+                                    "retired nodes did not finish their work within {drain:?}; stopped without it"
+                                );
+                            }
+                        }));
+                    }
+                    break;
+                }
+                Err(failed) => {
+                    held.insert(failed.key.clone());
+                    report.failed.push(failed);
+                }
+            }
+        }
+        state.charts = prints;
+        self.log(&mut state, &problems, &report);
+        report.problems = Diagnostics(problems);
+        report
+    }
+
+    /// Logs what is newly wrong, and what changed.
+    fn log(&self, state: &mut State, problems: &[Diagnostic], report: &Report) {
+        let namespace = &self.namespace;
+        let now: HashSet<String> = problems.iter().map(ToString::to_string).collect();
+        for problem in &now {
+            if !state.reported.contains(problem) {
+                tracing::error!(%namespace, "not loaded: {problem}");
+            }
+        }
+        for failed in &report.failed {
+            tracing::error!(%namespace, "not started: {}; its running version, if any, keeps serving", failed.error);
+        }
+        state.reported = now;
+        if report.published {
+            tracing::info!(
+                %namespace,
+                nodes = self.graph.load().symbols().len(),
+                compiled = report.compiled,
+                retired = report.retired,
+                "loaded a new generation"
+            );
+        }
+    }
+
+    /// Stops every node; retired ones still finishing are waited for too. Returns whether
+    /// everything stopped within `timeout`; what did not is left to end with the process.
+    pub async fn stop(&self, timeout: Duration) -> bool {
+        let graph = self.graph.swap(Graph::empty());
+        let retiring = std::mem::take(&mut self.state.lock().await.retiring);
+        tokio::time::timeout(timeout, async move {
+            graph.unload().await;
+            for task in retiring {
+                let _ = task.await;
+            }
+        })
+        .await
+        .is_ok()
+    }
+}
+
+/// `specs`, each with `env`'s values below its own.
+fn with_env(mut specs: Vec<Spec>, env: &[(String, Value)]) -> Vec<Spec> {
+    if env.is_empty() {
+        return specs;
+    }
+    for spec in &mut specs {
+        for (key, value) in env {
+            // The last entry that resolves wins, so the first place is the lowest priority.
+            spec.env.entry(key.clone()).or_default().insert(
+                0,
+                EnvValue {
+                    id: None,
+                    name: None,
+                    value: value.clone(),
+                },
+            );
+        }
+    }
+    specs
+}
+
+#[cfg(test)]
+mod tests;
