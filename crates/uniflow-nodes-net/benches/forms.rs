@@ -10,9 +10,19 @@
 //! - `POST /items` to a listener with the default caps (10000 fields, 1000 parts).
 //!
 //! Each case runs three times (once when a run takes over a second); the fastest is shown.
+//!
+//! A second table times `decode_body` alone, in process, on multipart bodies a client
+//! plausibly sends: a form upload (three text fields and a 10 KiB file), a 1 MiB file, and
+//! 1000 small fields (the default cap). Each is decoded in five batches of about 50 ms; the
+//! fastest batch's mean is shown. `BENCH_DECODE_ONLY=1` runs only that table, and
+//! `BENCH_BODY=TEXT` only its bodies whose label has TEXT in it (for a profiler).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, header};
+use uniflow_nodes_net::payload::{BodyLimits, decode_body};
 
 use support::start;
 
@@ -48,6 +58,107 @@ fn multipart(parts: usize) -> (&'static str, String) {
     ("multipart/form-data; boundary=XyZ", body)
 }
 
+/// A multipart part: a field, or a file of `application/octet-stream` when `filename` is given.
+fn part(body: &mut Vec<u8>, name: &str, filename: Option<&str>, data: &[u8]) {
+    let head = match filename {
+        None => format!("--XyZ\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n"),
+        Some(filename) => format!(
+            "--XyZ\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+        ),
+    };
+    body.extend_from_slice(head.as_bytes());
+    body.extend_from_slice(data);
+    body.extend_from_slice(b"\r\n");
+}
+
+/// Bytes that look like a compressed file: no CRLF runs, every value present.
+fn file_data(len: usize) -> Vec<u8> {
+    let mut x: u32 = 0x9e37_79b9;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+/// The realistic multipart bodies of the decode-only table.
+fn uploads() -> Vec<(&'static str, Bytes)> {
+    let finish = |mut body: Vec<u8>| {
+        body.extend_from_slice(b"--XyZ--\r\n");
+        Bytes::from(body)
+    };
+    let mut upload = Vec::new();
+    part(&mut upload, "title", None, b"Quarterly report");
+    part(&mut upload, "author", None, b"A. N. Author");
+    part(&mut upload, "tags", None, b"finance,2026,draft");
+    part(&mut upload, "doc", Some("report.pdf"), &file_data(10 << 10));
+    let mut big = Vec::new();
+    part(&mut big, "file", Some("backup.tar.gz"), &file_data(1 << 20));
+    let mut fields = Vec::new();
+    for i in 0..1000 {
+        part(
+            &mut fields,
+            &format!("f{i}"),
+            None,
+            format!("value {i}").as_bytes(),
+        );
+    }
+    vec![
+        ("3 fields + 10 KiB file", finish(upload)),
+        ("one 1 MiB file", finish(big)),
+        ("1000 small fields", finish(fields)),
+    ]
+}
+
+/// The time of one `decode_body` of `body`: the mean of the fastest of five batches.
+fn decode_time(body: &Bytes) -> Duration {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("multipart/form-data; boundary=XyZ"),
+    );
+    let limits = BodyLimits {
+        bytes: 64 << 20,
+        fields: 10_000,
+        parts: 1000,
+    };
+    let decode = || {
+        let value = decode_body(&headers, body.clone(), limits).expect("the body decodes");
+        std::hint::black_box(value);
+    };
+    let started = Instant::now();
+    let mut warmup = 0u32;
+    while started.elapsed() < Duration::from_millis(50) {
+        decode();
+        warmup += 1;
+    }
+    let mut best = Duration::MAX;
+    for _ in 0..5 {
+        let started = Instant::now();
+        for _ in 0..warmup {
+            decode();
+        }
+        best = best.min(started.elapsed() / warmup);
+    }
+    best
+}
+
+fn decode_table() {
+    println!("| multipart body | size | decode_body |");
+    println!("|---|---|---|");
+    let only = std::env::var("BENCH_BODY").unwrap_or_default();
+    for (label, body) in uploads().into_iter().filter(|(l, _)| l.contains(&only)) {
+        println!(
+            "| {label} | {} KB | {:.1?} |",
+            body.len() / 1000,
+            decode_time(&body)
+        );
+    }
+}
+
 /// The fastest of up to three requests, and the status answered.
 async fn time(
     client: &reqwest::Client,
@@ -78,6 +189,11 @@ async fn time(
 }
 
 fn main() {
+    decode_table();
+    if std::env::var_os("BENCH_DECODE_ONLY").is_some() {
+        return;
+    }
+    println!();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
