@@ -13,7 +13,7 @@ use serde::Deserialize;
 use uniflow_core::{Graph, Registry};
 use uniflow_lang::Languages;
 use uniflow_spec::{Diagnostics, Spec};
-use uniflow_store::MemoryStore;
+use uniflow_store::{Example, Store};
 
 /// Every node kind this build knows.
 pub fn registry() -> Registry {
@@ -174,7 +174,7 @@ pub struct Running {
 pub async fn start(config: &Config, options: &StartOptions) -> anyhow::Result<Running> {
     config.validate()?;
     let registry = registry();
-    let store = MemoryStore::new();
+    let store = Store::open("mem://").await?;
     let file = options.from_specs.as_ref().map(|p| p.display().to_string());
     if let Some(path) = &options.from_specs {
         let specs = uniflow_spec::load_file(path, &options.namespace)
@@ -182,10 +182,13 @@ pub async fn start(config: &Config, options: &StartOptions) -> anyhow::Result<Ru
         check_file(specs.as_slice(), &registry, file.as_deref())?;
         let applied = store
             .apply(specs)
+            .await
             .with_context(|| format!("applying {}", path.display()))?;
         tracing::info!(file = %path.display(), specs = applied.len(), "applied specs");
     }
-    let specs = store.load(Some(&options.namespace));
+    let specs: Vec<Spec> = store
+        .load(&[Example::in_namespace(options.namespace.as_str())])
+        .await?;
     let graph = Graph::compile(specs, &registry, &|_, _| None)
         // Specs came from the file, so place the problems there.
         .map_err(|d| placed(d, file.as_deref()))?;
