@@ -61,11 +61,22 @@ pub fn check(
     for (i, spec) in specs.iter().enumerate() {
         let label = spec.label(i);
         match bind(spec, &label, &lookup) {
-            Ok(bound) => {
-                if let Err(ds) = registry.compile(&bound, &label) {
-                    checked.errors.extend(ds);
+            Ok(bound) => match registry.compile(&bound, &label) {
+                Ok(_) => {}
+                // Its templates render only where `start -e KEY=VALUE` gives their values:
+                // what fails here may load there.
+                Err(ds)
+                    if spec.env.is_empty() && has_template(&Value::Map(spec.fields.clone())) =>
+                {
+                    checked.warnings.extend(ds.into_iter().map(|mut d| {
+                        d.message.push_str(
+                            " (the spec has `{{ }}` templates but no env: they render only with `uniflow start -e KEY=VALUE`)",
+                        );
+                        d
+                    }));
                 }
-            }
+                Err(ds) => checked.errors.extend(ds),
+            },
             Err(ds) => checked.errors.extend(ds),
         }
     }
@@ -125,5 +136,15 @@ pub fn check_charts(
     Checked {
         errors: Diagnostics(problems.cycles),
         warnings: problems.shadowed,
+    }
+}
+
+/// Whether a string inside `value` holds a `{{` template.
+fn has_template(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains("{{"),
+        Value::List(items) => items.iter().any(has_template),
+        Value::Map(map) => map.iter().any(|(k, v)| has_template(k) || has_template(v)),
+        _ => false,
     }
 }

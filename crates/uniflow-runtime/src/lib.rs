@@ -14,7 +14,7 @@
 mod chart;
 mod check;
 mod secrets;
-//TMP mod watch;
+mod watch;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -27,7 +27,7 @@ use uniflow_spec::{Chart, Diagnostic, Diagnostics, EnvValue, Secret, Spec};
 use uniflow_value::Value;
 
 pub use check::{Checked, Links, check, check_charts};
-//TMP pub use watch::{Error, Watching, snapshot, watch};
+pub use watch::{Error, Watching, snapshot, watch};
 
 use crate::secrets::Secrets;
 

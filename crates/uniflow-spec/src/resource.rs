@@ -83,6 +83,28 @@ pub trait Resource: Clone + Send + Sync + 'static {
     /// # Errors
     /// Every problem found, each naming `label` and the field.
     fn from_value(value: &Value, label: &str) -> Result<Self, Vec<Diagnostic>>;
+    /// The required fields this resource lacks, which [`Resource::from_value`] would refuse:
+    /// a store refuses to keep what it could not read back. Cheap: no conversion.
+    ///
+    /// # Errors
+    /// Each missing field, naming `label`.
+    fn validate(&self, label: &str) -> Result<(), Vec<Diagnostic>> {
+        let _ = label;
+        Ok(())
+    }
+}
+
+fn missing(label: &str, fields: &[(bool, String)]) -> Result<(), Vec<Diagnostic>> {
+    let problems: Vec<Diagnostic> = fields
+        .iter()
+        .filter(|(ok, _)| !ok)
+        .map(|(_, path)| Diagnostic::new(label, path.clone(), "missing required field"))
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
 }
 
 impl Resource for Spec {
@@ -114,6 +136,10 @@ impl Resource for Spec {
 
     fn from_value(value: &Value, label: &str) -> Result<Self, Vec<Diagnostic>> {
         Spec::from_value(value, label)
+    }
+
+    fn validate(&self, label: &str) -> Result<(), Vec<Diagnostic>> {
+        missing(label, &[(!self.kind.is_empty(), "kind".to_owned())])
     }
 }
 
@@ -241,6 +267,13 @@ impl Resource for Secret {
 
     fn from_value(value: &Value, label: &str) -> Result<Self, Vec<Diagnostic>> {
         Secret::from_value(value, label)
+    }
+
+    fn validate(&self, label: &str) -> Result<(), Vec<Diagnostic>> {
+        missing(
+            label,
+            &[(!matches!(self.data, Value::Null), "data".to_owned())],
+        )
     }
 }
 
@@ -370,6 +403,17 @@ impl Resource for Chart {
 
     fn from_value(value: &Value, label: &str) -> Result<Self, Vec<Diagnostic>> {
         Chart::from_value(value, label)
+    }
+
+    fn validate(&self, label: &str) -> Result<(), Vec<Diagnostic>> {
+        let mut fields = vec![(
+            self.name.as_deref().is_some_and(|n| !n.is_empty()),
+            "name".to_owned(),
+        )];
+        for (i, spec) in self.specs.iter().enumerate() {
+            fields.push((!spec.kind.is_empty(), format!("specs[{i}].kind")));
+        }
+        missing(label, &fields)
     }
 }
 
@@ -527,6 +571,35 @@ mod tests {
         .unwrap_err();
         let paths: Vec<_> = errs.iter().map(|d| d.path.as_str()).collect();
         assert_eq!(paths, ["env.A[0].value", "what", "specs[1].kind", "name"]);
+    }
+
+    #[test]
+    fn validate_finds_what_from_value_would_refuse() {
+        assert!(Spec::default().validate("s").is_err());
+        assert!(Secret::default().validate("s").is_err());
+        let chart = Chart {
+            specs: vec![Spec::default()],
+            ..Chart::default()
+        };
+        let paths: Vec<String> = chart
+            .validate("c")
+            .unwrap_err()
+            .into_iter()
+            .map(|d| d.path)
+            .collect();
+        assert_eq!(paths, ["name", "specs[0].kind"]);
+        for problems in [
+            Spec::from_value(&Spec::default().to_value(), "s").err(),
+            Secret::from_value(&Secret::default().to_value(), "s").err(),
+            Chart::from_value(&chart.to_value(), "c").err(),
+        ] {
+            assert!(problems.is_some());
+        }
+        let ok = Chart {
+            name: Some("c".into()),
+            ..Chart::default()
+        };
+        assert_eq!(ok.validate("c"), Ok(()));
     }
 
     #[test]

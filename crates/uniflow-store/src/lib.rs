@@ -1,363 +1,399 @@
-//! Where specs live between loads.
+//! Where resources (specs, secrets, charts) live between loads, and how a runtime hears that
+//! they changed.
 //!
-//! [`MemoryStore`] is the `mem://` database: specs keyed by id, with names unique per
-//! namespace. It assigns a UUID v7 to a spec without an id and puts a spec without a namespace
-//! in `default`, as upstream's store does. [`MemoryStore::apply`] is the upsert that
-//! `start --from-specs` (and later `apply`) uses. Change events for live reload, and the SQLite
-//! and PostgreSQL stores, join this crate with the reload work.
+//! A [`Store`] is opened from a URL: `mem://` keeps everything inside this process,
+//! `sqlite://PATH` in a file several processes may share, `postgres://...` in a database
+//! several machines may share. Every backend has the same semantics (upstream's, with its
+//! MongoDB bugs fixed):
+//!
+//! - [`Store::apply`] upserts a batch in one transaction: each resource replaces the stored
+//!   one with its id, else (no id) the one with its namespace and name, else it is inserted
+//!   with a new UUID v7 id. A missing namespace is `default`. Names are unique per kind and
+//!   namespace; a batch that would break that, or names one resource twice, is refused whole
+//!   (`duplicated key`) and nothing is written. A replacement is the whole resource: no field
+//!   of the old one survives.
+//! - [`Store::load`] and [`Store::delete`] take [`Example`]s: a resource matches when it
+//!   matches any example, and an example matches when each of its non-empty fields is equal.
+//! - Every change emits one [`Event`] per resource, in order, after the transaction
+//!   committed, to every [`Watch`] of its namespace. A watch that may have missed events
+//!   says so with [`Change::Resync`]: its owner then reloads everything.
+//!
+//! How each backend watches: `mem://` through a broadcast channel; SQLite by polling a
+//! `uniflow_changes` log table (every 25 ms, and at once for applies made through the same
+//! `Store`); PostgreSQL by `LISTEN`/`NOTIFY`, catching up from the same log after a reconnect.
 
-use std::collections::HashMap;
-use std::sync::RwLock;
+mod error;
+mod memory;
+mod plan;
+mod postgres;
+mod sql;
+mod sqlite;
 
-use uniflow_spec::Spec;
+use std::fmt;
+use std::sync::Arc;
 
-/// Why the store refused a change.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// Another spec already has this name in this namespace.
-    #[error("duplicated key: a spec named `{name}` already exists in namespace `{namespace}`")]
-    DuplicateName {
-        /// The namespace.
-        namespace: String,
-        /// The name.
-        name: String,
-    },
-    /// Two specs of one batch share a name in a namespace.
-    #[error(
-        "duplicated key: specs #{first} and #{second} are both named `{name}` in namespace `{namespace}`"
-    )]
-    DuplicateInBatch {
-        /// The namespace.
-        namespace: String,
-        /// The name.
-        name: String,
-        /// The first spec's position in the batch.
-        first: usize,
-        /// The second spec's position in the batch.
-        second: usize,
-    },
-    /// Two specs of one batch are the same stored spec: they share an id, or one names by
-    /// id the spec that the other names by name.
-    #[error("duplicated key: specs #{first} and #{second} are both the spec with id `{id}`")]
-    DuplicateId {
-        /// The id.
-        id: String,
-        /// The first spec's position in the batch.
-        first: usize,
-        /// The second spec's position in the batch.
-        second: usize,
-    },
+pub use error::Error;
+pub use uniflow_spec::{Resource, ResourceKind};
+
+/// A resource store: memory, SQLite or PostgreSQL. Cheap to clone; clones share the store.
+#[derive(Clone)]
+pub struct Store {
+    backend: Backend,
 }
 
-/// The in-memory spec store.
-#[derive(Debug, Default)]
-pub struct MemoryStore {
-    // Writes are rare (apply, admin API) and reads happen at load time, never per request,
-    // so one lock is enough here.
-    inner: RwLock<Inner>,
+#[derive(Clone)]
+enum Backend {
+    Memory(Arc<memory::MemoryStore>),
+    Sqlite(sqlite::SqliteStore),
+    Postgres(postgres::PostgresStore),
 }
 
-/// The specs in insertion order, with an index by id and by (namespace, name), so that an
-/// upsert finds its spec without a scan: applying a file of n specs costs O(n).
-#[derive(Debug, Default)]
-struct Inner {
-    specs: Vec<Spec>,
-    ids: HashMap<String, usize>,
-    names: HashMap<(String, String), usize>,
-}
-
-impl Inner {
-    /// The stored spec a new spec replaces: the one with its id, or, when it has none, the one
-    /// with its namespace and name.
-    fn slot(&self, spec: &Spec) -> Option<usize> {
-        match (&spec.id, &spec.name) {
-            (Some(id), _) => self.ids.get(id.as_str()).copied(),
-            (None, Some(name)) => self.names.get(&name_key(spec, name)).copied(),
-            (None, None) => None,
-        }
-    }
-}
-
-fn name_key(spec: &Spec, name: &str) -> (String, String) {
-    (spec.namespace.clone(), name.to_owned())
-}
-
-impl MemoryStore {
-    /// An empty store.
-    pub fn new() -> MemoryStore {
-        MemoryStore::default()
-    }
-
-    /// Inserts each spec, or replaces the stored one with the same id, or (when the new spec
-    /// has no id) the same namespace and name. Missing ids become UUID v7s. Returns the specs
-    /// as stored.
+impl Store {
+    /// Opens the store a URL names: `mem://` (also `memory://` and the empty URL),
+    /// `sqlite://PATH` (`sqlite:///abs/file.db` is absolute, `sqlite://rel/file.db` relative
+    /// to the working directory; created when missing) or `postgres://...` /
+    /// `postgresql://...`. SQL stores create or migrate their tables.
     ///
     /// # Errors
-    /// When two specs of the batch share a name in a namespace, or are the same stored spec;
-    /// when a spec would take the name of another stored spec. Nothing is stored then.
-    pub fn apply(&self, specs: Vec<Spec>) -> Result<Vec<Spec>, Error> {
-        let mut guard = self.inner.write().unwrap_or_else(|e| e.into_inner());
-        let inner = &mut *guard;
-        let slots = plan(inner, &specs)?;
-        let mut applied = Vec::with_capacity(specs.len());
-        for (mut spec, slot) in specs.into_iter().zip(slots) {
-            let i = match slot {
-                Some(i) => {
-                    let old = &inner.specs[i];
-                    if let Some(name) = &old.name {
-                        inner.names.remove(&name_key(old, name));
-                    }
-                    spec.id.clone_from(&old.id);
-                    inner.specs[i] = spec.clone();
-                    i
-                }
-                None => {
-                    let id = spec
-                        .id
-                        .get_or_insert_with(|| uuid::Uuid::now_v7().to_string());
-                    inner.ids.insert(id.clone(), inner.specs.len());
-                    inner.specs.push(spec.clone());
-                    inner.specs.len() - 1
-                }
-            };
-            if let Some(name) = &spec.name {
-                inner.names.insert(name_key(&spec, name), i);
-            }
-            applied.push(spec);
-        }
-        Ok(applied)
+    /// An unknown scheme; a SQLite file whose directory is missing, that is not a SQLite
+    /// database, or that stays locked; a PostgreSQL server that cannot be reached within a few
+    /// seconds or refuses the login. The message names the file or host, never the password.
+    pub async fn open(url: &str) -> Result<Store, Error> {
+        let url = url.trim();
+        let backend = if matches!(url, "" | "mem://" | "memory://") {
+            Backend::Memory(Arc::new(memory::MemoryStore::new()))
+        } else if let Some(path) = url.strip_prefix("sqlite://") {
+            Backend::Sqlite(sqlite::SqliteStore::open(path).await?)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres(postgres::PostgresStore::open(url).await?)
+        } else {
+            return Err(Error::UnsupportedUrl {
+                url: redact_url(url),
+            });
+        };
+        Ok(Store { backend })
     }
 
-    /// The specs of one namespace (all namespaces for `None`), in insertion order.
-    pub fn load(&self, namespace: Option<&str>) -> Vec<Spec> {
-        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
-        inner
-            .specs
-            .iter()
-            .filter(|s| namespace.is_none_or(|ns| s.namespace == ns))
-            .cloned()
-            .collect()
+    /// The store's URL for logs: a PostgreSQL password is replaced by `***`.
+    pub fn url_redacted(&self) -> String {
+        match &self.backend {
+            Backend::Memory(_) => "mem://".to_owned(),
+            Backend::Sqlite(s) => s.url().to_owned(),
+            Backend::Postgres(p) => p.url().to_owned(),
+        }
+    }
+
+    /// Whether other processes can see this store: false for `mem://`, which lives and dies
+    /// with this process.
+    pub fn is_shared(&self) -> bool {
+        !matches!(self.backend, Backend::Memory(_))
+    }
+
+    /// The resources of kind `R` that match any of `examples` (all of them for none), in the
+    /// order they were first stored.
+    ///
+    /// # Errors
+    /// A database failure, or a stored resource that no longer reads as one.
+    pub async fn load<R: Resource>(&self, examples: &[Example]) -> Result<Vec<R>, Error> {
+        match &self.backend {
+            Backend::Memory(m) => Ok(m.load(examples)),
+            Backend::Sqlite(s) => s.load(examples).await,
+            Backend::Postgres(p) => p.load(examples).await,
+        }
+    }
+
+    /// Upserts `items` in one transaction and returns them as stored (ids and namespaces
+    /// filled in). Emits a `store` event per new resource and a `swap` event per replaced one.
+    ///
+    /// # Errors
+    /// `duplicated key` (nothing written) when two items share a name in a namespace or are
+    /// the same stored resource, or an item would take the name of another stored resource;
+    /// an item lacking a required field (a spec's `kind`, a secret's `data`, a chart's
+    /// `name`) or that cannot be written as JSON; a database failure (nothing written).
+    pub async fn apply<R: Resource>(&self, mut items: Vec<R>) -> Result<Vec<R>, Error> {
+        plan::prepare(&mut items)?;
+        match &self.backend {
+            Backend::Memory(m) => m.apply(items),
+            Backend::Sqlite(s) => s.apply(items).await,
+            Backend::Postgres(p) => p.apply(items).await,
+        }
+    }
+
+    /// Deletes every resource of kind `R` that matches any of `examples` (everything of the
+    /// kind for none) and returns what was deleted, in stored order, with a `delete` event for
+    /// each.
+    ///
+    /// # Errors
+    /// A database failure (nothing deleted), or a matching resource that no longer reads as
+    /// one.
+    pub async fn delete<R: Resource>(&self, examples: &[Example]) -> Result<Vec<R>, Error> {
+        match &self.backend {
+            Backend::Memory(m) => Ok(m.delete(examples)),
+            Backend::Sqlite(s) => s.delete(examples).await,
+            Backend::Postgres(p) => p.delete(examples).await,
+        }
+    }
+
+    /// Watches every kind in `namespace` (every namespace for `None`), from now on.
+    ///
+    /// # Errors
+    /// A database failure while starting the watch.
+    pub async fn watch(&self, namespace: Option<&str>) -> Result<Watch, Error> {
+        let inner = match &self.backend {
+            Backend::Memory(m) => WatchInner::Memory(m.watch()),
+            Backend::Sqlite(s) => WatchInner::Sqlite(s.watch().await?),
+            Backend::Postgres(p) => WatchInner::Postgres(p.watch().await?),
+        };
+        Ok(Watch {
+            namespace: namespace.map(str::to_owned),
+            inner,
+        })
     }
 }
 
-/// Where each spec of `batch` goes (the stored spec it replaces, or `None` for a new one),
-/// after checking that the batch can be applied whole.
-fn plan(inner: &Inner, batch: &[Spec]) -> Result<Vec<Option<usize>>, Error> {
-    let mut names: HashMap<(&str, &str), usize> = HashMap::with_capacity(batch.len());
-    let mut ids: HashMap<&str, usize> = HashMap::new();
-    let mut replaced: HashMap<usize, usize> = HashMap::new();
-    let mut slots = Vec::with_capacity(batch.len());
-    for (position, spec) in batch.iter().enumerate() {
-        let slot = inner.slot(spec);
-        if let Some(name) = &spec.name {
-            if let Some(first) = names.insert((&spec.namespace, name), position) {
-                return Err(Error::DuplicateInBatch {
-                    namespace: spec.namespace.clone(),
-                    name: name.clone(),
-                    first,
-                    second: position,
-                });
-            }
-            // The name may be taken only by the spec this one replaces.
-            if let Some(&holder) = inner.names.get(&name_key(spec, name))
-                && slot != Some(holder)
-            {
-                return Err(Error::DuplicateName {
-                    namespace: spec.namespace.clone(),
-                    name: name.clone(),
-                });
-            }
-        }
-        let same = match (slot, &spec.id) {
-            (Some(i), _) => replaced.insert(i, position),
-            (None, Some(id)) => ids.insert(id, position),
-            (None, None) => None,
-        };
-        if let Some(first) = same {
-            let id = slot
-                .and_then(|i| inner.specs[i].id.clone())
-                .or_else(|| spec.id.clone())
-                .unwrap_or_default();
-            return Err(Error::DuplicateId {
-                id,
-                first,
-                second: position,
-            });
-        }
-        slots.push(slot);
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("url", &self.url_redacted())
+            .finish()
     }
-    Ok(slots)
+}
+
+/// A pattern over id, namespace and name: a resource matches when each non-empty field is
+/// equal; an example with no field matches everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Example {
+    /// The id to match.
+    pub id: Option<String>,
+    /// The namespace to match.
+    pub namespace: Option<String>,
+    /// The name to match.
+    pub name: Option<String>,
+}
+
+impl Example {
+    /// Matches the resource with this id.
+    pub fn by_id(id: impl Into<String>) -> Example {
+        Example {
+            id: Some(id.into()),
+            ..Example::default()
+        }
+    }
+
+    /// Matches every resource of a namespace.
+    pub fn in_namespace(namespace: impl Into<String>) -> Example {
+        Example {
+            namespace: Some(namespace.into()),
+            ..Example::default()
+        }
+    }
+
+    /// Matches the resource with this name in this namespace.
+    pub fn by_name(namespace: impl Into<String>, name: impl Into<String>) -> Example {
+        Example {
+            namespace: Some(namespace.into()),
+            name: Some(name.into()),
+            ..Example::default()
+        }
+    }
+
+    /// The example a resource's own keys make (empty ones left out), as upstream's `apply`
+    /// and `delete` use a file's entries.
+    pub fn of<R: Resource>(resource: &R) -> Example {
+        let some = |s: Option<&str>| s.filter(|s| !s.is_empty()).map(str::to_owned);
+        Example {
+            id: some(resource.id()),
+            namespace: some(Some(resource.namespace())),
+            name: some(resource.name()),
+        }
+    }
+
+    /// Whether a resource with these keys matches.
+    pub fn matches(&self, id: &str, namespace: &str, name: Option<&str>) -> bool {
+        self.id().is_none_or(|v| v == id)
+            && self.namespace().is_none_or(|v| v == namespace)
+            && self.name().is_none_or(|v| name == Some(v))
+    }
+
+    /// Whether the example matches everything (it has no non-empty field).
+    pub fn matches_all(&self) -> bool {
+        self.id().is_none() && self.namespace().is_none() && self.name().is_none()
+    }
+
+    fn id(&self) -> Option<&str> {
+        self.id.as_deref().filter(|s| !s.is_empty())
+    }
+
+    fn namespace(&self) -> Option<&str> {
+        self.namespace.as_deref().filter(|s| !s.is_empty())
+    }
+
+    fn name(&self) -> Option<&str> {
+        self.name.as_deref().filter(|s| !s.is_empty())
+    }
+}
+
+/// What happened to a resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    /// A new resource was stored.
+    Store,
+    /// A stored resource was replaced.
+    Swap,
+    /// A resource was deleted.
+    Delete,
+}
+
+impl Op {
+    /// `store`, `swap` or `delete`, as upstream names them.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Op::Store => "store",
+            Op::Swap => "swap",
+            Op::Delete => "delete",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Op> {
+        [Op::Store, Op::Swap, Op::Delete]
+            .into_iter()
+            .find(|op| op.as_str() == s)
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One resource changed: its kind and keys (its new ones, for a swap). Load it by id to see
+/// what it is now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// What happened.
+    pub op: Op,
+    /// The resource's kind.
+    pub kind: ResourceKind,
+    /// Its id.
+    pub id: String,
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: Option<String>,
+}
+
+/// What a [`Watch`] yields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// One resource changed.
+    Event(Event),
+    /// Events may have been lost (the watcher fell behind, or the change log no longer
+    /// reaches back far enough): reload everything.
+    Resync,
+}
+
+/// The changes of a store, in the order they were committed, from the moment the watch began.
+#[derive(Debug)]
+pub struct Watch {
+    namespace: Option<String>,
+    inner: WatchInner,
+}
+
+#[derive(Debug)]
+enum WatchInner {
+    Memory(memory::MemoryWatch),
+    Sqlite(sqlite::SqliteWatch),
+    Postgres(postgres::PostgresWatch),
+}
+
+impl Watch {
+    /// The next change in the watched namespace. `None` once the store is gone (a `mem://`
+    /// store whose every clone was dropped); SQL stores wait for changes forever, retrying
+    /// through database failures.
+    pub async fn next(&mut self) -> Option<Change> {
+        loop {
+            let change = match &mut self.inner {
+                WatchInner::Memory(w) => w.next().await,
+                WatchInner::Sqlite(w) => w.next().await,
+                WatchInner::Postgres(w) => w.next().await,
+            }?;
+            match (&change, &self.namespace) {
+                (Change::Event(e), Some(ns)) if e.namespace != *ns => {}
+                _ => return Some(change),
+            }
+        }
+    }
+}
+
+/// A URL with its password (in the user info or a `password=` parameter) replaced by `***`.
+pub(crate) fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => authority.to_owned(),
+        },
+        None => authority.to_owned(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            format!("{path}?{}", query.join("&"))
+        }
+        None => tail.to_owned(),
+    };
+    format!("{scheme}://{authority}{tail}")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn spec(name: &str, ns: &str) -> Spec {
-        Spec {
-            kind: "nop".into(),
-            name: Some(name.into()),
-            namespace: ns.into(),
-            ..Spec::default()
-        }
-    }
-
     #[test]
-    fn apply_assigns_v7_ids_and_upserts_by_name() {
-        let store = MemoryStore::new();
-        let first = store
-            .apply(vec![spec("a", "default"), spec("a", "other")])
-            .unwrap();
-        let id = first[0].id.clone().unwrap();
-        assert_eq!(uuid::Uuid::parse_str(&id).unwrap().get_version_num(), 7);
-        let mut changed = spec("a", "default");
-        changed.kind = "snippet".into();
-        let second = store.apply(vec![changed]).unwrap();
-        assert_eq!(second[0].id.as_deref(), Some(id.as_str()));
-        let loaded = store.load(Some("default"));
-        assert_eq!(loaded.len(), 1);
-        assert_eq!(loaded[0].kind, "snippet");
-        assert_eq!(store.load(None).len(), 2);
-    }
-
-    #[test]
-    fn duplicate_names_in_one_batch_are_refused_whole() {
-        let store = MemoryStore::new();
-        store.apply(vec![spec("kept", "default")]).unwrap();
-        let err = store
-            .apply(vec![
-                spec("a", "default"),
-                spec("b", "default"),
-                spec("a", "default"),
-            ])
-            .unwrap_err();
+    fn urls_lose_their_passwords() {
         assert_eq!(
-            err,
-            Error::DuplicateInBatch {
-                namespace: "default".into(),
-                name: "a".into(),
-                first: 0,
-                second: 2,
-            }
+            redact_url("postgres://u:s3cr%40t@db.local:5432/app?sslmode=disable"),
+            "postgres://u:***@db.local:5432/app?sslmode=disable"
         );
-        assert_eq!(names(&store.load(None)), ["kept"]);
-        // The same name in two namespaces is two specs.
-        store
-            .apply(vec![spec("a", "default"), spec("a", "other")])
-            .unwrap();
-        assert_eq!(store.load(None).len(), 3);
-    }
-
-    #[test]
-    fn a_new_id_with_a_taken_name_is_refused() {
-        let store = MemoryStore::new();
-        store
-            .apply(vec![spec("a", "default"), spec("b", "default")])
-            .unwrap();
-        let mut with_id = spec("b", "default");
-        with_id.id = Some("x".into());
-        let err = store.apply(vec![with_id]).unwrap_err();
-        assert!(matches!(err, Error::DuplicateName { .. }), "{err}");
-        assert_eq!(store.load(None).len(), 2);
-    }
-
-    #[test]
-    fn renaming_by_id_onto_a_taken_name_is_refused() {
-        let store = MemoryStore::new();
-        let stored = store
-            .apply(vec![spec("a", "default"), spec("b", "default")])
-            .unwrap();
-        let mut renamed = spec("b", "default");
-        renamed.id.clone_from(&stored[0].id);
-        let err = store.apply(vec![renamed]).unwrap_err();
         assert_eq!(
-            err,
-            Error::DuplicateName {
-                namespace: "default".into(),
-                name: "b".into(),
-            }
+            redact_url("postgresql://db/app?user=u&password=pw&x=1"),
+            "postgresql://db/app?user=u&password=***&x=1"
         );
-        assert_eq!(names(&store.load(None)), ["a", "b"]);
-        // Renaming onto a free name frees the old one.
-        let mut renamed = spec("c", "default");
-        renamed.id.clone_from(&stored[0].id);
-        store.apply(vec![renamed]).unwrap();
-        store.apply(vec![spec("a", "default")]).unwrap();
-        assert_eq!(names(&store.load(None)), ["c", "b", "a"]);
+        assert_eq!(redact_url("postgres://u@db"), "postgres://u@db");
+        assert_eq!(redact_url("what"), "what");
+    }
+
+    #[tokio::test]
+    async fn a_memory_watch_ends_with_its_store() {
+        let store = Store::open("mem://").await.unwrap();
+        let mut watch = store.watch(None).await.unwrap();
+        drop(store);
+        assert_eq!(watch.next().await, None);
     }
 
     #[test]
-    fn one_id_twice_in_a_batch_is_refused() {
-        let store = MemoryStore::new();
-        let stored = store.apply(vec![spec("a", "default")]).unwrap();
-        let id = stored[0].id.clone().unwrap();
-        let mut by_id = spec("renamed", "default");
-        by_id.id = Some(id.clone());
-        // By name, the second spec is the same stored spec as the first, by id.
-        let err = store.apply(vec![by_id, spec("a", "default")]).unwrap_err();
-        assert_eq!(
-            err,
-            Error::DuplicateId {
-                id,
-                first: 0,
-                second: 1
-            }
-        );
-        assert_eq!(names(&store.load(None)), ["a"]);
-    }
-
-    /// Lookups go through an index; at 20,000 specs every upsert and refusal must still find
-    /// the right spec.
-    #[test]
-    fn upserts_and_refusals_stay_right_at_20k_specs() {
-        const N: usize = 20_000;
-        let store = MemoryStore::new();
-        let batch: Vec<Spec> = (0..N)
-            .map(|i| spec(&format!("s{i}"), if i % 2 == 0 { "even" } else { "odd" }))
-            .collect();
-        let stored = store.apply(batch).unwrap();
-        assert_eq!(store.load(Some("even")).len(), N / 2);
-        let ids: std::collections::HashSet<_> = stored.iter().map(|s| s.id.clone()).collect();
-        assert_eq!(ids.len(), N);
-
-        // Upsert by name (no id): keeps the stored id and the stored position.
-        let mut by_name = spec("s4000", "even");
-        by_name.kind = "snippet".into();
-        let again = store.apply(vec![by_name]).unwrap();
-        assert_eq!(again[0].id, stored[4000].id);
-        // Upsert by id: replaces that spec, whatever its name was.
-        let mut by_id = spec("t7001", "odd");
-        by_id.id.clone_from(&stored[7001].id);
-        store.apply(vec![by_id]).unwrap();
-        let all = store.load(None);
-        assert_eq!(all.len(), N);
-        assert_eq!(all[4000].kind, "snippet");
-        assert_eq!(all[7001].name.as_deref(), Some("t7001"));
-        // The old name is free again and the new one is taken.
-        store.apply(vec![spec("s7001", "odd")]).unwrap();
-        let mut clash = spec("t7001", "odd");
-        clash.id = Some("new".into());
-        assert!(matches!(
-            store.apply(vec![clash]),
-            Err(Error::DuplicateName { .. })
-        ));
-        // A duplicate at the end of a large batch is found, and nothing of the batch stored.
-        let mut batch: Vec<Spec> = (0..N).map(|i| spec(&format!("u{i}"), "even")).collect();
-        batch.push(spec("u123", "even"));
-        assert_eq!(
-            store.apply(batch).err(),
-            Some(Error::DuplicateInBatch {
-                namespace: "even".into(),
-                name: "u123".into(),
-                first: 123,
-                second: N,
-            })
-        );
-        assert_eq!(store.load(None).len(), N + 1);
-    }
-
-    fn names(specs: &[Spec]) -> Vec<&str> {
-        specs.iter().filter_map(|s| s.name.as_deref()).collect()
+    fn examples_match_on_their_non_empty_fields() {
+        assert!(Example::default().matches("x", "n", None));
+        assert!(Example::by_id("x").matches("x", "n", Some("a")));
+        assert!(!Example::by_id("x").matches("y", "n", Some("a")));
+        assert!(Example::by_name("n", "a").matches("y", "n", Some("a")));
+        assert!(!Example::by_name("n", "a").matches("y", "n", None));
+        let empty = Example {
+            id: Some(String::new()),
+            ..Example::in_namespace("n")
+        };
+        assert!(empty.matches("y", "n", None));
+        assert!(!empty.matches_all());
     }
 }

@@ -143,7 +143,6 @@ impl Config {
             })?;
         Ok(config)
     }
-
 }
 
 /// What `start` needs.
@@ -246,23 +245,27 @@ async fn apply_files(
     env: &[(String, Value)],
 ) -> anyhow::Result<()> {
     let namespace = options.namespace.as_str();
-    let read = |path: &PathBuf, what: fn(&Path, &str) -> Result<_, Diagnostics>| {
+    fn read<R>(
+        path: &Path,
+        namespace: &str,
+        what: fn(&Path, &str) -> Result<Vec<R>, Diagnostics>,
+    ) -> anyhow::Result<Vec<R>> {
         what(path, namespace).map_err(|d| anyhow::anyhow!("{d}"))
-    };
+    }
     let secrets = options
         .from_secrets
         .as_ref()
-        .map(|p| read(p, uniflow_spec::load_secrets_file))
+        .map(|p| read(p, namespace, uniflow_spec::load_secrets_file))
         .transpose()?;
     let charts = options
         .from_charts
         .as_ref()
-        .map(|p| read(p, uniflow_spec::load_charts_file))
+        .map(|p| read(p, namespace, uniflow_spec::load_charts_file))
         .transpose()?;
     let specs = options
         .from_specs
         .as_ref()
-        .map(|p| read(p, uniflow_spec::load_file))
+        .map(|p| read(p, namespace, uniflow_spec::load_file))
         .transpose()?;
     let mut around = uniflow_runtime::snapshot(store, namespace)
         .await
@@ -270,7 +273,10 @@ async fn apply_files(
     around.secrets.extend(secrets.iter().flatten().cloned());
     if let Some(charts) = &charts {
         let checked = uniflow_runtime::check_charts(registry, charts, &around.charts);
-        let file = options.from_charts.as_ref().map(|p| p.display().to_string());
+        let file = options
+            .from_charts
+            .as_ref()
+            .map(|p| p.display().to_string());
         warn_all(&checked.warnings, file.as_deref());
         if !checked.errors.is_empty() {
             return Err(placed(checked.errors, file.as_deref()));

@@ -116,8 +116,7 @@ pub async fn apply(
     printed.out = match kind {
         ResourceKind::Specs => {
             let specs = uniflow_spec::load_file(file, namespace).map_err(read)?;
-            let checked =
-                uniflow_runtime::check(&registry, &specs, &around, &[], Links::Namespace);
+            let checked = uniflow_runtime::check(&registry, &specs, &around, &[], Links::Namespace);
             printed.warn(&checked.warnings, &name);
             if !checked.errors.is_empty() {
                 return Err(placed(checked.errors, Some(&name)));
@@ -137,7 +136,6 @@ pub async fn apply(
             }
             store_and_show(&store, charts, dry_run, output).await?
         }
-        _ => bail!("unknown resource kind {kind}"),
     };
     Ok(printed)
 }
@@ -176,7 +174,6 @@ pub async fn get(
         ResourceKind::Specs => found::<Spec>(&store, &examples, names, output).await,
         ResourceKind::Secrets => found::<Secret>(&store, &examples, names, output).await,
         ResourceKind::Charts => found::<Chart>(&store, &examples, names, output).await,
-        _ => bail!("unknown resource kind {kind}"),
     }
 }
 
@@ -247,7 +244,6 @@ pub async fn delete(
         }
         ResourceKind::Secrets => removed::<Secret>(&store, &examples, output).await,
         ResourceKind::Charts => removed::<Chart>(&store, &examples, output).await,
-        _ => bail!("unknown resource kind {kind}"),
     }
 }
 

@@ -17,10 +17,7 @@ pub fn render(rows: &[Value]) -> String {
     let cells: Vec<BTreeMap<String, Value>> = rows
         .iter()
         .map(|row| match row {
-            Value::Map(map) => map
-                .iter()
-                .map(|(k, v)| (sprint(k), v.clone()))
-                .collect(),
+            Value::Map(map) => map.iter().map(|(k, v)| (sprint(k), v.clone())).collect(),
             _ => BTreeMap::new(),
         })
         .collect();

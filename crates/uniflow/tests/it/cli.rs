@@ -89,7 +89,8 @@ fn an_unsupported_database_is_refused() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        stderr.contains("database.url `mongodb://x` is not supported yet"),
+        stderr.contains("unsupported store URL `mongodb://x`")
+            && stderr.contains("`sqlite://PATH` or `postgres://...`"),
         "{stderr}"
     );
 }

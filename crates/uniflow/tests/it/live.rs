@@ -263,20 +263,33 @@ fn round_trip(place: &Place) {
     for column in ["ID", "KIND", "NAME", "NAMESPACE"] {
         assert!(header.contains(column), "{table}");
     }
-    assert!(table.contains("listener") && table.contains("pong"), "{table}");
+    assert!(
+        table.contains("listener") && table.contains("pong"),
+        "{table}"
+    );
     // `get -o yaml` reads back with `apply -f`, keeping the ids.
     let yaml = place.ok(&["get", "specs", "-o", "yaml"]);
     let again = place.file("again.yaml", &yaml);
     place.ok(&["apply", "nodes", "-f", again.to_str().unwrap()]);
     assert_eq!(place.ok(&["get", "specs", "-o", "yaml"]), yaml);
-    assert_eq!(place.ok(&["get", "specs", "pong", "-o", "json"]).matches("\"kind\"").count(), 1);
+    assert_eq!(
+        place
+            .ok(&["get", "specs", "pong", "-o", "json"])
+            .matches("\"kind\"")
+            .count(),
+        1
+    );
 
     // Secrets: masked in the table, whole in json and yaml.
     let secrets = place.file("secrets.yaml", "- {name: db, data: {password: hunter2}}\n");
     let shown = place.ok(&["apply", "secrets", "-f", secrets.to_str().unwrap()]);
     assert!(!shown.contains("hunter2"), "{shown}");
     assert!(!place.ok(&["get", "secrets"]).contains("hunter2"));
-    assert!(place.ok(&["get", "secrets", "-o", "json"]).contains("hunter2"));
+    assert!(
+        place
+            .ok(&["get", "secrets", "-o", "json"])
+            .contains("hunter2")
+    );
 
     // A name that is not there fails, after printing what is.
     let missing = place.run(&["get", "specs", "pong", "ghost"]);
@@ -288,7 +301,13 @@ fn round_trip(place: &Place) {
     assert!(deleted.status.success());
     let stderr = String::from_utf8_lossy(&deleted.stderr);
     assert!(stderr.contains("still links to deleted `pong`"), "{stderr}");
-    assert_eq!(place.ok(&["get", "specs", "-o", "json"]).matches("\"kind\"").count(), 2);
+    assert_eq!(
+        place
+            .ok(&["get", "specs", "-o", "json"])
+            .matches("\"kind\"")
+            .count(),
+        2
+    );
     // Nothing named: refused. --all: everything.
     let refused = place.run(&["delete", "specs"]);
     assert!(!refused.status.success());
@@ -324,9 +343,19 @@ fn apply_refuses_a_bad_file_whole_and_warns_about_a_link_to_a_node_not_there_yet
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     let file = bad.display().to_string();
-    assert!(stderr.contains(&format!("{file}: spec `odd` field `kind`")), "{stderr}");
-    assert!(stderr.contains(&format!("{file}: spec `js` field `code`")), "{stderr}");
-    assert_eq!(place.ok(&["get", "specs", "-o", "json"]).trim(), "[]", "nothing stored");
+    assert!(
+        stderr.contains(&format!("{file}: spec `odd` field `kind`")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{file}: spec `js` field `code`")),
+        "{stderr}"
+    );
+    assert_eq!(
+        place.ok(&["get", "specs", "-o", "json"]).trim(),
+        "[]",
+        "nothing stored"
+    );
 
     let dangling = place.file(
         "dangling.yaml",
@@ -336,9 +365,18 @@ fn apply_refuses_a_bad_file_whole_and_warns_about_a_link_to_a_node_not_there_yet
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("has no node `later` yet"));
     // --dry-run stores nothing.
-    let more = place.file("more.yaml", "- {kind: snippet, name: b, language: text, code: b}\n");
+    let more = place.file(
+        "more.yaml",
+        "- {kind: snippet, name: b, language: text, code: b}\n",
+    );
     place.ok(&["apply", "specs", "-f", more.to_str().unwrap(), "--dry-run"]);
-    assert_eq!(place.ok(&["get", "specs", "-o", "json"]).matches("\"kind\"").count(), 1);
+    assert_eq!(
+        place
+            .ok(&["get", "specs", "-o", "json"])
+            .matches("\"kind\"")
+            .count(),
+        1
+    );
 }
 
 #[test]
@@ -438,7 +476,10 @@ async fn a_changed_or_deleted_secret_reloads_the_specs_bound_to_it() {
         )
         .await;
     assert_eq!(get(port, "/ping").await, "hello");
-    let changed = place.file("changed.yaml", "- {name: greeting, data: {text: bonjour}}\n");
+    let changed = place.file(
+        "changed.yaml",
+        "- {name: greeting, data: {text: bonjour}}\n",
+    );
     place.ok(&["apply", "secrets", "-f", changed.to_str().unwrap()]);
     until_answer(port, "/ping", "bonjour").await;
     // Deleted by name: the spec no longer binds; its running version keeps serving, and the
@@ -450,7 +491,10 @@ async fn a_changed_or_deleted_secret_reloads_the_specs_bound_to_it() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(get(port, "/ping").await, "bonjour");
-    assert!(!instance.log().contains("bonjour"), "secret data in the log");
+    assert!(
+        !instance.log().contains("bonjour"),
+        "secret data in the log"
+    );
 }
 
 #[tokio::test]
@@ -563,7 +607,7 @@ async fn a_request_in_flight_finishes_on_the_generation_it_started_on() {
     let slow = |answer: &str| {
         ping_on(port, answer).replace(
             "[{name: pong, port: in}]",
-            "[{name: wait, port: in}]}}\n- {kind: sleep, name: wait, duration: 600ms, ports: {out: [{name: pong, port: in}]",
+            "[{name: wait, port: in}]}}\n- {kind: sleep, name: wait, interval: 600ms, ports: {out: [{name: pong, port: in}]",
         )
     };
     let v1 = place.file("v1.yaml", &slow("old"));
@@ -632,7 +676,10 @@ async fn a14_env_literal_and_secret_templating() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
-    assert!(stderr.contains("spec `s` field `env.MSG`: unsupported value"), "{stderr}");
+    assert!(
+        stderr.contains("spec `s` field `env.MSG`: unsupported value"),
+        "{stderr}"
+    );
     let _instance = Instance {
         child: mem
             .args([
