@@ -504,8 +504,10 @@ impl<'a> Cx<'a> {
 
     /// One hop, within this context's graph. The body is [`Cx::enter`]'s, written out: calling
     /// it costs every hop two instructions more (`scripts/bench-gate`: `core.port_hop` 248
-    /// against 246, `nodes.loop_3` 1336 against 1314).
-    #[inline]
+    /// against 246, `nodes.loop_3` 1336 against 1314). Always inlined: since a node is shared
+    /// between generations (an `Arc`, whose data offset is computed per lookup), the compiler
+    /// stopped inlining it on its own, and the call cost `core.port_hop` 14 instructions.
+    #[inline(always)]
     fn deliver(self, target: Target, packet: Packet) -> Flow<'a> {
         if self.depth >= MAX_DEPTH {
             return Flow::Ready(too_deep());
