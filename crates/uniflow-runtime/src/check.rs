@@ -55,7 +55,7 @@ pub fn check(
         if let Err(errors) = Graph::compile(specs, &registry, &lookup) {
             checked.errors = errors;
         }
-        return checked;
+        return redacted(checked, &secrets);
     }
     checked.errors.extend(check_unique(&specs));
     for (i, spec) in specs.iter().enumerate() {
@@ -108,6 +108,14 @@ pub fn check(
                 }
             }
         }
+    }
+    redacted(checked, &secrets)
+}
+
+/// `checked` with every secret value masked in its messages.
+fn redacted(mut checked: Checked, secrets: &Secrets) -> Checked {
+    for d in checked.errors.0.iter_mut().chain(&mut checked.warnings) {
+        d.message = secrets.redact(&d.message);
     }
     checked
 }

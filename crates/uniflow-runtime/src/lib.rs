@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::task::JoinHandle;
-use uniflow_core::{Build, Failed, Generation, Graph, Registry};
+use uniflow_core::{Build, Generation, Graph, Registry};
 use uniflow_spec::{Chart, Diagnostic, Diagnostics, EnvValue, Secret, Spec};
 use uniflow_value::Value;
 
@@ -69,13 +69,24 @@ pub struct Report {
     /// version, or stay out), bad links, bad charts.
     pub problems: Diagnostics,
     /// New or changed specs that failed to start; they keep their running version.
-    pub failed: Vec<Failed>,
+    pub failed: Vec<Failure>,
     /// How many specs were compiled anew.
     pub compiled: usize,
     /// How many nodes were retired.
     pub retired: usize,
     /// Whether a new generation was published.
     pub published: bool,
+}
+
+/// A new or changed spec that failed to start.
+#[derive(Debug)]
+pub struct Failure {
+    /// The spec's key (see [`uniflow_core::key`]).
+    pub key: String,
+    /// Why.
+    pub error: uniflow_core::Error,
+    /// Why, with every secret value masked: what to show.
+    pub redacted: String,
 }
 
 /// A running namespace: see the crate's documentation.
@@ -178,11 +189,22 @@ impl Live {
                 }
                 Err(failed) => {
                     held.insert(failed.key.clone());
-                    report.failed.push(failed);
+                    report.failed.push(Failure {
+                        redacted: String::new(),
+                        key: failed.key,
+                        error: failed.error,
+                    });
                 }
             }
         }
         state.charts = prints;
+        // What reaches the log or the caller must not quote a secret back.
+        for problem in &mut problems {
+            problem.message = secrets.redact(&problem.message);
+        }
+        for failed in &mut report.failed {
+            failed.redacted = secrets.redact(&failed.error.to_string());
+        }
         self.log(&mut state, &problems, &report);
         report.problems = Diagnostics(problems);
         report
@@ -198,7 +220,11 @@ impl Live {
             }
         }
         for failed in &report.failed {
-            tracing::error!(%namespace, "not started: {}; its running version, if any, keeps serving", failed.error);
+            tracing::error!(
+                %namespace,
+                "not started: {}; its running version, if any, keeps serving",
+                failed.redacted
+            );
         }
         state.reported = now;
         if report.published {

@@ -48,3 +48,66 @@ impl Secrets {
         found.map(|s| s.data.clone())
     }
 }
+
+impl Secrets {
+    /// `text` with every secret value in it masked: a message that echoes a field (a decode
+    /// error quoting what it could not read) must not carry a secret into a log.
+    pub(crate) fn redact(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        for secret in &self.all {
+            mask(&secret.data, &mut out);
+        }
+        out
+    }
+}
+
+/// Masks each string and number inside `data` in `text`. Values shorter than three
+/// characters are left alone: masking every `1` or `on` would garble the message and hide
+/// nothing.
+fn mask(data: &Value, text: &mut String) {
+    let leaf = match data {
+        Value::String(s) => s.to_string(),
+        Value::Int(i) => i.to_string(),
+        Value::Uint(u) => u.to_string(),
+        Value::Float(f) => f.to_string(),
+        Value::List(items) => {
+            items.iter().for_each(|v| mask(v, text));
+            return;
+        }
+        Value::Map(map) => {
+            map.iter().for_each(|(_, v)| mask(v, text));
+            return;
+        }
+        _ => return,
+    };
+    if leaf.chars().count() >= 3 && text.contains(&leaf) {
+        *text = text.replace(&leaf, "******");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_masks_every_secret_value_in_a_message() {
+        let secrets = Secrets::new(vec![Secret {
+            name: Some("db".into()),
+            namespace: "default".into(),
+            data: Value::Map(
+                [
+                    (Value::from("password"), Value::from("hunter2")),
+                    (Value::from("port"), Value::Int(5432)),
+                    (Value::from("flag"), Value::from("on")),
+                ]
+                .into_iter()
+                .collect(),
+            ),
+            ..Secret::default()
+        }]);
+        assert_eq!(
+            secrets.redact("invalid type: string \"hunter2\", expected u16 (port 5432, on)"),
+            "invalid type: string \"******\", expected u16 (port ******, on)"
+        );
+    }
+}

@@ -180,3 +180,20 @@ async fn applying_the_same_snapshot_again_publishes_nothing() {
     assert!(!again.published, "{again:?}");
     assert!(Arc::ptr_eq(&before, &live.graph()));
 }
+
+#[tokio::test]
+async fn a_problem_never_quotes_a_secret_value() {
+    let live = live(Options::default());
+    let report = live
+        .apply(Snapshot {
+            specs: specs(
+                "- {id: d, kind: test-delay, name: d, millis: '{{ .WAIT }}', env: {WAIT: [{name: db, value: '{{ .password }}'}]}}\n",
+            ),
+            secrets: secrets("- {name: db, data: {password: hunter2}}\n"),
+            ..Snapshot::default()
+        })
+        .await;
+    let text = report.problems.to_string();
+    assert!(text.contains("spec `d` field `millis`"), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+}

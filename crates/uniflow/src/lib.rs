@@ -210,7 +210,10 @@ pub async fn start(config: &Config, options: &StartOptions) -> anyhow::Result<Ru
     if let Some(failed) = report.failed.into_iter().next() {
         watching.stop();
         live.stop(Duration::from_secs(10)).await;
-        return Err(anyhow::anyhow!("starting the workflow: {}", failed.error));
+        return Err(anyhow::anyhow!(
+            "starting the workflow: {}",
+            failed.redacted
+        ));
     }
     let graph = live.graph();
     if graph.symbols().is_empty() {
