@@ -15,6 +15,8 @@
 //!
 //! [`MAX_DEPTH`]: crate::MAX_DEPTH
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use uniflow_spec::Spec;
@@ -188,90 +190,11 @@ impl SubgraphBuilder {
 }
 
 impl Subgraph {
-    /// The number of the input `name`, as the enclosing node reports it.
-    pub fn in_port(&self, name: &str) -> Option<InPort> {
-        match &self.inputs {
-            Inputs::Of(node) => self.graph.node(*node).in_port(name),
-            Inputs::Named(named) => named
-                .iter()
-                .position(|(n, _)| n == name)
-                .map(|i| InPort(i as u32)),
-        }
-    }
-
-    /// The number of the output `name`, as the enclosing node reports it.
-    pub fn out_port(&self, name: &str) -> Option<OutPort> {
-        self.outputs
-            .iter()
-            .position(|n| n == name)
-            .map(|i| OutPort(i as u32))
-    }
-
-    /// What the nodes inside ask of a source (see [`Node::needs`]).
-    pub fn needs(&self) -> Needs {
-        self.graph.needs()
-    }
-
-    /// Whether the node an input leads to reads a request's body (see [`Node::reads_body`]).
-    pub fn reads_body(&self, port: InPort, method: &str, path: &str) -> bool {
-        match self.target(port) {
-            Some(target) => self
-                .graph
-                .node(target.node)
-                .reads_body(target.port, method, path),
-            None => true,
-        }
-    }
-
     /// The node and port an input leads to.
     fn target(&self, port: InPort) -> Option<Target> {
         match &self.inputs {
             Inputs::Of(node) => Some(Target { node: *node, port }),
             Inputs::Named(named) => named.get(port.0 as usize).map(|(_, target)| *target),
-        }
-    }
-
-    /// Handles a packet that reached the enclosing node (whose context is `cx`) on `port`.
-    ///
-    /// A subgraph without outputs is entered with a plain call. One with outputs keeps the
-    /// enclosing context for the writes that leave it, which costs one boxed future per entry:
-    /// what a packet leaving a `block` through a linked port paid before.
-    pub fn handle<'a>(&'a self, cx: Cx<'a>, port: InPort, packet: Packet) -> Flow<'a> {
-        let Some(target) = self.target(port) else {
-            return Flow::Ready(Packet::error("no such input port"));
-        };
-        if self.outputs.is_empty() {
-            return cx.enter(&self.graph, target, None, packet);
-        }
-        Flow::pending(async move {
-            let around = cx;
-            around
-                .enter(&self.graph, target, Some(&around), packet)
-                .await
-        })
-    }
-
-    /// Loads the nodes inside, in order; `cx` is the enclosing node's place. A node that
-    /// fails leaves the ones before it loaded: the enclosing node's `unload` stops them.
-    ///
-    /// # Errors
-    /// The first node's failure.
-    pub fn load(&self, cx: &LoadCx) -> Result<(), Error> {
-        for (symbol, place) in self.places(cx) {
-            symbol.node.load(place)?;
-        }
-        Ok(())
-    }
-
-    /// Passes a move of the enclosing node, now at `cx`, on to the nodes inside (see
-    /// [`Node::moved`]).
-    pub fn moved(&self, cx: &LoadCx) {
-        if self.outputs.is_empty() {
-            // Their places do not name the graph around, so they did not move.
-            return;
-        }
-        for (symbol, place) in self.places(cx) {
-            symbol.node.moved(place);
         }
     }
 
@@ -293,9 +216,90 @@ impl Subgraph {
                 (symbol, place)
             })
     }
+}
+
+/// A subgraph is the node that holds it: a composite kind (a `block`, a chart's instance)
+/// compiles into one.
+impl Node for Subgraph {
+    /// The number of the input `name`, as the enclosing node reports it.
+    fn in_port(&self, name: &str) -> Option<InPort> {
+        match &self.inputs {
+            Inputs::Of(node) => self.graph.node(*node).in_port(name),
+            Inputs::Named(named) => named
+                .iter()
+                .position(|(n, _)| n == name)
+                .map(|i| InPort(i as u32)),
+        }
+    }
+
+    /// The number of the output `name`, as the enclosing node reports it.
+    fn out_port(&self, name: &str) -> Option<OutPort> {
+        self.outputs
+            .iter()
+            .position(|n| n == name)
+            .map(|i| OutPort(i as u32))
+    }
+
+    /// A packet that reached the enclosing node (whose context is `cx`) on `port`.
+    ///
+    /// A subgraph without outputs is entered with a plain call. One with outputs keeps the
+    /// enclosing context for the writes that leave it, which costs one boxed future per entry:
+    /// what a packet leaving a `block` through a linked port paid before.
+    #[inline]
+    fn handle<'a>(&'a self, cx: Cx<'a>, port: InPort, packet: Packet) -> Flow<'a> {
+        let Some(target) = self.target(port) else {
+            return Flow::Ready(Packet::error("no such input port"));
+        };
+        if self.outputs.is_empty() {
+            return cx.enter(&self.graph, target, None, packet);
+        }
+        Flow::pending(async move {
+            let around = cx;
+            around
+                .enter(&self.graph, target, Some(&around), packet)
+                .await
+        })
+    }
+
+    /// Whether the node an input leads to reads a request's body: a request reaches it.
+    fn reads_body(&self, port: InPort, method: &str, path: &str) -> bool {
+        match self.target(port) {
+            Some(target) => self
+                .graph
+                .node(target.node)
+                .reads_body(target.port, method, path),
+            None => true,
+        }
+    }
+
+    /// What the nodes inside ask of a source, together.
+    fn needs(&self) -> Needs {
+        self.graph.needs()
+    }
+
+    /// Loads the nodes inside, in order (a listener inside a block starts, as upstream). A
+    /// node that fails leaves the ones before it loaded: `load` cannot await their `unload`,
+    /// which the graph's failed load calls.
+    fn load(&self, cx: LoadCx) -> Result<(), Error> {
+        for (symbol, place) in self.places(&cx) {
+            symbol.node.load(place)?;
+        }
+        Ok(())
+    }
+
+    /// Passes the move on to the nodes inside.
+    fn moved(&self, cx: LoadCx) {
+        if self.outputs.is_empty() {
+            // Their places do not name the graph around, so they did not move.
+            return;
+        }
+        for (symbol, place) in self.places(&cx) {
+            symbol.node.moved(place);
+        }
+    }
 
     /// Stops the nodes inside, last first.
-    pub async fn unload(&self) {
-        self.graph.unload().await;
+    fn unload(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(self.graph.unload())
     }
 }

@@ -7,19 +7,14 @@
 //! `error`. So an error bubbling out of any child reaches the block's `error` when that is
 //! linked, and otherwise travels back as the answer, through the children before it.
 //!
-//! The children form a [`Subgraph`] of their own, compiled once with the block. Only the
+//! The children form a [`Subgraph`] of their own, compiled once with the block: that subgraph
+//! is the compiled node (its loading starts a listener among the children, as upstream). Only the
 //! outputs the block's spec links become outputs of the subgraph; an unlinked one stays
 //! unlinked inside, so the implicit response works through a block as through any node, and
 //! costs nothing.
 
-use std::future::Future;
-use std::pin::Pin;
-
 use serde::Deserialize;
-use uniflow_core::{
-    CompileCx, Cx, Error, Flow, InPort, LoadCx, Node, NodeId, NodeSpec, OutPort, Packet, Subgraph,
-    SubgraphBuilder, port,
-};
+use uniflow_core::{CompileCx, Node, NodeId, NodeSpec, Subgraph, SubgraphBuilder, port};
 use uniflow_spec::{Diagnostic, Spec, bind};
 use uniflow_value::Value;
 
@@ -31,11 +26,6 @@ pub const KIND: &str = "block";
 pub struct BlockSpec {
     /// The child specs, in order.
     pub specs: Vec<Value>,
-}
-
-/// The compiled `block`.
-pub struct BlockNode {
-    children: Subgraph,
 }
 
 impl NodeSpec for BlockSpec {
@@ -81,9 +71,7 @@ impl NodeSpec for BlockSpec {
         if !problems.is_empty() {
             return Err(problems);
         }
-        Ok(Box::new(BlockNode {
-            children: chain(children, cx),
-        }))
+        Ok(Box::new(chain(children, cx)))
     }
 }
 
@@ -132,49 +120,9 @@ fn chain(mut children: SubgraphBuilder, cx: &CompileCx<'_>) -> Subgraph {
     children.build()
 }
 
-impl Node for BlockNode {
-    fn in_port(&self, name: &str) -> Option<InPort> {
-        self.children.in_port(name)
-    }
-
-    fn out_port(&self, name: &str) -> Option<OutPort> {
-        self.children.out_port(name)
-    }
-
-    #[inline]
-    fn handle<'a>(&'a self, cx: Cx<'a>, port: InPort, packet: Packet) -> Flow<'a> {
-        self.children.handle(cx, port, packet)
-    }
-
-    /// The children's, together.
-    fn needs(&self) -> uniflow_core::Needs {
-        self.children.needs()
-    }
-
-    /// A request reaches the first child: it says.
-    fn reads_body(&self, port: InPort, method: &str, path: &str) -> bool {
-        self.children.reads_body(port, method, path)
-    }
-
-    /// Loads the children (a listener inside a block starts, as upstream). A child that fails
-    /// to load leaves the ones before it loaded: `load` cannot await their `unload`, which the
-    /// graph's failed load calls.
-    fn load(&self, cx: LoadCx) -> Result<(), Error> {
-        self.children.load(&cx)
-    }
-
-    fn moved(&self, cx: LoadCx) {
-        self.children.moved(&cx);
-    }
-
-    fn unload(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-        Box::pin(self.children.unload())
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use uniflow_core::{Graph, Registry};
+    use uniflow_core::{Cx, Flow, Graph, InPort, OutPort, Packet, Registry};
 
     use super::*;
 

@@ -48,7 +48,7 @@ pub fn sprintf(format: &str, args: &[Value]) -> String {
         pad(&mut out, &text, &spec);
     }
     let extra: Vec<String> = args
-        .map(|a| format!("{}={}", type_name(a), plain(a)))
+        .map(|a| format!("{}={}", type_name(a), sprint(a)))
         .collect();
     if !extra.is_empty() {
         let _ = write!(out, "%!(EXTRA {})", extra.join(", "));
@@ -103,7 +103,7 @@ fn render(verb: char, arg: &Value, spec: &Spec) -> String {
             Some(p) => s.chars().take(p).collect(),
             None => s.to_string(),
         },
-        ('v' | 's', _) => plain(arg),
+        ('v' | 's', _) => sprint(arg),
         ('d', Value::Int(i)) => sign(i.to_string(), *i >= 0),
         ('d', Value::Uint(u)) => sign(u.to_string(), true),
         ('f' | 'F', Value::Float(_) | Value::Int(_) | Value::Uint(_)) => {
@@ -117,14 +117,14 @@ fn render(verb: char, arg: &Value, spec: &Spec) -> String {
                 f >= 0.0,
             )
         }
-        ('g', Value::Float(f)) => sign(plain(&Value::Float(*f)), *f >= 0.0),
+        ('g', Value::Float(f)) => sign(sprint(&Value::Float(*f)), *f >= 0.0),
         ('q', Value::String(s)) => format!("{:?}", &**s),
         ('t', Value::Bool(b)) => b.to_string(),
         ('x', Value::Int(i)) => format!("{i:x}"),
         ('X', Value::Int(i)) => format!("{i:X}"),
         ('x', Value::String(s)) => s.bytes().map(|b| format!("{b:02x}")).collect(),
         ('x', Value::Bytes(b)) => b.iter().map(|b| format!("{b:02x}")).collect(),
-        _ => format!("%!{verb}({}={})", type_name(arg), plain(arg)),
+        _ => format!("%!{verb}({}={})", type_name(arg), sprint(arg)),
     }
 }
 
@@ -163,32 +163,49 @@ fn type_name(v: &Value) -> &'static str {
     }
 }
 
-/// Go's `%v`.
-fn plain(v: &Value) -> String {
+/// A value as Go's `%v` (and `fmt.Sprint`) writes it: `<nil>`, `[1 2]`, `map[a:1 b:2]`, floats
+/// in their shortest form with an exponent from 1e21 on or below 1e-4.
+pub fn sprint(v: &Value) -> String {
     match v {
         Value::Null => "<nil>".to_owned(),
         Value::Bool(b) => b.to_string(),
         Value::Int(i) => i.to_string(),
         Value::Uint(u) => u.to_string(),
-        Value::Float(f) => {
-            if f.fract() == 0.0 && f.abs() < 1e21 {
-                format!("{f:.0}")
-            } else {
-                f.to_string()
-            }
-        }
+        Value::Float(f) => go_float(*f),
         Value::String(s) => s.to_string(),
         Value::Bytes(b) => format!("{:?}", b.as_ref()).replace(',', ""),
-        Value::List(l) => format!("[{}]", l.iter().map(plain).collect::<Vec<_>>().join(" ")),
+        Value::List(l) => format!("[{}]", l.iter().map(sprint).collect::<Vec<_>>().join(" ")),
         Value::Map(m) => format!(
             "map[{}]",
             m.iter()
-                .map(|(k, v)| format!("{}:{}", plain(k), plain(v)))
+                .map(|(k, v)| format!("{}:{}", sprint(k), sprint(v)))
                 .collect::<Vec<_>>()
                 .join(" ")
         ),
         Value::Error(e) => e.message().to_string(),
     }
+}
+
+/// A float as Go's `%v` writes it.
+fn go_float(f: f64) -> String {
+    if f.is_nan() {
+        return "NaN".to_owned();
+    }
+    if f.is_infinite() {
+        return if f > 0.0 { "+Inf" } else { "-Inf" }.to_owned();
+    }
+    let magnitude = f.abs();
+    if magnitude != 0.0 && !(1e-4..1e21).contains(&magnitude) {
+        let text = format!("{f:e}");
+        // Rust writes `1e21` and `1.5e-7`; Go writes `1e+21` and `1.5e-07`.
+        let (mantissa, exponent) = text.split_once('e').unwrap_or((&text, "0"));
+        let (sign, digits) = match exponent.strip_prefix('-') {
+            Some(d) => ('-', d),
+            None => ('+', exponent),
+        };
+        return format!("{mantissa}e{sign}{digits:0>2}");
+    }
+    format!("{f}")
 }
 
 #[cfg(test)]
@@ -243,5 +260,13 @@ mod tests {
         for (format, args, want) in cases {
             assert_eq!(sprintf(format, args), *want, "{format}");
         }
+    }
+
+    #[test]
+    fn sprint_writes_floats_as_go_does() {
+        assert_eq!(sprint(&Value::Float(1e21)), "1e+21");
+        assert_eq!(sprint(&Value::Float(2.5)), "2.5");
+        assert_eq!(sprint(&Value::Float(2.0)), "2");
+        assert_eq!(sprint(&Value::Float(1.5e-7)), "1.5e-07");
     }
 }

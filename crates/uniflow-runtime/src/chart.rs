@@ -1,6 +1,6 @@
 //! Charts: composite kinds defined in the store. A chart's name becomes a kind in its
 //! namespace; an instance (a spec of that kind) compiles the chart's specs into a
-//! [`Subgraph`], with the chart's env templated against the instance's spec.
+//! [`Subgraph`] (the instance's node), with the chart's env templated against the instance's spec.
 //!
 //! Chart env entries that name a secret take the secret's data; literal ones are templated
 //! against the instance spec as a map (`{{ .word }}` reads the instance's field `word`). Each
@@ -11,14 +11,9 @@
 //! chart that includes itself, through any number of others, is refused with the cycle.
 
 use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
-use uniflow_core::{
-    CompileCx, Cx, Error, Flow, InPort, LoadCx, Needs, Node, OutPort, Packet, Registry, Subgraph,
-    SubgraphBuilder,
-};
+use uniflow_core::{CompileCx, Node, Registry, SubgraphBuilder};
 use uniflow_spec::{Chart, Diagnostic, EnvValue, PortRef, Spec, bind, render};
 use uniflow_value::Value;
 
@@ -280,9 +275,7 @@ fn instantiate(
     if !problems.is_empty() {
         return Err(problems);
     }
-    Ok(Box::new(ChartNode {
-        inner: inner.build(),
-    }))
+    Ok(Box::new(inner.build()))
 }
 
 /// The chart's env for this instance: secret entries take the secret's data, literal ones are
@@ -351,44 +344,4 @@ fn nest(cx: &CompileCx<'_>, prefix: &str, d: Diagnostic) -> Diagnostic {
         format!("{prefix}.{}", d.path)
     };
     cx.error(path, d.message)
-}
-
-/// An instance of a chart.
-struct ChartNode {
-    inner: Subgraph,
-}
-
-impl Node for ChartNode {
-    fn in_port(&self, name: &str) -> Option<InPort> {
-        self.inner.in_port(name)
-    }
-
-    fn out_port(&self, name: &str) -> Option<OutPort> {
-        self.inner.out_port(name)
-    }
-
-    #[inline]
-    fn handle<'a>(&'a self, cx: Cx<'a>, port: InPort, packet: Packet) -> Flow<'a> {
-        self.inner.handle(cx, port, packet)
-    }
-
-    fn needs(&self) -> Needs {
-        self.inner.needs()
-    }
-
-    fn reads_body(&self, port: InPort, method: &str, path: &str) -> bool {
-        self.inner.reads_body(port, method, path)
-    }
-
-    fn load(&self, cx: LoadCx) -> Result<(), Error> {
-        self.inner.load(&cx)
-    }
-
-    fn moved(&self, cx: LoadCx) {
-        self.inner.moved(&cx);
-    }
-
-    fn unload(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-        Box::pin(self.inner.unload())
-    }
 }

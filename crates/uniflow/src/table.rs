@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 
+use uniflow_nodes_io::format::sprint;
 use uniflow_value::Value;
 
 /// The table of `rows` (maps; anything else is a row with no keys).
@@ -88,57 +89,6 @@ fn is_number(value: &Value) -> bool {
     matches!(value, Value::Int(_) | Value::Uint(_) | Value::Float(_))
 }
 
-/// A value as Go's `fmt.Sprint` writes it.
-pub fn sprint(value: &Value) -> String {
-    match value {
-        Value::Null => "<nil>".to_owned(),
-        Value::Bool(b) => b.to_string(),
-        Value::Int(i) => i.to_string(),
-        Value::Uint(u) => u.to_string(),
-        Value::Float(f) => go_float(*f),
-        Value::String(s) => s.to_string(),
-        Value::Bytes(b) => format!(
-            "[{}]",
-            b.iter().map(u8::to_string).collect::<Vec<_>>().join(" ")
-        ),
-        Value::List(items) => format!(
-            "[{}]",
-            items.iter().map(sprint).collect::<Vec<_>>().join(" ")
-        ),
-        Value::Map(map) => format!(
-            "map[{}]",
-            map.iter()
-                .map(|(k, v)| format!("{}:{}", sprint(k), sprint(v)))
-                .collect::<Vec<_>>()
-                .join(" ")
-        ),
-        Value::Error(e) => e.message().to_string(),
-    }
-}
-
-/// A float as Go's `%v` writes it: the shortest form that reads back, with an exponent from
-/// 1e21 on or below 1e-4.
-fn go_float(f: f64) -> String {
-    if f.is_nan() {
-        return "NaN".to_owned();
-    }
-    if f.is_infinite() {
-        return if f > 0.0 { "+Inf" } else { "-Inf" }.to_owned();
-    }
-    let magnitude = f.abs();
-    if magnitude != 0.0 && !(1e-4..1e21).contains(&magnitude) {
-        let text = format!("{f:e}");
-        // Rust writes `1e21` and `1.5e-7`; Go writes `1e+21` and `1.5e-07`.
-        let (mantissa, exponent) = text.split_once('e').unwrap_or((&text, "0"));
-        let (sign, digits) = match exponent.strip_prefix('-') {
-            Some(d) => ('-', d),
-            None => ('+', exponent),
-        };
-        return format!("{mantissa}e{sign}{digits:0>2}");
-    }
-    format!("{f}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,8 +123,5 @@ mod tests {
             sprint(&rows("- {b: [1, x], a: {c: null}}")[0]),
             "map[a:map[c:<nil>] b:[1 x]]"
         );
-        assert_eq!(sprint(&Value::Float(1e21)), "1e+21");
-        assert_eq!(sprint(&Value::Float(2.5)), "2.5");
-        assert_eq!(sprint(&Value::Float(1.5e-7)), "1.5e-07");
     }
 }
