@@ -107,36 +107,45 @@ fn missing(label: &str, fields: &[(bool, String)]) -> Result<(), Vec<Diagnostic>
     }
 }
 
+/// The accessors of [`Resource`] for a type with `id`, `namespace` and `name` fields and
+/// inherent `to_value` and `from_value` methods, which every resource kind has; only
+/// `validate` differs between them.
+macro_rules! resource_accessors {
+    ($ty:ident) => {
+        fn id(&self) -> Option<&str> {
+            self.id.as_deref()
+        }
+
+        fn set_id(&mut self, id: String) {
+            self.id = Some(id);
+        }
+
+        fn namespace(&self) -> &str {
+            &self.namespace
+        }
+
+        fn set_namespace(&mut self, namespace: String) {
+            self.namespace = namespace;
+        }
+
+        fn name(&self) -> Option<&str> {
+            self.name.as_deref()
+        }
+
+        fn to_value(&self) -> Value {
+            $ty::to_value(self)
+        }
+
+        fn from_value(value: &Value, label: &str) -> Result<Self, Vec<Diagnostic>> {
+            $ty::from_value(value, label)
+        }
+    };
+}
+
 impl Resource for Spec {
     const KIND: ResourceKind = ResourceKind::Specs;
 
-    fn id(&self) -> Option<&str> {
-        self.id.as_deref()
-    }
-
-    fn set_id(&mut self, id: String) {
-        self.id = Some(id);
-    }
-
-    fn namespace(&self) -> &str {
-        &self.namespace
-    }
-
-    fn set_namespace(&mut self, namespace: String) {
-        self.namespace = namespace;
-    }
-
-    fn name(&self) -> Option<&str> {
-        self.name.as_deref()
-    }
-
-    fn to_value(&self) -> Value {
-        Spec::to_value(self)
-    }
-
-    fn from_value(value: &Value, label: &str) -> Result<Self, Vec<Diagnostic>> {
-        Spec::from_value(value, label)
-    }
+    resource_accessors!(Spec);
 
     fn validate(&self, label: &str) -> Result<(), Vec<Diagnostic>> {
         missing(label, &[(!self.kind.is_empty(), "kind".to_owned())])
@@ -241,33 +250,7 @@ impl Secret {
 impl Resource for Secret {
     const KIND: ResourceKind = ResourceKind::Secrets;
 
-    fn id(&self) -> Option<&str> {
-        self.id.as_deref()
-    }
-
-    fn set_id(&mut self, id: String) {
-        self.id = Some(id);
-    }
-
-    fn namespace(&self) -> &str {
-        &self.namespace
-    }
-
-    fn set_namespace(&mut self, namespace: String) {
-        self.namespace = namespace;
-    }
-
-    fn name(&self) -> Option<&str> {
-        self.name.as_deref()
-    }
-
-    fn to_value(&self) -> Value {
-        Secret::to_value(self)
-    }
-
-    fn from_value(value: &Value, label: &str) -> Result<Self, Vec<Diagnostic>> {
-        Secret::from_value(value, label)
-    }
+    resource_accessors!(Secret);
 
     fn validate(&self, label: &str) -> Result<(), Vec<Diagnostic>> {
         missing(
@@ -377,33 +360,7 @@ impl Chart {
 impl Resource for Chart {
     const KIND: ResourceKind = ResourceKind::Charts;
 
-    fn id(&self) -> Option<&str> {
-        self.id.as_deref()
-    }
-
-    fn set_id(&mut self, id: String) {
-        self.id = Some(id);
-    }
-
-    fn namespace(&self) -> &str {
-        &self.namespace
-    }
-
-    fn set_namespace(&mut self, namespace: String) {
-        self.namespace = namespace;
-    }
-
-    fn name(&self) -> Option<&str> {
-        self.name.as_deref()
-    }
-
-    fn to_value(&self) -> Value {
-        Chart::to_value(self)
-    }
-
-    fn from_value(value: &Value, label: &str) -> Result<Self, Vec<Diagnostic>> {
-        Chart::from_value(value, label)
-    }
+    resource_accessors!(Chart);
 
     fn validate(&self, label: &str) -> Result<(), Vec<Diagnostic>> {
         let mut fields = vec![(

@@ -8,17 +8,16 @@
 //! change log by `seq > last` whenever a notification is newer than what it has read, and
 //! after every reconnect, so a notification lost while disconnected loses no change.
 
-use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
-use sqlx::{Connection as _, PgConnection, Row as _};
+use sqlx::{Connection as _, PgConnection, Postgres, Row as _};
 use uniflow_spec::Resource;
 
-use crate::sql::{self, ChangeRow, Cursor, Found, Row};
-use crate::{Change, Error, Example, Op, redact_url};
+use crate::sql::{self, Cursor, Dialect, Found, Page, Row, Stored};
+use crate::{Change, Error, Example, redact_url};
 
 /// How long opening the store (or reconnecting a watcher) may wait for the server.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -34,6 +33,14 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[(
     "init",
     include_str!("../migrations/postgres/0001_init.sql"),
 )];
+
+impl Dialect for Postgres {
+    const POSITION: &'static str = "pos";
+
+    fn param(n: usize) -> String {
+        format!("${n}")
+    }
+}
 
 #[derive(Clone)]
 pub(crate) struct PostgresStore {
@@ -229,19 +236,9 @@ impl PostgresStore {
         .fetch_one(&mut *tx)
         .await
         .map_err(|e| self.shared.error(&e))?;
-        let horizon = seq - sql::KEEP_CHANGES;
-        if horizon > 0 {
-            sqlx::query("DELETE FROM uniflow_changes WHERE seq <= $1")
-                .bind(horizon)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| self.shared.error(&e))?;
-            sqlx::query("UPDATE uniflow_changes_trimmed SET seq = $1 WHERE seq < $1")
-                .bind(horizon)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| self.shared.error(&e))?;
-        }
+        Postgres::trim(tx, seq)
+            .await
+            .map_err(|e| self.shared.error(&e))?;
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(CHANNEL)
             .bind(seq.to_string())
@@ -251,51 +248,6 @@ impl PostgresStore {
         Ok(())
     }
 
-    /// The rows of kind `R` matching any example, in insertion order: `(id, namespace, name,
-    /// data)`.
-    async fn select<R: Resource>(
-        &self,
-        conn: &mut PgConnection,
-        examples: &[Example],
-    ) -> Result<Vec<(String, String, Option<String>, String)>, Error> {
-        let kind = R::KIND.as_str();
-        let mut found = BTreeMap::new();
-        let chunks: Vec<&[Example]> = if examples.is_empty() {
-            vec![&[]]
-        } else {
-            examples.chunks(sql::EXAMPLES_PER_QUERY).collect()
-        };
-        for chunk in chunks {
-            let condition = sql::condition(chunk, |n| format!("${n}"));
-            let text = match &condition {
-                Some((condition, _)) => format!(
-                    "SELECT pos, id, namespace, name, data FROM uniflow_resources \
-                     WHERE kind = $1 AND ({condition})"
-                ),
-                None => {
-                    "SELECT pos, id, namespace, name, data FROM uniflow_resources WHERE kind = $1"
-                        .to_owned()
-                }
-            };
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(text)).bind(kind);
-            for value in condition.iter().flat_map(|(_, binds)| binds) {
-                query = query.bind(value.clone());
-            }
-            let rows = query
-                .fetch_all(&mut *conn)
-                .await
-                .map_err(|e| self.shared.error(&e))?;
-            for row in rows {
-                let pos: i64 = row.get(0);
-                found.insert(pos, (row.get(1), row.get(2), row.get(3), row.get(4)));
-            }
-            if condition.is_none() {
-                break;
-            }
-        }
-        Ok(found.into_values().collect())
-    }
-
     pub(crate) async fn load<R: Resource>(&self, examples: &[Example]) -> Result<Vec<R>, Error> {
         // One snapshot, so examples split over several queries see one state.
         let mut tx = self
@@ -303,40 +255,30 @@ impl PostgresStore {
             .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .await
             .map_err(|e| self.shared.error(&e))?;
-        let rows = self.select::<R>(&mut tx, examples).await?;
+        let rows = Postgres::select::<R>(&mut tx, examples)
+            .await
+            .map_err(|e| self.shared.error(&e))?;
         tx.commit().await.map_err(|e| self.shared.error(&e))?;
-        rows.iter()
-            .map(|(id, _, _, data)| sql::decode(&self.shared.url, id, data))
-            .collect()
+        sql::decode_all(&self.shared.url, &rows)
     }
 
     pub(crate) async fn delete<R: Resource>(&self, examples: &[Example]) -> Result<Vec<R>, Error> {
         let mut tx = self.begin().await?;
-        let rows = self.select::<R>(&mut tx, examples).await?;
+        let rows = Postgres::select::<R>(&mut tx, examples)
+            .await
+            .map_err(|e| self.shared.error(&e))?;
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let items = rows
-            .iter()
-            .map(|(id, _, _, data)| sql::decode(&self.shared.url, id, data))
-            .collect::<Result<Vec<R>, Error>>()?;
-        let ids: Vec<&str> = rows.iter().map(|(id, ..)| id.as_str()).collect();
+        let items = sql::decode_all(&self.shared.url, &rows)?;
+        let ids: Vec<&str> = rows.iter().map(|row| row.id.as_str()).collect();
         sqlx::query("DELETE FROM uniflow_resources WHERE kind = $1 AND id = ANY($2)")
             .bind(R::KIND.as_str())
             .bind(&ids)
             .execute(&mut *tx)
             .await
             .map_err(|e| self.shared.error(&e))?;
-        let rows: Vec<Row> = rows
-            .into_iter()
-            .map(|(id, namespace, name, _)| Row {
-                op: Op::Delete,
-                id,
-                namespace,
-                name,
-                data: String::new(),
-            })
-            .collect();
+        let rows: Vec<Row> = rows.into_iter().map(Stored::deleted).collect();
         self.log::<R>(&mut tx, &rows).await?;
         tx.commit().await.map_err(|e| self.shared.error(&e))?;
         Ok(items)
@@ -443,37 +385,19 @@ impl PostgresWatch {
     /// Reads the log past the cursor; whether it read a full page (more may follow).
     async fn read(&mut self) -> Result<bool, Error> {
         let shared = &self.store.shared;
-        let rows = sqlx::query(
-            "SELECT c.seq, c.kind, c.op, c.id, c.namespace, c.name, t.seq \
-             FROM uniflow_changes c CROSS JOIN uniflow_changes_trimmed t \
-             WHERE c.seq > $1 ORDER BY c.seq LIMIT $2",
-        )
-        .bind(self.cursor.last)
-        .bind(sql::CHANGES_PER_READ)
-        .fetch_all(&self.store.pool)
-        .await
-        .map_err(|e| shared.error(&e))?;
-        let Some(first) = rows.first() else {
+        let Some(Page { rows, trimmed }) = Postgres::changes(&self.store.pool, self.cursor.last)
+            .await
+            .map_err(|e| shared.error(&e))?
+        else {
             return Ok(false);
         };
-        if self.cursor.lost(first.get(6)) {
+        if self.cursor.lost(trimmed) {
             let head = self.store.head().await.map_err(|e| shared.error(&e))?;
             self.cursor.resync(head);
             return Ok(false);
         }
         let full = rows.len() as i64 == sql::CHANGES_PER_READ;
-        self.cursor.take(
-            rows.iter()
-                .map(|r| ChangeRow {
-                    seq: r.get(0),
-                    kind: r.get(1),
-                    op: r.get(2),
-                    id: r.get(3),
-                    namespace: r.get(4),
-                    name: r.get(5),
-                })
-                .collect(),
-        );
+        self.cursor.take(rows);
         Ok(full)
     }
 }

@@ -1,5 +1,7 @@
 //! What the SQLite and PostgreSQL stores share: the JSON form of a resource, the index an
-//! apply is planned against, examples as SQL, and change-log rows as events.
+//! apply is planned against, examples as SQL, change-log rows as events, and the statements
+//! that differ between the two only in placeholders and the resources' position column
+//! ([`Dialect`]).
 //!
 //! Both keep the same tables (see `migrations/`), prefixed `uniflow_` so that a database shared
 //! with other programs stays readable: `uniflow_resources` (the JSON text of `to_value()`, with
@@ -9,8 +11,13 @@
 //! migrations are recorded in `uniflow_migrations`, not sqlx's default `_sqlx_migrations`,
 //! which another program's migrations may already use.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
+
+use sqlx::{
+    AssertSqlSafe, ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row as _,
+    Type,
+};
 
 use uniflow_spec::{Resource, ResourceKind};
 use uniflow_value::Value;
@@ -193,6 +200,164 @@ pub(crate) fn condition(
         any.push(format!("({})", all.join(" AND ")));
     }
     Some((any.join(" OR "), binds))
+}
+
+/// A stored resource as [`Dialect::select`] reads it.
+pub(crate) struct Stored {
+    pub(crate) id: String,
+    pub(crate) namespace: String,
+    pub(crate) name: Option<String>,
+    pub(crate) data: String,
+}
+
+impl Stored {
+    /// The change-log row that records deleting it.
+    pub(crate) fn deleted(self) -> Row {
+        Row {
+            op: Op::Delete,
+            id: self.id,
+            namespace: self.namespace,
+            name: self.name,
+            data: String::new(),
+        }
+    }
+}
+
+/// The resources stored rows hold, read back from their JSON text.
+pub(crate) fn decode_all<R: Resource>(store: &str, rows: &[Stored]) -> Result<Vec<R>, Error> {
+    rows.iter()
+        .map(|row| decode(store, &row.id, &row.data))
+        .collect()
+}
+
+/// What [`Dialect::changes`] read of the change log.
+pub(crate) struct Page {
+    /// The rows past the cursor, in `seq` order; never empty.
+    pub(crate) rows: Vec<ChangeRow>,
+    /// The highest `seq` deleted from the log.
+    pub(crate) trimmed: i64,
+}
+
+/// The statements both SQL backends run, written once over sqlx's traits. A backend gives
+/// what differs, its placeholder style and the column that orders resources by insertion;
+/// the bounds are what the statements bind, read and run on, which both drivers have.
+///
+/// The statements return sqlx's errors: each backend words them its own way. Their texts are
+/// built from column names and placeholders only, every value bound, which is what their
+/// `AssertSqlSafe` asserts.
+pub(crate) trait Dialect: Database
+where
+    for<'c> &'c mut Self::Connection: Executor<'c, Database = Self>,
+    Self::Arguments: IntoArguments<Self>,
+    for<'q> String: Encode<'q, Self> + Decode<'q, Self> + Type<Self>,
+    for<'q> i64: Encode<'q, Self> + Decode<'q, Self> + Type<Self>,
+    usize: ColumnIndex<Self::Row>,
+{
+    /// The column of `uniflow_resources` that grows in insertion order.
+    const POSITION: &'static str;
+
+    /// The n-th placeholder, counting from 1: `$n` or `?n`.
+    fn param(n: usize) -> String;
+
+    /// The rows of kind `R` matching any example, in insertion order.
+    async fn select<R: Resource>(
+        conn: &mut Self::Connection,
+        examples: &[Example],
+    ) -> Result<Vec<Stored>, sqlx::Error> {
+        let mut found = BTreeMap::new();
+        let chunks: Vec<&[Example]> = if examples.is_empty() {
+            vec![&[]]
+        } else {
+            examples.chunks(EXAMPLES_PER_QUERY).collect()
+        };
+        for chunk in chunks {
+            let condition = condition(chunk, Self::param);
+            let mut text = format!(
+                "SELECT {}, id, namespace, name, data FROM uniflow_resources WHERE kind = {}",
+                Self::POSITION,
+                Self::param(1)
+            );
+            if let Some((condition, _)) = &condition {
+                text = format!("{text} AND ({condition})");
+            }
+            let mut query = sqlx::query(AssertSqlSafe(text)).bind(R::KIND.as_str().to_owned());
+            for value in condition.iter().flat_map(|(_, binds)| binds) {
+                query = query.bind(value.clone());
+            }
+            for row in query.fetch_all(&mut *conn).await? {
+                let position: i64 = row.get(0);
+                found.insert(
+                    position,
+                    Stored {
+                        id: row.get(1),
+                        namespace: row.get(2),
+                        name: row.get(3),
+                        data: row.get(4),
+                    },
+                );
+            }
+            if condition.is_none() {
+                break;
+            }
+        }
+        Ok(found.into_values().collect())
+    }
+
+    /// Trims the change log to the [`KEEP_CHANGES`] rows up to `seq`, the newest, and records
+    /// the highest `seq` it deleted.
+    async fn trim(conn: &mut Self::Connection, seq: i64) -> Result<(), sqlx::Error> {
+        let horizon = seq - KEEP_CHANGES;
+        if horizon > 0 {
+            let p = Self::param(1);
+            sqlx::query(AssertSqlSafe(format!(
+                "DELETE FROM uniflow_changes WHERE seq <= {p}"
+            )))
+            .bind(horizon)
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query(AssertSqlSafe(format!(
+                "UPDATE uniflow_changes_trimmed SET seq = {p} WHERE seq < {p}"
+            )))
+            .bind(horizon)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Up to [`CHANGES_PER_READ`] rows of the change log past `last`; `None` when there are
+    /// none.
+    async fn changes(pool: &Pool<Self>, last: i64) -> Result<Option<Page>, sqlx::Error> {
+        let text = format!(
+            "SELECT c.seq, c.kind, c.op, c.id, c.namespace, c.name, t.seq \
+             FROM uniflow_changes c, uniflow_changes_trimmed t \
+             WHERE c.seq > {} ORDER BY c.seq LIMIT {}",
+            Self::param(1),
+            Self::param(2)
+        );
+        let rows = sqlx::query(AssertSqlSafe(text))
+            .bind(last)
+            .bind(CHANGES_PER_READ)
+            .fetch_all(pool)
+            .await?;
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        Ok(Some(Page {
+            trimmed: first.get(6),
+            rows: rows
+                .iter()
+                .map(|r| ChangeRow {
+                    seq: r.get(0),
+                    kind: r.get(1),
+                    op: r.get(2),
+                    id: r.get(3),
+                    namespace: r.get(4),
+                    name: r.get(5),
+                })
+                .collect(),
+        }))
+    }
 }
 
 /// A row of the change log.

@@ -7,7 +7,6 @@
 //! watcher polls the `uniflow_changes` log; writes made through this `Store` wake its watchers
 //! at once.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,12 +14,12 @@ use std::time::Duration;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Row as _, SqliteConnection};
+use sqlx::{Row as _, Sqlite, SqliteConnection};
 use tokio::sync::watch;
 use uniflow_spec::Resource;
 
-use crate::sql::{self, ChangeRow, Cursor, Found, Row};
-use crate::{Change, Error, Example, Op};
+use crate::sql::{self, Cursor, Dialect, Found, Page, Row, Stored};
+use crate::{Change, Error, Example};
 
 /// How long a write waits for another process's write before it fails.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -33,6 +32,15 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[(
     "init",
     include_str!("../migrations/sqlite/0001_init.sql"),
 )];
+
+impl Dialect for Sqlite {
+    /// SQLite's implicit row id, which an upsert keeps (see the migration).
+    const POSITION: &'static str = "rowid";
+
+    fn param(n: usize) -> String {
+        format!("?{n}")
+    }
+}
 
 #[derive(Clone)]
 pub(crate) struct SqliteStore {
@@ -212,88 +220,29 @@ impl SqliteStore {
             .map_err(|e| self.error(&e))?
             .last_insert_rowid();
         }
-        let horizon = seq - sql::KEEP_CHANGES;
-        if horizon > 0 {
-            sqlx::query("DELETE FROM uniflow_changes WHERE seq <= ?1")
-                .bind(horizon)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| self.error(&e))?;
-            sqlx::query("UPDATE uniflow_changes_trimmed SET seq = ?1 WHERE seq < ?1")
-                .bind(horizon)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| self.error(&e))?;
-        }
-        Ok(())
-    }
-
-    /// The rows of kind `R` matching any example, in insertion order: `(id, namespace, name,
-    /// data)`.
-    async fn select<R: Resource>(
-        &self,
-        conn: &mut SqliteConnection,
-        examples: &[Example],
-    ) -> Result<Vec<(String, String, Option<String>, String)>, Error> {
-        let kind = R::KIND.as_str();
-        let mut found = BTreeMap::new();
-        let chunks: Vec<&[Example]> = if examples.is_empty() {
-            vec![&[]]
-        } else {
-            examples.chunks(sql::EXAMPLES_PER_QUERY).collect()
-        };
-        for chunk in chunks {
-            let condition = sql::condition(chunk, |n| format!("?{n}"));
-            let text = match &condition {
-                Some((condition, _)) => format!(
-                    "SELECT rowid, id, namespace, name, data FROM uniflow_resources \
-                     WHERE kind = ?1 AND ({condition})"
-                ),
-                None => {
-                    "SELECT rowid, id, namespace, name, data FROM uniflow_resources WHERE kind = ?1"
-                        .to_owned()
-                }
-            };
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(text)).bind(kind);
-            for value in condition.iter().flat_map(|(_, binds)| binds) {
-                query = query.bind(value.clone());
-            }
-            let rows = query
-                .fetch_all(&mut *conn)
-                .await
-                .map_err(|e| self.error(&e))?;
-            for row in rows {
-                let pos: i64 = row.get(0);
-                found.insert(pos, (row.get(1), row.get(2), row.get(3), row.get(4)));
-            }
-            if condition.is_none() {
-                break;
-            }
-        }
-        Ok(found.into_values().collect())
+        Sqlite::trim(tx, seq).await.map_err(|e| self.error(&e))
     }
 
     pub(crate) async fn load<R: Resource>(&self, examples: &[Example]) -> Result<Vec<R>, Error> {
         // One read transaction, so examples split over several queries see one state.
         let mut tx = self.pool.begin().await.map_err(|e| self.error(&e))?;
-        let rows = self.select::<R>(&mut tx, examples).await?;
+        let rows = Sqlite::select::<R>(&mut tx, examples)
+            .await
+            .map_err(|e| self.error(&e))?;
         tx.commit().await.map_err(|e| self.error(&e))?;
-        rows.iter()
-            .map(|(id, _, _, data)| sql::decode(&self.shared.url, id, data))
-            .collect()
+        sql::decode_all(&self.shared.url, &rows)
     }
 
     pub(crate) async fn delete<R: Resource>(&self, examples: &[Example]) -> Result<Vec<R>, Error> {
         let mut tx = self.begin().await?;
-        let rows = self.select::<R>(&mut tx, examples).await?;
+        let rows = Sqlite::select::<R>(&mut tx, examples)
+            .await
+            .map_err(|e| self.error(&e))?;
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let items = rows
-            .iter()
-            .map(|(id, _, _, data)| sql::decode(&self.shared.url, id, data))
-            .collect::<Result<Vec<R>, Error>>()?;
-        let ids: Vec<String> = rows.iter().map(|(id, ..)| id.clone()).collect();
+        let items = sql::decode_all(&self.shared.url, &rows)?;
+        let ids: Vec<String> = rows.iter().map(|row| row.id.clone()).collect();
         sqlx::query(
             "DELETE FROM uniflow_resources \
              WHERE kind = ?1 AND id IN (SELECT value FROM json_each(?2))",
@@ -303,16 +252,7 @@ impl SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(|e| self.error(&e))?;
-        let rows: Vec<Row> = rows
-            .into_iter()
-            .map(|(id, namespace, name, _)| Row {
-                op: Op::Delete,
-                id,
-                namespace,
-                name,
-                data: String::new(),
-            })
-            .collect();
+        let rows: Vec<Row> = rows.into_iter().map(Stored::deleted).collect();
         self.log::<R>(&mut tx, &rows).await?;
         self.commit(tx).await?;
         Ok(items)
@@ -419,36 +359,18 @@ impl SqliteWatch {
     /// Reads the log past the cursor; whether it found anything.
     async fn read(&mut self) -> Result<bool, Error> {
         let store = &self.store;
-        let rows = sqlx::query(
-            "SELECT c.seq, c.kind, c.op, c.id, c.namespace, c.name, t.seq \
-             FROM uniflow_changes c, uniflow_changes_trimmed t \
-             WHERE c.seq > ?1 ORDER BY c.seq LIMIT ?2",
-        )
-        .bind(self.cursor.last)
-        .bind(sql::CHANGES_PER_READ)
-        .fetch_all(&store.pool)
-        .await
-        .map_err(|e| store.error(&e))?;
-        let Some(first) = rows.first() else {
+        let Some(Page { rows, trimmed }) = Sqlite::changes(&store.pool, self.cursor.last)
+            .await
+            .map_err(|e| store.error(&e))?
+        else {
             return Ok(false);
         };
-        if self.cursor.lost(first.get(6)) {
+        if self.cursor.lost(trimmed) {
             let head = head(&store.pool).await.map_err(|e| store.error(&e))?;
             self.cursor.resync(head);
             return Ok(true);
         }
-        self.cursor.take(
-            rows.iter()
-                .map(|r| ChangeRow {
-                    seq: r.get(0),
-                    kind: r.get(1),
-                    op: r.get(2),
-                    id: r.get(3),
-                    namespace: r.get(4),
-                    name: r.get(5),
-                })
-                .collect(),
-        );
+        self.cursor.take(rows);
         Ok(true)
     }
 }
