@@ -121,7 +121,11 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                // PostgreSQL's notices (a migration's `IF NOT EXISTS` skipping a table) are
+                // the server talking to itself, not news for the person at the terminal.
+                .unwrap_or_else(|_| {
+                    tracing_subscriber::EnvFilter::new("info,sqlx::postgres::notice=warn")
+                }),
         )
         .with_writer(std::io::stderr)
         // Colour codes only for a person at a terminal: in a file or a pipe they are noise.
