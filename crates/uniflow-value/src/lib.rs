@@ -717,6 +717,15 @@ impl ErrorValue {
         }))
     }
 
+    /// An error with a message of its own that wraps `cause` (Go's `fmt.Errorf("...: %w")`):
+    /// [`ErrorValue::is`] finds the cause's message too.
+    pub fn caused(message: impl Into<Str>, cause: ErrorValue) -> ErrorValue {
+        ErrorValue(Arc::new(ErrorInner {
+            message: message.into(),
+            causes: Box::new([cause]),
+        }))
+    }
+
     /// The message.
     pub fn message(&self) -> &Str {
         &self.0.message

@@ -19,12 +19,27 @@ use uniflow_spec::{Diagnostic, Diagnostics};
 use uniflow_store::Store;
 use uniflow_value::Value;
 
-/// Every node kind this build knows.
+/// Every node kind this build knows but the system kinds, which need a store (see
+/// [`registry_with_system`]).
 pub fn registry() -> Registry {
     let mut registry = Registry::new();
     uniflow_nodes_control::register(&mut registry, Arc::new(Languages::default()));
     uniflow_nodes_net::register(&mut registry);
     uniflow_nodes_io::register(&mut registry);
+    registry
+}
+
+/// Every node kind, the system kinds (`native`, `signal`) included, working on `store` for the
+/// runtime's `namespace`.
+pub fn registry_with_system(store: &Store, namespace: &str) -> Registry {
+    let mut registry = registry();
+    uniflow_nodes_system::register(
+        &mut registry,
+        uniflow_nodes_system::System {
+            store: store.clone(),
+            namespace: namespace.to_owned(),
+        },
+    );
     registry
 }
 
@@ -188,8 +203,8 @@ pub struct Running {
 /// node of the first generation that cannot start.
 pub async fn start(config: &Config, options: &StartOptions) -> anyhow::Result<Running> {
     let store = open_store(config).await?;
-    let registry = registry();
     let namespace = options.namespace.as_str();
+    let registry = registry_with_system(&store, namespace);
     let env: Vec<(String, Value)> = options
         .env
         .iter()

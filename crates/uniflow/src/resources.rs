@@ -13,7 +13,7 @@ use uniflow_spec::{Chart, Diagnostics, Resource, ResourceKind, Secret, Spec};
 use uniflow_store::{Example, Store};
 use uniflow_value::Value;
 
-use crate::{Config, open_store, placed, registry};
+use crate::{Config, open_store, placed, registry_with_system};
 
 /// How a verb prints resources.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -112,7 +112,7 @@ pub async fn apply(
     let around = uniflow_runtime::snapshot(&store, namespace)
         .await
         .context("reading the namespace from the store")?;
-    let registry = registry();
+    let registry = registry_with_system(&store, namespace);
     printed.out = match kind {
         ResourceKind::Specs => {
             let specs = uniflow_spec::load_file(file, namespace).map_err(read)?;
