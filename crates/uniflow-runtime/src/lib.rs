@@ -89,12 +89,39 @@ pub struct Failure {
     pub redacted: String,
 }
 
+/// Whether the namespace runs as stored: what `/readyz` tells.
+#[derive(Debug, Clone, Default)]
+pub struct Status {
+    /// How many generations were published; 0 until the first load.
+    pub generation: u64,
+    /// What does not run as stored: specs that failed to bind, compile or start (each keeps
+    /// its running version, if any), bad links, charts that include themselves.
+    pub not_ready: Vec<NotReady>,
+}
+
+/// A spec that does not run as stored, and why (secret values masked).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotReady {
+    /// The spec's name (or id, or position).
+    pub spec: String,
+    /// Why.
+    pub why: String,
+}
+
+impl Status {
+    /// Whether the namespace was loaded and runs as stored.
+    pub fn is_ready(&self) -> bool {
+        self.generation > 0 && self.not_ready.is_empty()
+    }
+}
+
 /// A running namespace: see the crate's documentation.
 pub struct Live {
     namespace: String,
     registry: Registry,
     options: Options,
     graph: ArcSwap<Graph>,
+    status: ArcSwap<Status>,
     state: tokio::sync::Mutex<State>,
 }
 
@@ -116,6 +143,7 @@ impl Live {
             registry,
             options,
             graph: ArcSwap::new(Graph::empty()),
+            status: ArcSwap::new(Arc::new(Status::default())),
             state: tokio::sync::Mutex::new(State::default()),
         }
     }
@@ -130,6 +158,11 @@ impl Live {
         self.graph.load_full()
     }
 
+    /// Whether the namespace runs as stored, as of the last reload.
+    pub fn status(&self) -> Arc<Status> {
+        self.status.load_full()
+    }
+
     /// Makes `snapshot` the running generation: see the crate's documentation.
     pub async fn apply(&self, snapshot: Snapshot) -> Report {
         let mut state = self.state.lock().await;
@@ -137,8 +170,8 @@ impl Live {
         let secrets = Arc::new(Secrets::new(snapshot.secrets));
         let mut registry = self.registry.clone();
         let charts = chart::register(&mut registry, &snapshot.charts, &secrets);
-        let mut problems: Vec<Diagnostic> =
-            charts.cycles.into_iter().chain(charts.shadowed).collect();
+        let shadowed = charts.shadowed;
+        let mut problems: Vec<Diagnostic> = charts.cycles;
         let prints = chart::fingerprints(&snapshot.charts, &secrets);
         let stale: HashSet<&String> = prints
             .keys()
@@ -205,6 +238,33 @@ impl Live {
         for failed in &mut report.failed {
             failed.redacted = secrets.redact(&failed.error.to_string());
         }
+        // The first load is a generation even when the namespace is empty.
+        let before = self.status.load().generation;
+        let generation = if before == 0 || report.published {
+            before + 1
+        } else {
+            before
+        };
+        let not_ready = problems
+            .iter()
+            .map(|d| NotReady {
+                spec: d.spec.clone().unwrap_or_default(),
+                why: format!("{}{}", field(&d.path), d.message),
+            })
+            .chain(report.failed.iter().map(|f| NotReady {
+                spec: f.key.clone(),
+                why: f.redacted.clone(),
+            }))
+            .collect();
+        self.status.store(Arc::new(Status {
+            generation,
+            not_ready,
+        }));
+        metrics::counter!("uniflow_reloads_total").increment(1);
+        metrics::counter!("uniflow_reload_failures_total").increment(report.failed.len() as u64);
+        metrics::gauge!("uniflow_generation").set(generation as f64);
+        metrics::gauge!("uniflow_nodes").set(self.graph.load().symbols().len() as f64);
+        problems.extend(shadowed);
         self.log(&mut state, &problems, &report);
         report.problems = Diagnostics(problems);
         report
@@ -251,6 +311,15 @@ impl Live {
         })
         .await
         .is_ok()
+    }
+}
+
+/// `field `path`: ` for a diagnostic's path, or nothing for the whole spec.
+fn field(path: &str) -> String {
+    if path.is_empty() {
+        String::new()
+    } else {
+        format!("field `{path}`: ")
     }
 }
 

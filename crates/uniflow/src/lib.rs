@@ -2,6 +2,7 @@
 //! `start` sequence and the `apply`, `get` and `delete` verbs. `main.rs` only parses flags and
 //! reports errors; tests drive the same functions.
 
+pub mod operator;
 pub mod profile;
 pub mod resources;
 pub mod table;
@@ -52,6 +53,9 @@ pub struct Config {
     /// `[shutdown]`.
     #[serde(default)]
     pub shutdown: ShutdownConfig,
+    /// `[admin]`: the operator endpoint.
+    #[serde(default)]
+    pub admin: operator::AdminConfig,
 }
 
 /// `[database]`.
@@ -193,6 +197,7 @@ pub fn parse_env(text: &str) -> Result<(String, String), String> {
 pub struct Running {
     live: Arc<Live>,
     watching: Watching,
+    operator: Option<operator::Operator>,
 }
 
 /// Opens the store, applies the files (as `apply` does, after checking them whole), then runs
@@ -202,6 +207,9 @@ pub struct Running {
 /// A store that cannot be opened; every problem in the files (with file, spec and field); a
 /// node of the first generation that cannot start.
 pub async fn start(config: &Config, options: &StartOptions) -> anyhow::Result<Running> {
+    let admin = operator::address(&config.admin)?;
+    // Before anything loads: a counter made while no exporter is installed stays a no-op.
+    let metrics = admin.map(|_| operator::install_metrics()).transpose()?;
     let store = open_store(config).await?;
     let namespace = options.namespace.as_str();
     let registry = registry_with_system(&store, namespace);
@@ -230,6 +238,18 @@ pub async fn start(config: &Config, options: &StartOptions) -> anyhow::Result<Ru
             failed.redacted
         ));
     }
+    let operator = match (admin, metrics) {
+        (Some(address), Some(metrics)) => Some(
+            operator::serve(
+                address,
+                config.admin.token.clone(),
+                Arc::clone(&live),
+                metrics,
+            )
+            .await?,
+        ),
+        _ => None,
+    };
     let graph = live.graph();
     if graph.symbols().is_empty() {
         // Not an error: a store filled while the namespace runs is a valid way to start.
@@ -240,7 +260,11 @@ pub async fn start(config: &Config, options: &StartOptions) -> anyhow::Result<Ru
     } else {
         tracing::info!(%namespace, nodes = graph.symbols().len(), "started");
     }
-    Ok(Running { live, watching })
+    Ok(Running {
+        live,
+        watching,
+        operator,
+    })
 }
 
 /// Opens the store `database.url` names.
@@ -352,10 +376,16 @@ impl Running {
         self.live.graph()
     }
 
+    /// Where the operator endpoint listens, when it is on.
+    pub fn admin_address(&self) -> Option<std::net::SocketAddr> {
+        self.operator.as_ref().map(operator::Operator::address)
+    }
+
     /// Stops following the store and stops every node; listeners finish in-flight requests,
     /// for at most `timeout`. Returns whether everything stopped in time; when not, what is
     /// still running is left to end with the process.
     pub async fn stop(self, timeout: Duration) -> bool {
+        drop(self.operator);
         self.watching.stop();
         if self.live.stop(timeout).await {
             return true;

@@ -27,6 +27,9 @@ struct Cli {
     /// Write a heap profile (gzipped pprof protobuf) when the command ends.
     #[arg(long, global = true, value_name = "FILE")]
     memprofile: Option<PathBuf>,
+    /// `text` (for people) or `json` (one object per line, for log collectors).
+    #[arg(long, global = true, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -55,6 +58,10 @@ enum Command {
         /// without them, e.g. `30s` [default: `[shutdown] timeout` of .uniflow.toml, else 10s].
         #[arg(long, value_name = "DURATION", value_parser = uniflow::parse_timeout)]
         shutdown_timeout: Option<Duration>,
+        /// Serve the operator endpoint (/healthz, /readyz, /metrics, /debug/pprof) on this
+        /// address, e.g. 127.0.0.1:9400 [default: `[admin] address`, else off].
+        #[arg(long, value_name = "ADDRESS")]
+        admin: Option<String>,
     },
     /// Check a file of resources and store it (upsert by id, else by name); running
     /// instances reload.
@@ -118,22 +125,23 @@ fn main() -> ExitCode {
         eprintln!("error: {e:#}");
         return ExitCode::FAILURE;
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                // PostgreSQL's notices (a migration's `IF NOT EXISTS` skipping a table) are
-                // the server talking to itself, not news for the person at the terminal.
-                .unwrap_or_else(|_| {
-                    tracing_subscriber::EnvFilter::new("info,sqlx::postgres::notice=warn")
-                }),
-        )
-        .with_writer(std::io::stderr)
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        // PostgreSQL's notices (a migration's `IF NOT EXISTS` skipping a table) are the
+        // server talking to itself, not news for the person at the terminal.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx::postgres::notice=warn"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cli.log_format == "json" {
+        logs.json().init();
+    } else {
         // Colour codes only for a person at a terminal: in a file or a pipe they are noise.
-        .with_ansi(
+        logs.with_ansi(
             std::io::stderr().is_terminal()
                 && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
         )
         .init();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -183,9 +191,13 @@ async fn command(command: Command) -> anyhow::Result<()> {
             from_charts,
             env,
             shutdown_timeout,
+            admin,
         } => {
             if let Some(timeout) = shutdown_timeout {
                 config.shutdown.timeout = timeout;
+            }
+            if admin.is_some() {
+                config.admin.address = admin;
             }
             let options = StartOptions {
                 namespace,

@@ -34,6 +34,40 @@ pub fn ensure_heap_profiling(memprofile: Option<&Path>) -> anyhow::Result<()> {
     bail!("re-executing with {MALLOC_CONF}={PROF_CONF} failed: {err}")
 }
 
+/// Samples the process's CPU at 99 Hz (as Go's profiler does by default: 100 Hz) until
+/// dropped.
+fn sampler() -> anyhow::Result<pprof::ProfilerGuard<'static>> {
+    pprof::ProfilerGuardBuilder::default()
+        .frequency(99)
+        .blocklist(&["libc", "libgcc", "pthread", "vdso"])
+        .build()
+        .context("starting the CPU profiler (is another profile being taken?)")
+}
+
+/// A report as a pprof protobuf.
+fn encode(report: &pprof::Report) -> anyhow::Result<Vec<u8>> {
+    use pprof::protos::Message;
+    let profile = report.pprof().context("encoding the CPU profile")?;
+    Ok(profile.encode_to_vec())
+}
+
+/// A CPU profile of the next `duration`, as a pprof protobuf: what `/debug/pprof/profile`
+/// serves.
+///
+/// # Errors
+/// When the profiler cannot start (one profile at a time) or the report cannot be built.
+pub async fn cpu_profile(duration: std::time::Duration) -> anyhow::Result<Vec<u8>> {
+    // On a thread of its own: the profiler's guard stays where it was made.
+    tokio::task::spawn_blocking(move || {
+        let guard = sampler()?;
+        std::thread::sleep(duration);
+        let report = guard.report().build().context("building the CPU profile")?;
+        encode(&report)
+    })
+    .await
+    .context("the CPU profile's thread failed")?
+}
+
 /// A running CPU profile.
 pub struct CpuProfile {
     guard: pprof::ProfilerGuard<'static>,
@@ -46,13 +80,8 @@ impl CpuProfile {
     /// # Errors
     /// When the profiler cannot install its signal handler.
     pub fn start(path: &Path) -> anyhow::Result<CpuProfile> {
-        let guard = pprof::ProfilerGuardBuilder::default()
-            .frequency(99)
-            .blocklist(&["libc", "libgcc", "pthread", "vdso"])
-            .build()
-            .context("starting the CPU profiler")?;
         Ok(CpuProfile {
-            guard,
+            guard: sampler()?,
             path: path.to_owned(),
         })
     }
@@ -72,10 +101,8 @@ impl CpuProfile {
         if self.path.extension().is_some_and(|e| e == "svg") {
             report.flamegraph(file).context("writing the flame graph")?;
         } else {
-            use pprof::protos::Message;
-            let profile = report.pprof().context("encoding the CPU profile")?;
             let mut file = file;
-            std::io::Write::write_all(&mut file, &profile.encode_to_vec())
+            std::io::Write::write_all(&mut file, &encode(&report)?)
                 .with_context(|| format!("writing {}", self.path.display()))?;
         }
         tracing::info!(file = %self.path.display(), "wrote CPU profile");
@@ -88,17 +115,26 @@ impl CpuProfile {
 /// # Errors
 /// When profiling is off or the dump fails.
 pub async fn write_heap_profile(path: &Path) -> anyhow::Result<()> {
+    let bytes = heap_profile().await?;
+    std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?;
+    tracing::info!(file = %path.display(), "wrote heap profile");
+    Ok(())
+}
+
+/// jemalloc's heap profile now, as a gzipped pprof protobuf.
+///
+/// # Errors
+/// When profiling is off (the process did not start with it) or the dump fails.
+pub async fn heap_profile() -> anyhow::Result<Vec<u8>> {
     let Some(ctl) = jemalloc_pprof::PROF_CTL.as_ref() else {
-        bail!("heap profiling is not active ({MALLOC_CONF} lacks prof:true)");
+        bail!(
+            "heap profiling is not active ({MALLOC_CONF} lacks prof:true): start with --memprofile FILE, or with {MALLOC_CONF}={PROF_CONF}"
+        );
     };
     let mut ctl = ctl.lock().await;
     if !ctl.activated() {
         bail!("heap profiling is not active ({MALLOC_CONF} lacks prof_active:true)");
     }
-    let bytes = ctl
-        .dump_pprof()
-        .map_err(|e| anyhow::anyhow!("dumping the heap profile: {e}"))?;
-    std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?;
-    tracing::info!(file = %path.display(), "wrote heap profile");
-    Ok(())
+    ctl.dump_pprof()
+        .map_err(|e| anyhow::anyhow!("dumping the heap profile: {e}"))
 }

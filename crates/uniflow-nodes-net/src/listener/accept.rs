@@ -30,6 +30,7 @@ use super::*;
 pub(super) async fn serve(
     listener: TcpListener,
     served: Arc<ArcSwap<Served>>,
+    meters: Arc<Meters>,
     mut stopped: watch::Receiver<bool>,
 ) {
     let (limits, tls) = {
@@ -78,6 +79,7 @@ pub(super) async fn serve(
         let upgrades = served.load().features.upgrades;
         let conn = Arc::new(Conn {
             served: Arc::clone(&served),
+            meters: Arc::clone(&meters),
             limits,
             peer: crate::exchange::Peer {
                 addr: remote,
@@ -104,19 +106,24 @@ pub(super) async fn serve(
         match (tls.clone(), upgrades) {
             (None, false) => tokio::spawn(async move {
                 let _tracked = tracked;
-                serve_http(conn, io, &builder).await;
+                let _open = conn.meters.open();
+                serve_http(Arc::clone(&conn), io, &builder).await;
             }),
             (None, true) => tokio::spawn(async move {
                 let _tracked = tracked;
-                serve_upgradable(conn, io, &builder).await;
+                let _open = conn.meters.open();
+                serve_upgradable(Arc::clone(&conn), io, &builder).await;
             }),
             (Some(acceptor), _) => tokio::spawn(async move {
                 let _tracked = tracked;
+                let _open = conn.meters.open();
                 let handshake =
                     tokio::time::timeout(limits.header_timeout, acceptor.accept(io)).await;
                 match handshake {
-                    Ok(Ok(io)) if upgrades => serve_upgradable(conn, io, &builder).await,
-                    Ok(Ok(io)) => serve_http(conn, io, &builder).await,
+                    Ok(Ok(io)) if upgrades => {
+                        serve_upgradable(Arc::clone(&conn), io, &builder).await;
+                    }
+                    Ok(Ok(io)) => serve_http(Arc::clone(&conn), io, &builder).await,
                     Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                     Err(_) => tracing::debug!("TLS handshake timed out"),
                 }
@@ -154,6 +161,8 @@ pub(super) struct Conn {
     /// The listener's place in the graph that runs now: each request reads it when it
     /// starts.
     pub(super) served: Arc<ArcSwap<Served>>,
+    /// The listener's counters.
+    pub(super) meters: Arc<Meters>,
     pub(super) limits: Limits,
     pub(super) peer: crate::exchange::Peer,
     pub(super) activity: Activity,

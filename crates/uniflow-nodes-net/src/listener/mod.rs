@@ -23,6 +23,7 @@
 //! holds one.
 
 mod accept;
+mod meters;
 mod request;
 
 use std::future::Future;
@@ -240,6 +241,7 @@ impl NodeSpec for ListenerSpec {
             return Err(problems);
         }
         Ok(Box::new(ListenerNode {
+            name: cx.spec.name.clone().unwrap_or_else(|| cx.label.to_owned()),
             addr: SocketAddr::new(ip, self.port),
             tls,
             limits,
@@ -307,6 +309,8 @@ impl Served {
 
 /// The compiled `listener`.
 pub struct ListenerNode {
+    /// Its spec's name, which labels its metrics.
+    name: String,
     addr: SocketAddr,
     tls: Option<TlsAcceptor>,
     limits: Limits,
@@ -422,7 +426,8 @@ impl Node for ListenerNode {
         tracing::info!(address = %local, tls = self.tls.is_some(), "listening");
         let (stop, stopped) = watch::channel(false);
         let served = Arc::new(ArcSwap::new(Served::at(cx)));
-        let task = tokio::spawn(serve(listener, Arc::clone(&served), stopped));
+        let meters = Arc::new(Meters::new(&self.name));
+        let task = tokio::spawn(serve(listener, Arc::clone(&served), meters, stopped));
         *self.running.lock().unwrap_or_else(|e| e.into_inner()) =
             Some(Running { stop, task, served });
         Ok(())
@@ -462,6 +467,7 @@ fn listener_of(graph: &Graph, node: NodeId) -> &ListenerNode {
 }
 
 use accept::*;
+use meters::Meters;
 pub use request::respond;
 use request::*;
 

@@ -113,17 +113,23 @@ pub(super) fn handle(
     let body = (!body.is_end_stream()).then_some(body);
     async move {
         let _busy = conn.activity.start(parts.version);
+        let _flight = conn.meters.flight();
         let limits = &conn.limits;
         let bytes = match body {
             None => Bytes::new(),
             // Boxed: the body reader with its timer would more than double the future.
             Some(body) => match Box::pin(read_body(body, limits)).await {
                 Ok(bytes) => bytes,
-                Err(response) => return Ok(response),
+                Err(response) => {
+                    conn.meters.answered(response.status());
+                    return Ok(response);
+                }
             },
         };
         let read = received(&served.place, &parts, bytes, &limits.body);
-        Ok(answer(&served.place, read, extras).await)
+        let response = answer(&served.place, read, extras).await;
+        conn.meters.answered(response.status());
+        Ok(response)
     }
 }
 

@@ -4,6 +4,7 @@ mod cli;
 mod kinds;
 mod lifecycle;
 mod live;
+mod operator;
 mod scenarios;
 mod scripts;
 mod support;
