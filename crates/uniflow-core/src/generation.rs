@@ -38,7 +38,13 @@ pub struct Build<'a> {
     /// The keys (see [`key`]) of specs that must keep their running node, or stay out when
     /// they have none: their new version failed to start.
     pub held: &'a HashSet<String>,
+    /// What wraps each node compiled for the generation (counting its packets, say), if
+    /// anything.
+    pub wrap: Option<&'a Wrap>,
 }
+
+/// Wraps a node compiled from a spec.
+pub type Wrap = dyn Fn(&Spec, Box<dyn Node>) -> Box<dyn Node> + Send + Sync;
 
 /// Where a node of a generation comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,6 +120,10 @@ impl Generation {
             }
             match with.registry.compile(&bound, &label) {
                 Ok(node) => {
+                    let node = match with.wrap {
+                        Some(wrap) => wrap(&bound, node),
+                        None => node,
+                    };
                     symbols.push((
                         label,
                         Symbol {

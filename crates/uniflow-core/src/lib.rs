@@ -29,7 +29,7 @@ pub mod shape;
 pub mod testing;
 
 pub use error::Error;
-pub use generation::{Build, Failed, Generation, Retired, key};
+pub use generation::{Build, Failed, Generation, Retired, Wrap, key};
 pub use graph::{Graph, Symbol, Target};
 pub use node::{
     BoxFlow, Cx, Flow, FlowFuture, InPort, LoadCx, MAX_DEPTH, Needs, Node, NodeId, OutPort,

@@ -186,6 +186,13 @@ pub trait Node: Any + Send + Sync {
         Ok(())
     }
 
+    /// The node this one wraps, when it is a wrapper that adds something around another node
+    /// (counting its packets, say): `downcast_ref` on a `dyn Node` then finds the wrapped
+    /// node's type.
+    fn inner(&self) -> Option<&dyn Node> {
+        None
+    }
+
     /// Called on a new node that replaces `previous` (compiled from an earlier version of the
     /// same spec, still loaded) in a new generation of the graph, before its [`Node::load`].
     /// A node may take over here what the previous one holds and can hand over: a listener on
@@ -212,14 +219,18 @@ pub trait Node: Any + Send + Sync {
 }
 
 impl dyn Node {
-    /// Whether the node is of the concrete type `T`.
+    /// Whether the node is of the concrete type `T`, or wraps one (see [`Node::inner`]).
     pub fn is<T: Node>(&self) -> bool {
-        (self as &dyn Any).is::<T>()
+        self.downcast_ref::<T>().is_some()
     }
 
-    /// The node as its concrete type, for tools (tests, the CLI) that need a kind's extras.
+    /// The node as its concrete type, for tools (tests, the CLI) that need a kind's extras; a
+    /// wrapper answers for the node it wraps.
     pub fn downcast_ref<T: Node>(&self) -> Option<&T> {
-        (self as &dyn Any).downcast_ref::<T>()
+        match (self as &dyn Any).downcast_ref::<T>() {
+            Some(node) => Some(node),
+            None => self.inner()?.downcast_ref::<T>(),
+        }
     }
 }
 

@@ -13,6 +13,7 @@
 
 mod chart;
 mod check;
+mod metered;
 mod secrets;
 mod watch;
 
@@ -40,6 +41,8 @@ pub struct Options {
     /// How long a node that a reload retires may take to finish its work (a listener's
     /// in-flight requests) before it is stopped without it.
     pub drain: Duration,
+    /// Whether each node counts its packets, errors and answer times (`--admin`).
+    pub metered: bool,
 }
 
 impl Default for Options {
@@ -47,6 +50,7 @@ impl Default for Options {
         Options {
             env: Vec::new(),
             drain: Duration::from_secs(30),
+            metered: false,
         }
     }
 }
@@ -184,6 +188,8 @@ impl Live {
         let is_stale = |spec: &Spec| stale.contains(&spec.kind);
         let mut report = Report::default();
         let mut held = HashSet::new();
+        let namespace = self.namespace.clone();
+        let meter = move |spec: &Spec, node| metered::wrap(&namespace, spec, node);
         loop {
             let generation = Generation::build(
                 &previous,
@@ -193,6 +199,10 @@ impl Live {
                     secrets: &lookup,
                     stale: &is_stale,
                     held: &held,
+                    wrap: self
+                        .options
+                        .metered
+                        .then_some(&meter as &uniflow_core::Wrap),
                 },
             );
             if generation.is_unchanged() {

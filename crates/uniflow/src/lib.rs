@@ -224,6 +224,7 @@ pub async fn start(config: &Config, options: &StartOptions) -> anyhow::Result<Ru
         registry,
         uniflow_runtime::Options {
             env,
+            metered: admin.is_some(),
             ..uniflow_runtime::Options::default()
         },
     ));

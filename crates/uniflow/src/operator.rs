@@ -64,7 +64,16 @@ impl Drop for Operator {
 /// # Errors
 /// When another exporter is installed already.
 pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
+    // Answer times span a microsecond (a constant) to seconds (a slow upstream).
+    let buckets = [
+        1e-6, 5e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 0.1, 0.5, 1.0, 5.0, 10.0,
+    ];
     metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full("uniflow_node_latency_seconds".into()),
+            &buckets,
+        )
+        .context("setting the latency buckets")?
         .install_recorder()
         .context("installing the metrics exporter")
 }

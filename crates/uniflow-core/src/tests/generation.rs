@@ -37,6 +37,7 @@ async fn next_with(
             secrets: &|_, _| None,
             stale,
             held,
+            wrap: None,
         },
     );
     let problems = generation

@@ -123,6 +123,34 @@ async fn health_readiness_and_counters_that_follow_the_requests() {
         "{text}"
     );
     assert_eq!(metric(&text, "uniflow_nodes "), Some(3.0), "{text}");
+    // Per node: the router and the snippet each handled the four requests' packets that
+    // reached them (the 404 stops at the router).
+    let node = |name: &str, kind: &str, metric_name: &str| {
+        metric(
+            &text,
+            &format!("{metric_name}{{namespace=\"default\",node=\"{name}\",kind=\"{kind}\"}}"),
+        )
+    };
+    assert_eq!(
+        node("router", "router", "uniflow_node_packets_total"),
+        Some(4.0),
+        "{text}"
+    );
+    assert_eq!(
+        node("pong", "snippet", "uniflow_node_packets_total"),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(
+        node("pong", "snippet", "uniflow_node_errors_total"),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        node("pong", "snippet", "uniflow_node_latency_seconds_count"),
+        Some(3.0),
+        "{text}"
+    );
     assert!(
         metric(&text, "uniflow_generation ").unwrap() >= 1.0,
         "{text}"
