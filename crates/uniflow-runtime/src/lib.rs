@@ -126,6 +126,8 @@ pub struct Live {
     options: Options,
     graph: ArcSwap<Graph>,
     status: ArcSwap<Status>,
+    /// The secrets of the last load, to mask what is shown of the graph.
+    secrets: ArcSwap<Secrets>,
     state: tokio::sync::Mutex<State>,
 }
 
@@ -148,6 +150,7 @@ impl Live {
             options,
             graph: ArcSwap::new(Graph::empty()),
             status: ArcSwap::new(Arc::new(Status::default())),
+            secrets: ArcSwap::new(Arc::new(Secrets::default())),
             state: tokio::sync::Mutex::new(State::default()),
         }
     }
@@ -160,6 +163,12 @@ impl Live {
     /// The graph that runs now.
     pub fn graph(&self) -> Arc<Graph> {
         self.graph.load_full()
+    }
+
+    /// `text` with every secret value of the namespace masked, for showing what the graph's
+    /// specs hold (their fields are bound, secrets included).
+    pub fn redact(&self, text: &str) -> String {
+        self.secrets.load().redact(text)
     }
 
     /// Whether the namespace runs as stored, as of the last reload.
@@ -241,6 +250,7 @@ impl Live {
             }
         }
         state.charts = prints;
+        self.secrets.store(Arc::clone(&secrets));
         // What reaches the log or the caller must not quote a secret back.
         for problem in &mut problems {
             problem.message = secrets.redact(&problem.message);

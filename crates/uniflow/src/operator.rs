@@ -4,6 +4,9 @@
 //!
 //! | path | answer |
 //! |---|---|
+//! | `GET /` | a page of the running graph: its nodes and links, with live figures |
+//! | `GET /graph` | the running graph as JSON: nodes (name, kind, spec with secrets masked) and links |
+//! | `GET /events` | server-sent events, one a second: per node, packets/s, totals and p50/p99 answer times |
 //! | `GET /healthz` | 200 `ok` while the process serves |
 //! | `GET /readyz` | 200 when the namespace is loaded and every spec runs as stored; 503 with what does not, and why |
 //! | `GET /metrics` | the counters in Prometheus's text format |
@@ -11,7 +14,8 @@
 //! | `GET /debug/pprof/heap` | jemalloc's heap profile (gzipped pprof), when heap profiling is on |
 //!
 //! With a token configured, every path but `/healthz` and `/readyz` (an orchestrator's
-//! probes) needs `Authorization: Bearer <token>`; an address other than loopback requires one.
+//! probes) needs `Authorization: Bearer <token>`, or `?token=<token>` (a browser cannot set
+//! the header on the page's event stream); an address other than loopback requires one.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -20,13 +24,16 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt as _, Full, StreamBody, combinators::BoxBody};
+use hyper::body::Frame;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode, header};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use uniflow_runtime::Live;
+
+mod figures;
 
 /// Where the operator endpoint listens, and the token it asks for.
 #[derive(Debug, Clone, Default, serde::Deserialize, PartialEq, Eq)]
@@ -154,10 +161,13 @@ struct State {
     metrics: PrometheusHandle,
 }
 
-type Answer = Response<Full<Bytes>>;
+type Answer = Response<BoxBody<Bytes, Infallible>>;
+
+/// The graph page, embedded: it loads nothing from the network.
+const PAGE: &str = include_str!("operator/page.html");
 
 impl State {
-    async fn answer(&self, req: Request<Incoming>) -> Answer {
+    async fn answer(self: &Arc<Self>, req: Request<Incoming>) -> Answer {
         let path = req.uri().path();
         if req.method() != Method::GET {
             return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
@@ -166,6 +176,16 @@ impl State {
             return text(StatusCode::UNAUTHORIZED, "Unauthorized\n");
         }
         match path {
+            "/" => {
+                let mut response = text(StatusCode::OK, PAGE);
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static("text/html; charset=utf-8"),
+                );
+                response
+            }
+            "/graph" => json(StatusCode::OK, &self.graph()),
+            "/events" => self.events(),
             "/healthz" => text(StatusCode::OK, "ok\n"),
             "/readyz" => self.ready(),
             "/metrics" => {
@@ -194,11 +214,105 @@ impl State {
         let Some(token) = &self.token else {
             return true;
         };
-        req.headers()
+        let header = req
+            .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|given| constant_time_eq(given.trim().as_bytes(), token.as_bytes()))
+            .map(str::trim);
+        let given = header.map(str::to_owned).or_else(|| {
+            query(req, "token").map(|t| {
+                percent_encoding::percent_decode_str(t)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            })
+        });
+        given.is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes()))
+    }
+
+    /// The running graph: its nodes, with their specs (secret values masked), and links.
+    fn graph(&self) -> serde_json::Value {
+        let graph = self.live.graph();
+        let symbols = graph.symbols();
+        let labels: Vec<String> = symbols
+            .iter()
+            .enumerate()
+            .map(|(i, s)| s.spec.label(i))
+            .collect();
+        let find = |r: &uniflow_spec::PortRef| {
+            symbols.iter().enumerate().find_map(|(i, s)| {
+                let hit = match (&r.id, &r.name) {
+                    (Some(id), _) => s.spec.id.as_ref() == Some(id),
+                    (None, Some(name)) => s.spec.name.as_ref() == Some(name),
+                    (None, None) => false,
+                };
+                hit.then(|| labels[i].clone())
+            })
+        };
+        let nodes: Vec<serde_json::Value> = symbols
+            .iter()
+            .zip(&labels)
+            .map(|(s, label)| {
+                let spec = serde_json::to_string_pretty(&s.spec.to_value()).unwrap_or_default();
+                serde_json::json!({
+                    "id": label,
+                    "name": label,
+                    "kind": s.spec.kind,
+                    "spec": self.live.redact(&spec),
+                })
+            })
+            .collect();
+        let links: Vec<serde_json::Value> = symbols
+            .iter()
+            .zip(&labels)
+            .flat_map(|(s, label)| {
+                s.spec.ports.iter().flat_map(move |(port, refs)| {
+                    refs.iter().filter_map(move |r| {
+                        find(r).map(|to| {
+                            serde_json::json!({"from": label, "port": port, "to": to, "to_port": r.port})
+                        })
+                    })
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "namespace": self.live.namespace(),
+            "generation": self.live.status().generation,
+            "nodes": nodes,
+            "links": links,
+        })
+    }
+
+    /// Server-sent events: the figures of every node, once a second, until the client goes.
+    fn events(self: &Arc<Self>) -> Answer {
+        let state = Arc::clone(self);
+        let ticks = tokio::time::interval(Duration::from_secs(1));
+        let stream = futures_util::stream::unfold(
+            (state, ticks, figures::Totals::default()),
+            |(state, mut ticks, mut totals)| async move {
+                ticks.tick().await;
+                let status = state.live.status();
+                let nodes = totals.next(&state.metrics.render());
+                let event = serde_json::json!({
+                    "namespace": state.live.namespace(),
+                    "generation": status.generation,
+                    "ready": status.is_ready(),
+                    "nodes": nodes,
+                });
+                let frame = Frame::data(Bytes::from(format!("data: {event}\n\n")));
+                Some((Ok::<_, Infallible>(frame), (state, ticks, totals)))
+            },
+        );
+        let mut response = Response::new(StreamBody::new(stream).boxed());
+        for (name, value) in [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ] {
+            response
+                .headers_mut()
+                .insert(name, header::HeaderValue::from_static(value));
+        }
+        response
     }
 
     fn ready(&self) -> Answer {
@@ -218,13 +332,17 @@ impl State {
         } else {
             StatusCode::SERVICE_UNAVAILABLE
         };
-        let mut response = text(code, format!("{body}\n"));
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            header::HeaderValue::from_static("application/json"),
-        );
-        response
+        json(code, &body)
     }
+}
+
+fn json(status: StatusCode, body: &serde_json::Value) -> Answer {
+    let mut response = text(status, format!("{body}\n"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 /// Compares without stopping at the first difference, so the time taken does not tell how
@@ -245,7 +363,7 @@ fn query<'r>(req: &'r Request<Incoming>, key: &str) -> Option<&'r str> {
 fn profile(result: anyhow::Result<Vec<u8>>) -> Answer {
     match result {
         Ok(bytes) => {
-            let mut response = Response::new(Full::new(Bytes::from(bytes)));
+            let mut response = Response::new(Full::new(Bytes::from(bytes)).boxed());
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
                 header::HeaderValue::from_static("application/octet-stream"),
@@ -257,7 +375,7 @@ fn profile(result: anyhow::Result<Vec<u8>>) -> Answer {
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Answer {
-    let mut response = Response::new(Full::new(body.into()));
+    let mut response = Response::new(Full::new(body.into()).boxed());
     *response.status_mut() = status;
     response
 }

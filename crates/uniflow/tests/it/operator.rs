@@ -44,12 +44,31 @@ fn ping(port: u16) -> String {
 /// `uniflow start --admin 127.0.0.1:<admin>` over `specs`, with `env` set; waits for both
 /// ports.
 async fn start(test: &str, specs: &str, port: u16, admin: u16, env: &[(&str, &str)]) -> Server {
+    start_with(test, specs, port, admin, env, &[]).await
+}
+
+/// [`start`] with more files: (file name, text, the `start` flag that reads it).
+async fn start_with(
+    test: &str,
+    specs: &str,
+    port: u16,
+    admin: u16,
+    env: &[(&str, &str)],
+    files: &[(&str, &str, &str)],
+) -> Server {
     let dir = dir(test);
     std::fs::write(dir.join("specs.yaml"), specs).unwrap();
+    let mut flags = Vec::new();
+    for (name, text, flag) in files {
+        std::fs::write(dir.join(name), text).unwrap();
+        flags.extend([flag.to_string(), name.to_string()]);
+    }
     let child = Command::new(env!("CARGO_BIN_EXE_uniflow"))
         .current_dir(&dir)
         .envs(env.iter().copied())
-        .args(["start", "--from-specs", "specs.yaml", "--admin"])
+        .args(["start", "--from-specs", "specs.yaml"])
+        .args(&flags)
+        .arg("--admin")
         .arg(format!("127.0.0.1:{admin}"))
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())
@@ -297,4 +316,40 @@ async fn json_logs_are_one_object_per_line() {
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn the_graph_shows_specs_with_secret_values_masked() {
+    let (port, admin) = (free_port(), free_port());
+    let specs = ping(port).replace(
+        "code: pong}",
+        "code: '{{ .WORD }}', env: {WORD: [{name: words, value: '{{ .word }}'}]}}",
+    );
+    let _server = start_with(
+        "masked",
+        &specs,
+        port,
+        admin,
+        &[],
+        &[(
+            "secrets.yaml",
+            "- {name: words, data: {word: hush-hush}}\n",
+            "--from-secrets",
+        )],
+    )
+    .await;
+    assert_eq!(get(port, "/ping", &[]).await, (200, b"hush-hush".to_vec()));
+    let (status, body) = get(admin, "/graph", &[]).await;
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(status, 200);
+    let graph: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let pong = graph["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "pong")
+        .expect("pong in the graph");
+    assert!(pong["spec"].as_str().unwrap().contains("******"), "{text}");
+    assert!(!text.contains("hush-hush"), "{text}");
+    assert_eq!(graph["links"].as_array().unwrap().len(), 2, "{text}");
 }
