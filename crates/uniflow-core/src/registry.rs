@@ -23,6 +23,17 @@ impl CompileCx<'_> {
     pub fn error(&self, path: impl Into<String>, message: impl Into<String>) -> Diagnostic {
         Diagnostic::new(self.label, path, message)
     }
+
+    /// A problem an inner spec (a `block`'s child, a chart's spec) has, placed in this spec
+    /// under `prefix`: `specs[1].code` of spec `g`.
+    pub fn nested(&self, prefix: &str, inner: Diagnostic) -> Diagnostic {
+        let path = if inner.path.is_empty() {
+            prefix.to_owned()
+        } else {
+            format!("{prefix}.{}", inner.path)
+        };
+        self.error(path, inner.message)
+    }
 }
 
 /// A kind's typed spec: its fields decode into `Self`, which compiles into a node.

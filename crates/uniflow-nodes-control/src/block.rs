@@ -40,7 +40,7 @@ impl NodeSpec for BlockSpec {
         let last = self.specs.len() - 1;
         for (i, value) in self.specs.iter().enumerate() {
             let path = format!("specs[{i}]");
-            let nest = |d: Diagnostic| nest(cx, &path, d);
+            let nest = |d: Diagnostic| cx.nested(&path, d);
             let mut spec = match Spec::from_value_in(value, &path, &cx.spec.namespace)
                 .and_then(|spec| bind(&spec, &path, &|_, _| None))
             {
@@ -73,16 +73,6 @@ impl NodeSpec for BlockSpec {
         }
         Ok(Box::new(chain(children, cx)))
     }
-}
-
-/// Places a child's diagnostic in the block's spec: `specs[1].code` of spec `block`.
-fn nest(cx: &CompileCx<'_>, prefix: &str, d: Diagnostic) -> Diagnostic {
-    let path = if d.path.is_empty() {
-        prefix.to_owned()
-    } else {
-        format!("{prefix}.{}", d.path)
-    };
-    cx.error(path, d.message)
 }
 
 /// Links the compiled children into a chain, and the block's linked ports to its outputs.

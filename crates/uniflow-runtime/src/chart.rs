@@ -197,7 +197,7 @@ fn instantiate(
                 let id = inner.add(bound.clone(), node);
                 specs.push((bound, id));
             }
-            Err(ds) => problems.extend(ds.into_iter().map(|d| nest(cx, &path, d))),
+            Err(ds) => problems.extend(ds.into_iter().map(|d| cx.nested(&path, d))),
         }
     }
     if !problems.is_empty() {
@@ -334,14 +334,4 @@ fn names(r: &PortRef, spec: &Spec) -> bool {
         (None, Some(name)) => spec.name.as_ref() == Some(name),
         (None, None) => false,
     }
-}
-
-/// Places an inner spec's diagnostic in the instance: `specs[1].code` of spec `g`.
-fn nest(cx: &CompileCx<'_>, prefix: &str, d: Diagnostic) -> Diagnostic {
-    let path = if d.path.is_empty() {
-        prefix.to_owned()
-    } else {
-        format!("{prefix}.{}", d.path)
-    };
-    cx.error(path, d.message)
 }
