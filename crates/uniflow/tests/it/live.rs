@@ -736,3 +736,50 @@ async fn a15_a_chart_is_a_node_kind_with_the_memory_store() {
     };
     until_answer(port, "/chart", "chart-hi").await;
 }
+
+#[tokio::test]
+async fn a_changed_listener_on_its_port_never_refuses_a_connection() {
+    let place = Place::sqlite("same-port");
+    let port = free_port();
+    let version = |v: u32| {
+        ping_on(port, &format!("v{v}")).replace(
+            "protocol: http,",
+            &format!("protocol: http, idle_timeout: {}s,", 30 + v),
+        )
+    };
+    let v0 = place.file("v0.yaml", &version(0));
+    let instance = place
+        .start(&["--from-specs", v0.to_str().unwrap()], port)
+        .await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // New connections, one request each, while the listener is replaced three times.
+    let client = {
+        let stop = std::sync::Arc::clone(&stop);
+        tokio::spawn(async move {
+            let mut served = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let reply = crate::support::send(
+                    addr(port),
+                    &crate::support::request("GET", "/ping", &[], b""),
+                )
+                .await;
+                if reply.status != 200 {
+                    return Err(format!("after {served}: status {}", reply.status));
+                }
+                served += 1;
+            }
+            Ok(served)
+        })
+    };
+    for v in 1..=3 {
+        let file = place.file("next.yaml", &version(v));
+        place.ok(&["apply", "specs", "-f", file.to_str().unwrap()]);
+        until_answer(port, "/ping", &format!("v{v}")).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let served = client.await.unwrap().unwrap_or_else(|e| panic!("{e}"));
+    assert!(served > 0);
+    // Each version was a new listener, on the socket of the one before.
+    let log = instance.log();
+    assert_eq!(log.matches("listening").count(), 4, "{log}");
+}
