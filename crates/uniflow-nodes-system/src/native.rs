@@ -451,6 +451,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_unknown_opcode_fails_the_spec_at_load() {
+        let store = Store::open("mem://").await.unwrap();
+        let mut registry = Registry::new();
+        crate::register(
+            &mut registry,
+            System {
+                store,
+                namespace: "default".to_owned(),
+            },
+        );
+        let specs = parse(
+            "- {kind: native, name: n, opcode: specs.drop}",
+            Format::Yaml,
+            None,
+        )
+        .unwrap();
+        let Err(problems) = Graph::compile(specs, &registry, &|_, _| None) else {
+            panic!("`specs.drop` compiled");
+        };
+        let problems = problems.to_string();
+        assert!(
+            problems.contains("spec `n` field `opcode`: unknown opcode `specs.drop`"),
+            "{problems}"
+        );
+    }
+
+    #[tokio::test]
     async fn a_name_taken_is_duplicated_key() {
         let store = Store::open("mem://").await.unwrap();
         let create = node(&store, "specs.create").await;
