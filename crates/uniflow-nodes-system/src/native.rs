@@ -15,10 +15,11 @@
 //! - `delete` deletes exactly the resources given (by id, else by name) and answers them;
 //!   `null`, an empty list, or an entry with neither id nor name deletes nothing.
 //!
-//! Specs created or updated are checked first as `uniflow apply` checks them; a problem is an
-//! error naming spec and field (whose cause is `unsupported type` for an unknown kind and
-//! `unsupported value` otherwise, the messages upstream's `examples/system.yaml` maps to 400),
-//! and nothing is stored.
+//! Specs created or updated are checked first as `uniflow apply` checks them; the problems are
+//! an error naming spec and field, one problem a line (whose cause is `unsupported type` for an
+//! unknown kind and `unsupported value` otherwise, the messages upstream's admin API maps to
+//! 400), and nothing is stored. A name already taken is an error whose cause is `duplicated
+//! key`, found by this node or by the store.
 
 use std::collections::HashSet;
 
@@ -213,7 +214,7 @@ impl NativeNode {
         if !examples.is_empty()
             && let Some(taken) = store.load::<R>(&examples).await.map_err(failed)?.first()
         {
-            return Err(ErrorValue::new(format!(
+            return Err(duplicated(format!(
                 "duplicated key: a {} named `{}` already exists in namespace `{}`",
                 R::KIND.singular(),
                 taken.name().or(taken.id()).unwrap_or_default(),
@@ -355,22 +356,184 @@ fn label(item: &Value, position: usize) -> String {
     }
 }
 
-/// An invalid resource: the problems, joined with the message upstream's admin API tells
-/// apart (`unsupported type` for an unknown kind, `unsupported value` otherwise).
+/// An invalid resource: the problems, one per line, joined with the message upstream's admin
+/// API tells apart (`unsupported type` for an unknown kind, `unsupported value` otherwise).
+///
+/// The lines carry no count or indent, unlike the CLI's report: an admin API hands the message
+/// to its client as it is, usually in a JSON string.
 fn invalid(problems: Diagnostics) -> ErrorValue {
     let cause = if problems.0.iter().any(|d| d.path == "kind") {
         "unsupported type"
     } else {
         "unsupported value"
     };
-    ErrorValue::caused(problems.to_string(), ErrorValue::new(cause))
+    let lines: Vec<String> = problems.0.iter().map(ToString::to_string).collect();
+    ErrorValue::caused(lines.join("\n"), ErrorValue::new(cause))
+}
+
+/// A name or id already taken, joined with `duplicated key` (upstream's whole message), so
+/// a handler's `self == "duplicated key"` holds whichever check found it.
+fn duplicated(message: String) -> ErrorValue {
+    ErrorValue::caused(message, ErrorValue::new("duplicated key"))
 }
 
 fn unsupported_value(message: String) -> ErrorValue {
     ErrorValue::caused(message, ErrorValue::new("unsupported value"))
 }
 
-/// A store failure, as its message says (a duplicated key among them).
+/// A store failure, as its message says. A name the store found taken (twice in one input,
+/// or by another writer since this node's own check) is `duplicated key` as well, and a
+/// resource it cannot hold is `unsupported value`, as invalid ones are.
 fn failed(e: uniflow_store::Error) -> ErrorValue {
-    ErrorValue::new(e.to_string())
+    use uniflow_store::Error;
+    let message = e.to_string();
+    match e {
+        Error::DuplicateName { .. }
+        | Error::DuplicateInBatch { .. }
+        | Error::DuplicateId { .. }
+        | Error::Conflict { .. } => duplicated(message),
+        Error::Invalid { .. } => unsupported_value(message),
+        _ => ErrorValue::new(message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use uniflow_core::{Graph, Process};
+    use uniflow_spec::{Format, parse};
+    use uniflow_store::Store;
+
+    use super::*;
+
+    /// A `native` node with `opcode` over `store`, in namespace `default`.
+    async fn node(store: &Store, opcode: &str) -> Arc<Graph> {
+        let mut registry = Registry::new();
+        uniflow_core::testing::register(&mut registry);
+        crate::register(
+            &mut registry,
+            System {
+                store: store.clone(),
+                namespace: "default".to_owned(),
+            },
+        );
+        let specs = parse(
+            &format!("- {{kind: native, name: n, opcode: {opcode}}}"),
+            Format::Yaml,
+            None,
+        )
+        .unwrap();
+        let graph = Graph::compile(specs, &registry, &|_, _| None).unwrap();
+        graph.load().await.unwrap();
+        graph
+    }
+
+    /// What the node answers `input` (JSON).
+    async fn call(graph: &Arc<Graph>, input: &str) -> Packet {
+        let id = graph.find("n").unwrap();
+        let node = graph.node(id);
+        let value: Value = serde_json::from_str(input).unwrap();
+        let proc = Process::new();
+        node.handle(
+            Cx::new(graph, &proc, id),
+            node.in_port("in").unwrap(),
+            Packet::Data(value),
+        )
+        .await
+    }
+
+    fn error(answer: &Packet) -> &ErrorValue {
+        answer
+            .value()
+            .and_then(Value::as_error)
+            .unwrap_or_else(|| panic!("not an error: {answer:?}"))
+    }
+
+    #[tokio::test]
+    async fn an_unknown_opcode_fails_the_spec_at_load() {
+        let store = Store::open("mem://").await.unwrap();
+        let mut registry = Registry::new();
+        crate::register(
+            &mut registry,
+            System {
+                store,
+                namespace: "default".to_owned(),
+            },
+        );
+        let specs = parse(
+            "- {kind: native, name: n, opcode: specs.drop}",
+            Format::Yaml,
+            None,
+        )
+        .unwrap();
+        let Err(problems) = Graph::compile(specs, &registry, &|_, _| None) else {
+            panic!("`specs.drop` compiled");
+        };
+        let problems = problems.to_string();
+        assert!(
+            problems.contains("spec `n` field `opcode`: unknown opcode `specs.drop`"),
+            "{problems}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_name_taken_is_duplicated_key() {
+        let store = Store::open("mem://").await.unwrap();
+        let create = node(&store, "specs.create").await;
+        let spec = r#"{"kind": "test-echo", "name": "a"}"#;
+        assert!(
+            call(&create, spec)
+                .await
+                .value()
+                .unwrap()
+                .as_list()
+                .is_some()
+        );
+        let again = call(&create, spec).await;
+        assert!(error(&again).is("duplicated key"), "{again:?}");
+        assert!(error(&again).message().contains("named `a`"));
+        let stored: Vec<Spec> = store
+            .load(&[Example::in_namespace("default")])
+            .await
+            .unwrap();
+        assert_eq!(stored.len(), 1);
+        // Secrets are not checked beyond reading them, so the store finds a name given twice.
+        let secrets = node(&store, "secrets.create").await;
+        let twice = call(
+            &secrets,
+            r#"[{"name": "s", "data": 1}, {"name": "s", "data": 2}]"#,
+        )
+        .await;
+        assert!(error(&twice).is("duplicated key"), "{twice:?}");
+        let stored: Vec<Secret> = store
+            .load(&[Example::in_namespace("default")])
+            .await
+            .unwrap();
+        assert!(stored.is_empty(), "nothing of a refused input is stored");
+    }
+
+    #[tokio::test]
+    async fn an_invalid_resource_names_spec_and_field_one_problem_a_line() {
+        let store = Store::open("mem://").await.unwrap();
+        let create = node(&store, "specs.create").await;
+        let answer = call(
+            &create,
+            r#"[{"kind": "wat", "name": "x"}, {"kind": "huh", "name": "y"}]"#,
+        )
+        .await;
+        let e = error(&answer);
+        assert!(e.is("unsupported type"), "{answer:?}");
+        let lines: Vec<&str> = e.message().lines().collect();
+        assert_eq!(lines.len(), 2, "{e}");
+        assert!(lines[0].starts_with("spec `x` field `kind`: "), "{e}");
+        assert!(lines[1].starts_with("spec `y` field `kind`: "), "{e}");
+        let answer = call(&create, r#"{"kind": "test-const", "name": "z"}"#).await;
+        let e = error(&answer);
+        assert!(
+            e.is("unsupported value") && !e.is("unsupported type"),
+            "{e}"
+        );
+        assert!(e.message().starts_with("spec `z` field `value`"), "{e}");
+    }
 }

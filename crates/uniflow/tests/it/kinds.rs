@@ -5,9 +5,13 @@ use std::collections::BTreeSet;
 
 use crate::support::root;
 
-#[test]
-fn registry_docs_and_readme_list_the_same_kinds() {
-    let registered: BTreeSet<String> = uniflow::registry().kinds().map(str::to_owned).collect();
+#[tokio::test]
+async fn registry_docs_and_readme_list_the_same_kinds() {
+    let store = uniflow_store::Store::open("mem://").await.unwrap();
+    let registered: BTreeSet<String> = uniflow::registry_with_system(&store, "default")
+        .kinds()
+        .map(str::to_owned)
+        .collect();
     let pages: BTreeSet<String> = std::fs::read_dir(root().join("docs/nodes"))
         .expect("docs/nodes")
         .filter_map(|entry| {

@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 use crate::support::free_port;
 
 /// A directory of its own per test, with the files it writes.
-struct Place {
+pub(crate) struct Place {
     dir: PathBuf,
     url: String,
 }
@@ -25,7 +25,7 @@ struct Place {
 static PLACES: AtomicUsize = AtomicUsize::new(0);
 
 impl Place {
-    fn sqlite(test: &str) -> Place {
+    pub(crate) fn sqlite(test: &str) -> Place {
         let dir = std::env::temp_dir().join(format!(
             "uniflow-live-{}-{test}-{}",
             std::process::id(),
@@ -35,6 +35,13 @@ impl Place {
         std::fs::create_dir_all(&dir).unwrap();
         let url = format!("sqlite://{}", dir.join("uniflow.db").display());
         Place { dir, url }
+    }
+
+    /// A directory of its own, with the store inside the `start` process (`mem://`).
+    pub(crate) fn mem(test: &str) -> Place {
+        let mut place = Place::sqlite(test);
+        place.url = "mem://".to_owned();
+        place
     }
 
     /// A fresh database on the test server, or `None` (skipped) without one.
@@ -68,7 +75,7 @@ impl Place {
         Some(place)
     }
 
-    fn file(&self, name: &str, text: &str) -> PathBuf {
+    pub(crate) fn file(&self, name: &str, text: &str) -> PathBuf {
         let path = self.dir.join(name);
         std::fs::write(&path, text).unwrap();
         path
@@ -105,7 +112,7 @@ impl Place {
     }
 
     /// Starts `uniflow start` with `args`, waiting until `port` accepts.
-    async fn start(&self, args: &[&str], port: u16) -> Instance {
+    pub(crate) async fn start(&self, args: &[&str], port: u16) -> Instance {
         let log = self.dir.join(format!("start-{port}.log"));
         let child = self
             .uniflow()
@@ -137,13 +144,13 @@ impl Drop for Place {
 }
 
 /// A running `uniflow start`, killed when dropped.
-struct Instance {
+pub(crate) struct Instance {
     child: Child,
     log: PathBuf,
 }
 
 impl Instance {
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
@@ -155,7 +162,7 @@ impl Drop for Instance {
     }
 }
 
-fn addr(port: u16) -> SocketAddr {
+pub(crate) fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
@@ -222,7 +229,7 @@ async fn get(port: u16, path: &str) -> String {
 }
 
 /// Polls `GET path` until it answers `want`; returns how long that took.
-async fn until_answer(port: u16, path: &str, want: &str) -> Duration {
+pub(crate) async fn until_answer(port: u16, path: &str, want: &str) -> Duration {
     let started = Instant::now();
     loop {
         if let Ok(mut conn) = TcpStream::connect(addr(port)).await.map(Conn)

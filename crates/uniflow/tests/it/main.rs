@@ -1,5 +1,6 @@
 //! Integration tests over real sockets on 127.0.0.1: one binary, one module per topic.
 
+mod admin;
 mod browser;
 mod cli;
 mod kinds;

@@ -8,6 +8,7 @@
 //! `body_contains`.
 
 use uniflow_nodes_net::coding::Coding;
+use uniflow_runtime::Links;
 use uniflow_spec::{Format, load_file, parse};
 use uniflow_value::Value;
 
@@ -276,17 +277,34 @@ fn curl(command: &str) -> Vec<u8> {
     )
 }
 
-#[test]
-fn every_example_compiles() {
+/// Every file in `examples/` compiles as `start --from-specs` would load it, given what the
+/// admin API needs: `-e PORT=...` and the secret `admin`.
+#[tokio::test]
+async fn every_example_compiles() {
+    let store = uniflow_store::Store::open("mem://").await.unwrap();
+    let registry = uniflow::registry_with_system(&store, "default");
+    let admin = uniflow_spec::Secret::from_value(
+        &yaml_serde::from_str("{name: admin, namespace: default, data: {token: t0ken}}").unwrap(),
+        "admin",
+    )
+    .unwrap();
+    let around = uniflow_runtime::Snapshot {
+        secrets: vec![admin],
+        ..uniflow_runtime::Snapshot::default()
+    };
+    let env = [("PORT".to_owned(), Value::from("8000"))];
     let mut seen = 0;
     for entry in std::fs::read_dir(root().join("examples")).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "yaml") {
             let specs = load_file(&path, "default").unwrap_or_else(|d| panic!("{d}"));
-            if let Err(d) = uniflow_core::Graph::compile(specs, &uniflow::registry(), &|_, _| None)
-            {
-                panic!("{}: {d}", path.display());
-            }
+            let checked = uniflow_runtime::check(&registry, &specs, &around, &env, Links::Within);
+            assert!(
+                checked.errors.is_empty(),
+                "{}: {}",
+                path.display(),
+                checked.errors
+            );
             seen += 1;
         }
     }

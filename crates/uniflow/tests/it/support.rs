@@ -11,6 +11,7 @@ use tokio::net::TcpStream;
 use uniflow_core::Graph;
 use uniflow_nodes_net::listener::ListenerNode;
 use uniflow_spec::Spec;
+use uniflow_store::Store;
 use uniflow_value::Value;
 
 /// The workspace root, where `examples/` lives.
@@ -25,7 +26,8 @@ pub(crate) fn root() -> PathBuf {
 }
 
 /// Compiles and loads `specs` with every kind plus the test kinds, with each listener moved to
-/// a free port on 127.0.0.1. Returns the graph and the first listener's address.
+/// a free port on 127.0.0.1. Returns the graph and the first listener's address. The system
+/// kinds work on an in-memory store of the graph's own, in namespace `default`.
 ///
 /// URLs in the specs that name a listener's port on `localhost` or `127.0.0.1` (a `proxy` or
 /// `http` node calling a second listener of the same workflow) follow it to its new port.
@@ -51,7 +53,10 @@ pub(crate) async fn start(mut specs: Vec<Spec>) -> (Arc<Graph>, SocketAddr) {
             };
         }
     }
-    let graph = Graph::compile(specs, &registry(), &|_, _| None).unwrap_or_else(|d| panic!("{d}"));
+    let store = Store::open("mem://").await.expect("an in-memory store");
+    let mut registry = uniflow::registry_with_system(&store, "default");
+    uniflow_core::testing::register(&mut registry);
+    let graph = Graph::compile(specs, &registry, &|_, _| None).unwrap_or_else(|d| panic!("{d}"));
     graph.load().await.expect("graph loads");
     let addr = graph
         .symbols()
