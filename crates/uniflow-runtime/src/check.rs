@@ -10,6 +10,10 @@ use uniflow_value::Value;
 use crate::Snapshot;
 use crate::secrets::Secrets;
 
+/// What a problem of a spec with `{{ }}` templates but no env adds: they render only with
+/// values given at start.
+const UNTEMPLATED: &str = " (the spec has `{{ }}` templates but no env: they render only with `uniflow start -e KEY=VALUE`)";
+
 /// Where the links of checked specs may lead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Links {
@@ -52,7 +56,19 @@ pub fn check(
         warnings,
     };
     if links == Links::Within {
-        if let Err(errors) = Graph::compile(specs, &registry, &lookup) {
+        // Specs whose `{{ }}` render only with `-e` values: their problems say so.
+        let untemplated: HashSet<String> = specs
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.env.is_empty() && has_template(&Value::Map(s.fields.clone())))
+            .map(|(i, s)| s.label(i))
+            .collect();
+        if let Err(mut errors) = Graph::compile(specs, &registry, &lookup) {
+            for d in &mut errors.0 {
+                if d.spec.as_ref().is_some_and(|s| untemplated.contains(s)) {
+                    d.message.push_str(UNTEMPLATED);
+                }
+            }
             checked.errors = errors;
         }
         return redacted(checked, &secrets);
@@ -69,9 +85,7 @@ pub fn check(
                     if spec.env.is_empty() && has_template(&Value::Map(spec.fields.clone())) =>
                 {
                     checked.warnings.extend(ds.into_iter().map(|mut d| {
-                        d.message.push_str(
-                            " (the spec has `{{ }}` templates but no env: they render only with `uniflow start -e KEY=VALUE`)",
-                        );
+                        d.message.push_str(UNTEMPLATED);
                         d
                     }));
                 }

@@ -790,3 +790,22 @@ async fn a_changed_listener_on_its_port_never_refuses_a_connection() {
     let log = instance.log();
     assert_eq!(log.matches("listening").count(), 4, "{log}");
 }
+
+#[test]
+fn a_template_without_its_value_says_to_give_it_with_e() {
+    let place = Place::sqlite("no-e");
+    let flow = place.file("flow.yaml", &ping("pong"));
+    let out = place
+        .uniflow()
+        .env("UNIFLOW_DATABASE_URL", "mem://")
+        .args(["start", "--from-specs", flow.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("spec `listener` field `port`")
+            && stderr.contains("they render only with `uniflow start -e KEY=VALUE`"),
+        "{stderr}"
+    );
+}
