@@ -84,7 +84,8 @@ async fn shared_store(config: &Config, verb: &str) -> anyhow::Result<Store> {
             "database.url is `{}`: the in-memory store lives inside one process, so `uniflow {verb}` \
              cannot reach the store of a running `uniflow start`. Point both at a shared store: \
              `sqlite://PATH` (a file) or `postgres://...`, in .uniflow.toml ([database] url) or \
-             UNIFLOW_DATABASE_URL; or give the files to `uniflow start --from-specs/--from-secrets/--from-charts`",
+             UNIFLOW_DATABASE_URL; or give the files to `uniflow start --from-specs/--from-secrets/--from-charts`; \
+             or run the admin API in that process (examples/system.yaml, docs/admin-api.md)",
             store.url_redacted()
         );
     }
