@@ -14,7 +14,9 @@
 //! nothing else of its map, so the difference cannot be observed. The nesting limit therefore
 //! applies to what is read. An expression that is `self`, or a chain of field selections on it,
 //! is not evaluated at all when the part it names would come back from CEL unchanged
-//! ([`round_trips`]): the answer is that part of the input.
+//! ([`round_trips`]): the answer is that part of the input. Nor is a condition of the shape
+//! `self.method == "GET"` when the part is a string, integer or boolean like its constant
+//! ([`Comparison`]): the two are compared as CEL would.
 //!
 //! The conversion goes straight from [`Value`] to cel's own value types, never through JSON
 //! text: integers stay integers, strings and bytes are borrowed from the input rather than
@@ -37,7 +39,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
-use cel::common::ast::{EntryExpr, Expr};
+use cel::common::ast::{EntryExpr, Expr, LiteralValue, operators};
 use cel::common::traits::Indexer;
 use cel::common::types::{
     CelBool, CelBytes, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelOptional,
@@ -123,14 +125,76 @@ struct CelProgram {
     /// The fields selected in turn when the expression is `self` or a chain of field
     /// selections on it; its answer is then that part of the input.
     path: Option<Vec<String>>,
+    /// The expression when it compares a part of `self` with a constant.
+    comparison: Option<Comparison>,
+}
+
+/// `self.a.b == c` or `!=` (either way round), `c` a string, integer or boolean constant: a
+/// condition's commonest shape, answered without CEL when the part is a value of `c`'s kind,
+/// as CEL compares two of those by value. Anything else (a missing field, another kind, an
+/// error payload, which equals the strings it `is`) is left to CEL.
+struct Comparison {
+    path: Vec<String>,
+    constant: Value,
+    equal: bool,
+}
+
+impl Comparison {
+    fn of(expr: &Expr) -> Option<Comparison> {
+        let Expr::Call(call) = expr else {
+            return None;
+        };
+        let equal = match call.func_name.as_str() {
+            operators::EQUALS => true,
+            operators::NOT_EQUALS => false,
+            _ => return None,
+        };
+        let ([a, b], None) = (call.args.as_slice(), &call.target) else {
+            return None;
+        };
+        let (path, constant) = match (self_path(&a.expr), self_path(&b.expr)) {
+            (Some(path), None) => (path, &b.expr),
+            (None, Some(path)) => (path, &a.expr),
+            _ => return None,
+        };
+        let constant = match constant {
+            Expr::Literal(LiteralValue::String(s)) => Value::from(s.inner().to_owned()),
+            Expr::Literal(LiteralValue::Int(i)) => Value::Int(*i.inner()),
+            Expr::Literal(LiteralValue::Boolean(b)) => Value::Bool(*b.inner()),
+            _ => return None,
+        };
+        Some(Comparison {
+            path: path.into_iter().map(str::to_owned).collect(),
+            constant,
+            equal,
+        })
+    }
+
+    /// The answer, when the part compared is a value of the constant's kind.
+    fn answer(&self, input: &Value) -> Option<Value> {
+        let part = self
+            .path
+            .iter()
+            .try_fold(input, |at, field| at.as_map()?.get(field))?;
+        let comparable = matches!(
+            (part, &self.constant),
+            (Value::String(_), Value::String(_))
+                | (Value::Int(_), Value::Int(_))
+                | (Value::Bool(_), Value::Bool(_))
+        );
+        comparable.then(|| Value::Bool((*part == self.constant) == self.equal))
+    }
 }
 
 impl Program for CelProgram {
     fn run(&self, input: Value) -> Result<Value, ErrorValue> {
         let start = self.timeout.map(|_| Instant::now());
-        let output = match self.path.as_deref() {
-            Some(path) => pass_through(input, path).or_else(|input| self.eval(&input)),
-            None => self.eval(&input),
+        let output = match (&self.comparison, self.path.as_deref()) {
+            (Some(comparison), _) => comparison
+                .answer(&input)
+                .map_or_else(|| self.eval(&input), Ok),
+            (None, Some(path)) => pass_through(input, path).or_else(|input| self.eval(&input)),
+            (None, None) => self.eval(&input),
         };
         if let (Some(start), Some(timeout)) = (start, self.timeout)
             && start.elapsed() > timeout
@@ -149,11 +213,13 @@ impl CelProgram {
         let mut reads = Reads::Fields(Vec::new());
         reads.collect(expression);
         let path = self_path(expression).map(|p| p.into_iter().map(str::to_owned).collect());
+        let comparison = Comparison::of(expression);
         CelProgram {
             program,
             timeout,
             reads,
             path,
+            comparison,
         }
     }
 
@@ -664,6 +730,27 @@ mod tests {
     }
 
     #[test]
+    fn comparisons_of_a_field_with_a_constant_are_recognised() {
+        for code in [
+            "self.method == 'GET'",
+            "'GET' != self.method",
+            "self == 1",
+            "self.a.b == true",
+        ] {
+            assert!(compiled(code).comparison.is_some(), "{code}");
+        }
+        for code in [
+            "self.a == self.b",
+            "self.a == 1.5",
+            "self.a < 1",
+            "self['a'] == 1",
+            "self.a + 1 == 2",
+        ] {
+            assert!(compiled(code).comparison.is_none(), "{code}");
+        }
+    }
+
+    #[test]
     fn only_self_and_field_chains_pass_through() {
         assert_eq!(compiled("self").path, Some(vec![]));
         assert_eq!(
@@ -729,6 +816,13 @@ mod tests {
             "self.a.b",
             "self.nope",
             "self.a == 1",
+            "1 != self.a",
+            "self.a == 'x'",
+            "'x' == self.a",
+            "self.a.b == true",
+            "self == 'text'",
+            "self == 'boom'",
+            "self != 7",
             "has(self.a) && has(self.a.b)",
             "self.a.b == [null]",
             "self.a + 1",
@@ -739,6 +833,7 @@ mod tests {
             let mut whole = compiled(code);
             whole.reads = Reads::Whole;
             whole.path = None;
+            whole.comparison = None;
             for input in &inputs {
                 let got = program.run(input.clone()).map_err(|e| e.to_string());
                 let want = whole.run(input.clone()).map_err(|e| e.to_string());
