@@ -57,6 +57,12 @@ const NAMES: &[&str] = &[
     "nodes.if",
     "nodes.switch",
     "nodes.loop_3",
+    "request.cel_self",
+    "request.cel_field",
+    "request.if_method",
+    "request.js_identity",
+    "request.js_field",
+    "request.js_object",
     "ping.in_process",
 ];
 
@@ -95,6 +101,12 @@ fn build(name: &str) -> Option<Box<dyn FnMut()>> {
         "nodes.if" => in_proc(fx::r#if()),
         "nodes.switch" => in_proc(fx::switch()),
         "nodes.loop_3" => in_proc(fx::r#loop()),
+        "request.cel_self" => in_proc(fx::snippet_on_request("cel", "self")),
+        "request.cel_field" => in_proc(fx::snippet_on_request("cel", "self.body.score")),
+        "request.if_method" => in_proc(fx::if_on_request("self.method == \"GET\"")),
+        "request.js_identity" => in_proc(fx::snippet_on_request("javascript", fx::JS_IDENTITY)),
+        "request.js_field" => in_proc(fx::snippet_on_request("javascript", fx::JS_FIELD)),
+        "request.js_object" => in_proc(fx::snippet_on_request("javascript", fx::JS_OBJECT)),
         "ping.in_process" => {
             let ping = fx::Ping::new();
             Box::new(move || {

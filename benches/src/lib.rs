@@ -180,6 +180,63 @@ pub fn r#loop() -> Fixture {
     )
 }
 
+/// The payload the listener builds for `POST /orders?limit=10` with a few headers and a small
+/// JSON body (`{name, score, tags}`), as every node after a listener sees it.
+pub fn request_payload() -> Value {
+    let (parts, ()) = http::Request::builder()
+        .method("POST")
+        .uri("/orders?limit=10")
+        .header("host", "127.0.0.1:8000")
+        .header("user-agent", "wrk/4.1.0")
+        .header("accept", "application/json")
+        .header("content-type", "application/json")
+        .header("content-length", "44")
+        .body(())
+        .expect("valid request")
+        .into_parts();
+    let body = Value::Map(
+        [
+            ("name", Value::from("ada")),
+            ("score", Value::Int(42)),
+            (
+                "tags",
+                Value::from(vec![Value::from("a"), Value::from("b")]),
+            ),
+        ]
+        .into(),
+    );
+    uniflow_nodes_net::payload::request_payload(
+        &parts.method,
+        &parts.uri,
+        parts.version,
+        &parts.headers,
+        body,
+    )
+}
+
+/// JavaScript that answers its input as it came.
+pub const JS_IDENTITY: &str = "export default function (a) { return a; }";
+/// JavaScript that reads one field of the request's body.
+pub const JS_FIELD: &str = "export default function (a) { return a.body.score; }";
+/// JavaScript that builds a new response object from the request's body.
+pub const JS_OBJECT: &str = "export default function (a) { return { status: 201, body: { id: a.body.name, score: a.body.score + 1 } }; }";
+
+/// A snippet in `language` with `code`, run on [`request_payload`].
+pub fn snippet_on_request(language: &str, code: &str) -> Fixture {
+    snippet_on(language, code, request_payload())
+}
+
+/// An `if` with condition `when` on [`request_payload`], both branches into an echo.
+pub fn if_on_request(when: &str) -> Fixture {
+    Fixture::new(
+        &format!(
+            "- {{kind: if, name: a, when: '{when}', ports: {{'out[0]': [{{name: t, port: in}}], 'out[1]': [{{name: t, port: in}}]}}}}\n- {{kind: test-echo, name: t}}\n"
+        ),
+        "a",
+        request_payload(),
+    )
+}
+
 /// `examples/ping.yaml` compiled (its listener is not started) with a `GET /ping` request.
 pub struct Ping {
     /// The listener's place in the graph.
@@ -296,6 +353,40 @@ mod tests {
         assert_eq!(
             r#loop().run().into_value().as_list().map(|l| l.len()),
             Some(3)
+        );
+        let request = request_payload();
+        assert_eq!(
+            snippet_on_request("cel", "self").run(),
+            Packet::Data(request.clone())
+        );
+        assert_eq!(
+            snippet_on_request("cel", "self.body.score").run(),
+            Packet::Data(Value::Int(42))
+        );
+        assert_eq!(
+            if_on_request("self.method == \"GET\"").run(),
+            Packet::Data(request.clone())
+        );
+        assert_eq!(
+            snippet_on_request("javascript", JS_IDENTITY).run(),
+            Packet::Data(request)
+        );
+        assert_eq!(
+            snippet_on_request("javascript", JS_FIELD).run(),
+            Packet::Data(Value::Int(42))
+        );
+        assert_eq!(
+            snippet_on_request("javascript", JS_OBJECT).run(),
+            Packet::Data(Value::Map(
+                [
+                    (
+                        "body",
+                        Value::Map([("id", Value::from("ada")), ("score", Value::Int(43))].into())
+                    ),
+                    ("status", Value::Int(201)),
+                ]
+                .into(),
+            ))
         );
         let g = graph(&chain_yaml(10));
         assert_eq!(g.symbols().len(), 10);

@@ -42,8 +42,18 @@
 //! function that returns a promise (an `async` one) has it settled before the result converts.
 //! A thrown exception fails the run with its message (prefixed with its name, unless it is a
 //! plain `Error`, so `throw new Error("unsupported type")` can be matched exactly).
+//!
+//! **Handing the input back.** Converting a request payload back took more than half of a run
+//! of `(a) => a`. So a run notes which objects its input became and what it put in each
+//! ([`Made`]); an object of the result that is one of those, with every entry still the very
+//! value put there, answers with the payload it came from instead of a copy. The comparison
+//! reads only what converting would read, in the same order, so a script cannot tell. A
+//! program whose results reuse nothing stops noting, but for one run in [`PROBE_EVERY`].
 
+use std::cell::Cell;
+use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -59,7 +69,7 @@ use rquickjs::function::This;
 use rquickjs::object::Property;
 use rquickjs::promise::PromiseState;
 use rquickjs::{
-    Array, Coerced, Context, Ctx, Filter, Function, Object, Runtime, Type, TypedArray,
+    Array, Atom, Coerced, Context, Ctx, Filter, Function, Object, Runtime, Type, TypedArray,
     Value as JsValue,
 };
 use uniflow_value::{ErrorValue, List, Map, Value};
@@ -156,6 +166,7 @@ pub(crate) fn compile(
         idle: Mutex::new(vec![engine]),
         max_idle,
         slow: AtomicU32::new(0),
+        reuse: Reuse(AtomicU32::new(0)),
     }))
 }
 
@@ -324,6 +335,7 @@ struct JsProgram {
     max_idle: usize,
     /// How many more runs go straight to a thread of their own; see [`SLICE`].
     slow: AtomicU32,
+    reuse: Reuse,
 }
 
 /// How long a run may hold the thread it was called on. Scripts run where they are called, on
@@ -397,7 +409,7 @@ impl JsProgram {
                 Err(e) => return Some(Err(ErrorValue::new(e.to_string()))),
             },
         };
-        let (outcome, reusable) = engine.run(input, deadline, slice, self.timeout);
+        let (outcome, reusable) = engine.run(input, deadline, slice, self.timeout, &self.reuse);
         if reusable {
             let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
             if idle.len() < self.max_idle {
@@ -579,10 +591,11 @@ impl Engine {
         deadline: u64,
         slice: u64,
         timeout: Option<Duration>,
+        reuse: &Reuse,
     ) -> (Option<Result<Value, ErrorValue>>, bool) {
         self.clock.arm(deadline, slice);
         let result = self.context.with(|ctx| {
-            let result = invoke(&ctx, input);
+            let result = invoke(&ctx, input, reuse);
             // Jobs a run queued but did not wait for run now, not at the start of the next run.
             while ctx.execute_pending_job() {}
             result
@@ -605,10 +618,11 @@ impl Engine {
 }
 
 /// Converts the input, calls the module's function and converts its result.
-fn invoke(ctx: &Ctx<'_>, input: &Value) -> Result<Value, Failure> {
+fn invoke(ctx: &Ctx<'_>, input: &Value, reuse: &Reuse) -> Result<Value, Failure> {
     let at = |stage: Stage| move |e: rquickjs::Error| thrown(ctx, &e, stage);
     let hidden: Object = ctx.globals().get(HIDDEN).map_err(at(Stage::Input))?;
-    let argument = to_js(ctx, &hidden, input, 0).map_err(at(Stage::Input))?;
+    let mut made = Made::new(reuse.record());
+    let argument = to_js(ctx, &hidden, &mut made, input, 0).map_err(at(Stage::Input))?;
     let run: Function = hidden.get("run").map_err(at(Stage::Call))?;
     let mut output: JsValue = run.call((argument,)).map_err(at(Stage::Call))?;
     if let Some(promise) = output.as_promise().cloned() {
@@ -622,7 +636,11 @@ fn invoke(ctx: &Ctx<'_>, input: &Value) -> Result<Value, Failure> {
             }
         };
     }
-    from_js(ctx, &hidden, output, 0).map_err(at(Stage::Output))
+    let output = from_js(ctx, &hidden, &made, output, 0)
+        .map(Back::into_value)
+        .map_err(at(Stage::Output));
+    reuse.ran(made.record, made.reused.get());
+    output
 }
 
 /// Turns an rquickjs error into a failure, taking the pending exception if there is one.
@@ -695,11 +713,106 @@ fn too_deep<'js>(ctx: &Ctx<'js>) -> rquickjs::Error {
     )
 }
 
-/// Converts a payload into a JavaScript value.
-fn to_js<'js>(
+/// What a run's input became: for each object, array and byte array made from a payload, that
+/// payload and what each of its entries was given, so that one the result holds untouched is
+/// recognised by identity, entry by entry, and answered with that payload rather than
+/// converted back. They are held until the result has converted, which the function's
+/// parameter mostly does anyway.
+struct Made<'js, 'v> {
+    /// Whether this run notes anything: see [`Reuse`].
+    record: bool,
+    origins: HashMap<JsValue<'js>, Origin<'js, 'v>, BuildHasherDefault<IdentityHasher>>,
+    /// Whether the result reused a part of the input.
+    reused: Cell<bool>,
+}
+
+impl<'js, 'v> Made<'js, 'v> {
+    fn new(record: bool) -> Made<'js, 'v> {
+        Made {
+            record,
+            origins: HashMap::default(),
+            reused: Cell::new(false),
+        }
+    }
+
+    fn origin(&self, value: &JsValue<'js>) -> Option<&Origin<'js, 'v>> {
+        if self.origins.is_empty() {
+            return None;
+        }
+        self.origins.get(value)
+    }
+
+    /// `value`, noting that a part of the input was reused.
+    fn same(&self, value: &'v Value) -> Back<'v> {
+        self.reused.set(true);
+        Back::Same(value)
+    }
+}
+
+/// Whether a program's runs note what their input became ([`Made`]). Noting costs about a
+/// fifth of converting the input, and pays only when results hand parts of it back, as
+/// `(a) => a` or `(a) => ({ ...a, status: 201 })` do; a program whose results reuse nothing
+/// notes only one run in [`PROBE_EVERY`], to find out whether that has changed.
+struct Reuse(AtomicU32);
+
+/// See [`Reuse`].
+const PROBE_EVERY: u32 = 32;
+
+impl Reuse {
+    fn record(&self) -> bool {
+        self.0.load(Ordering::Relaxed).is_multiple_of(PROBE_EVERY)
+    }
+
+    fn ran(&self, recorded: bool, reused: bool) {
+        if recorded {
+            self.0.store(u32::from(!reused), Ordering::Relaxed);
+        } else {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The payload an object, array or byte array was made from, and its entries in the order they
+/// were defined: an entry's key (for a map) and value, or `None` for one that does not convert
+/// back to the entry it came from (an error, a number that comes back as another kind, a key
+/// that is not a string).
+struct Origin<'js, 'v> {
+    value: &'v Value,
+    entries: Vec<Option<(Option<Atom<'js>>, JsValue<'js>)>>,
+}
+
+/// Hashes a JavaScript value's tag and bits (all [`JsValue`]'s `Hash` writes): an object's
+/// identity is its address, so a multiply-and-rotate mix spreads it well enough, at a tenth of
+/// SipHash's cost.
+#[derive(Default)]
+struct IdentityHasher(u64);
+
+impl Hasher for IdentityHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+
+    fn write_i32(&mut self, i: i32) {
+        self.write_u64(i as u64);
+    }
+
+    fn write_u64(&mut self, i: u64) {
+        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+/// Converts a payload into a JavaScript value, noting in `made` what each object came from.
+fn to_js<'js, 'v>(
     ctx: &Ctx<'js>,
     hidden: &Object<'js>,
-    value: &Value,
+    made: &mut Made<'js, 'v>,
+    value: &'v Value,
     depth: usize,
 ) -> rquickjs::Result<JsValue<'js>> {
     if depth > MAX_NESTING {
@@ -715,35 +828,81 @@ fn to_js<'js>(
         Value::Uint(u) => JsValue::new_float(ctx.clone(), *u as f64),
         Value::Float(f) => JsValue::new_float(ctx.clone(), *f),
         Value::String(s) => rquickjs::String::from_str(ctx.clone(), s)?.into_value(),
-        Value::Bytes(b) => TypedArray::<u8>::new_copy(ctx.clone(), &b[..])?.into_value(),
+        Value::Bytes(b) => {
+            let bytes = TypedArray::<u8>::new_copy(ctx.clone(), &b[..])?.into_value();
+            if made.record {
+                let origin = Origin {
+                    value,
+                    entries: Vec::new(),
+                };
+                made.origins.insert(bytes.clone(), origin);
+            }
+            bytes
+        }
         Value::List(items) => {
             let array = Array::new(ctx.clone())?;
+            let mut entries = Vec::with_capacity(if made.record { items.len() } else { 0 });
             for (i, item) in items.iter().enumerate() {
-                array.set(i, to_js(ctx, hidden, item, depth + 1)?)?;
+                let js = to_js(ctx, hidden, made, item, depth + 1)?;
+                if made.record {
+                    entries.push(comes_back(item).then(|| (None, js.clone())));
+                }
+                array.set(i, js)?;
             }
-            array.into_value()
+            let array = array.into_value();
+            if made.record {
+                made.origins
+                    .insert(array.clone(), Origin { value, entries });
+            }
+            array
         }
         Value::Map(map) => {
             let object = Object::new(ctx.clone())?;
+            let mut entries = Vec::with_capacity(if made.record { map.len() } else { 0 });
             for (key, item) in map.iter() {
+                let js = to_js(ctx, hidden, made, item, depth + 1)?;
+                let (atom, string_key) = match key {
+                    Value::String(s) => (Atom::from_str(ctx.clone(), s)?, true),
+                    other => (Atom::from_str(ctx.clone(), &key_text(other))?, false),
+                };
+                if made.record {
+                    let entry = string_key && comes_back(item);
+                    entries.push(entry.then(|| (Some(atom.clone()), js.clone())));
+                }
                 // Defined, not assigned: assigning `__proto__` (a JSON body may carry that
                 // key) would set the object's prototype instead of adding an entry.
-                let item = Property::from(to_js(ctx, hidden, item, depth + 1)?)
-                    .writable()
-                    .enumerable()
-                    .configurable();
-                match key {
-                    Value::String(s) => object.prop(&**s, item)?,
-                    other => object.prop(key_text(other), item)?,
-                }
+                let item = Property::from(js).writable().enumerable().configurable();
+                object.prop(atom, item)?;
             }
-            object.into_value()
+            let object = object.into_value();
+            if made.record {
+                made.origins
+                    .insert(object.clone(), Origin { value, entries });
+            }
+            object
         }
         Value::Error(e) => {
             let make: Function = hidden.get("error")?;
             make.call((&**e.message(),))?
         }
     })
+}
+
+/// Whether [`from_js`] makes of what [`to_js`] made of `value` the same payload again. Numbers
+/// come back as integers when they are integral and within 2^53 (a NaN may not keep its bits),
+/// and an error keeps only its message.
+fn comes_back(value: &Value) -> bool {
+    match value {
+        Value::Int(i) => i.unsigned_abs() < 1 << 53,
+        Value::Uint(_) | Value::Error(_) => false,
+        Value::Float(f) => !f.is_nan() && number(*f) == Value::Float(*f),
+        Value::Null
+        | Value::Bool(_)
+        | Value::String(_)
+        | Value::Bytes(_)
+        | Value::List(_)
+        | Value::Map(_) => true,
+    }
 }
 
 /// A non-string map key as a property name: JavaScript keys are strings.
@@ -778,17 +937,36 @@ fn skipped(value: &JsValue<'_>) -> bool {
     )
 }
 
-/// Converts a JavaScript value into a payload.
-fn from_js<'js>(
+/// A result converted back: the payload an untouched part of the input came from, or a new one.
+enum Back<'v> {
+    Same(&'v Value),
+    New(Value),
+}
+
+impl Back<'_> {
+    fn into_value(self) -> Value {
+        match self {
+            Back::Same(v) => v.clone(),
+            Back::New(v) => v,
+        }
+    }
+}
+
+/// Converts a JavaScript value into a payload. An object, array or byte array the input became
+/// (see [`Made`]) is compared, entry by entry, with what it was made with while it converts;
+/// when nothing differs the payload it came from is the answer, and nothing is built: a script
+/// that hands back its input, or a part of it, untouched does not pay for converting it back.
+fn from_js<'js, 'v>(
     ctx: &Ctx<'js>,
     hidden: &Object<'js>,
+    made: &Made<'js, 'v>,
     value: JsValue<'js>,
     depth: usize,
-) -> rquickjs::Result<Value> {
+) -> rquickjs::Result<Back<'v>> {
     if depth > MAX_NESTING {
         return Err(too_deep(ctx));
     }
-    Ok(match value.type_of() {
+    Ok(Back::New(match value.type_of() {
         Type::Bool => Value::Bool(value.as_bool().unwrap_or_default()),
         Type::Int => Value::Int(i64::from(value.as_int().unwrap_or_default())),
         Type::Float => number(value.as_float().unwrap_or_default()),
@@ -798,19 +976,9 @@ fn from_js<'js>(
             Value::Int(big.to_i64()?)
         }
         Type::Array => {
+            let origin = made.origin(&value);
             let array = value.into_array().expect("the value is an array");
-            let items = array
-                .iter::<JsValue>()
-                .map(|item| {
-                    let item = item?;
-                    if skipped(&item) {
-                        Ok(Value::Null)
-                    } else {
-                        from_js(ctx, hidden, item, depth + 1)
-                    }
-                })
-                .collect::<rquickjs::Result<Vec<_>>>()?;
-            Value::List(List::from(items))
+            return from_array(ctx, hidden, made, &array, origin, depth);
         }
         Type::Exception => {
             let message = value
@@ -821,8 +989,9 @@ fn from_js<'js>(
             Value::Error(ErrorValue::new(message))
         }
         Type::Object | Type::Proxy | Type::Promise => {
+            let origin = made.origin(&value);
             let object = value.into_object().expect("the value is an object");
-            from_object(ctx, hidden, object, depth)?
+            return from_object(ctx, hidden, made, object, origin, depth);
         }
         Type::Null
         | Type::Undefined
@@ -832,39 +1001,172 @@ fn from_js<'js>(
         | Type::Symbol
         | Type::Module
         | Type::Unknown => Value::Null,
-    })
+    }))
 }
 
-fn from_object<'js>(
+/// What `found` (a key, for an object's entry, and a value) converts to when it is what `entry`
+/// put there: `expected`, the payload the entry came from, for the very same value, unless it
+/// is an object of the input whose own entries changed. `None` when it is not, and it converts
+/// as any value does.
+fn untouched<'js, 'v>(
     ctx: &Ctx<'js>,
     hidden: &Object<'js>,
-    object: Object<'js>,
+    made: &Made<'js, 'v>,
+    entry: Option<&(Option<Atom<'js>>, JsValue<'js>)>,
+    found: (Option<&Atom<'js>>, &JsValue<'js>),
+    expected: &'v Value,
     depth: usize,
-) -> rquickjs::Result<Value> {
-    if object.is_typed_array::<u8>() || object.is_array_buffer() {
+) -> rquickjs::Result<Option<Back<'v>>> {
+    let (key, item) = found;
+    let Some((put_key, put)) = entry else {
+        return Ok(None);
+    };
+    if put != item || put_key.as_ref() != key {
+        return Ok(None);
+    }
+    if !item.is_object() {
+        return Ok(Some(made.same(expected)));
+    }
+    // The same object: it may still have been changed inside.
+    Ok(Some(
+        match from_js(ctx, hidden, made, item.clone(), depth + 1)? {
+            Back::Same(v) if std::ptr::eq(v, expected) => Back::Same(v),
+            other => Back::New(other.into_value()),
+        },
+    ))
+}
+
+/// An array; one made from a list is compared with it item by item.
+fn from_array<'js, 'v>(
+    ctx: &Ctx<'js>,
+    hidden: &Object<'js>,
+    made: &Made<'js, 'v>,
+    array: &Array<'js>,
+    origin: Option<&Origin<'js, 'v>>,
+    depth: usize,
+) -> rquickjs::Result<Back<'v>> {
+    let (expected, put) = match origin.map(|o| (o.value, &o.entries)) {
+        Some((Value::List(l), put)) => (&l[..], &put[..]),
+        _ => (&[][..], &[][..]),
+    };
+    // Whether every item so far is untouched.
+    let mut same = origin.is_some_and(|o| o.value.as_list().is_some());
+    let mut items = Vec::new();
+    let mut count = 0;
+    for item in array.iter::<JsValue>() {
+        let item = item?;
+        count += 1;
+        let back = match (same, expected.get(count - 1)) {
+            (true, Some(e)) => untouched(
+                ctx,
+                hidden,
+                made,
+                put[count - 1].as_ref(),
+                (None, &item),
+                e,
+                depth,
+            )?,
+            _ => None,
+        };
+        let back = match back {
+            Some(Back::Same(_)) => continue,
+            Some(changed) => changed,
+            None if skipped(&item) => Back::New(Value::Null),
+            None => from_js(ctx, hidden, made, item, depth + 1)?,
+        };
+        if same {
+            same = false;
+            items.extend_from_slice(&expected[..count - 1]);
+        }
+        items.push(back.into_value());
+    }
+    if same {
+        if count == expected.len() {
+            return Ok(made.same(origin.expect("only an origin can match").value));
+        }
+        items.extend_from_slice(&expected[..count]);
+    }
+    Ok(Back::New(Value::List(List::from(items))))
+}
+
+/// An object; one made from a map is compared with it entry by entry.
+fn from_object<'js, 'v>(
+    ctx: &Ctx<'js>,
+    hidden: &Object<'js>,
+    made: &Made<'js, 'v>,
+    object: Object<'js>,
+    origin: Option<&Origin<'js, 'v>>,
+    depth: usize,
+) -> rquickjs::Result<Back<'v>> {
+    // What an object is made as (a plain object, a byte array) never changes, so only other
+    // objects are asked whether they hold bytes, which costs a thrown and caught exception
+    // when they do not.
+    let from_map = origin.and_then(|o| o.value.as_map().map(|m| (o.value, m, &o.entries)));
+    if from_map.is_none() && (object.is_typed_array::<u8>() || object.is_array_buffer()) {
         let latin1: Function = hidden.get("latin1")?;
         let text: String = latin1.call((object,))?;
         // Every character is below 256: it was built from bytes.
-        return Ok(Value::Bytes(text.chars().map(|c| c as u8).collect()));
+        let bytes = Value::Bytes(text.chars().map(|c| c as u8).collect());
+        return Ok(match origin {
+            Some(o) if *o.value == bytes => made.same(o.value),
+            _ => Back::New(bytes),
+        });
     }
     let to_json: JsValue = object.get(PredefinedAtom::ToJSON)?;
     if let Some(to_json) = to_json.as_function() {
         let json: JsValue = to_json.call((This(object), ""))?;
-        return from_js(ctx, hidden, json, depth + 1);
+        return from_js(ctx, hidden, made, json, depth + 1);
     }
+    let (expected, put) = match from_map {
+        Some((_, map, put)) => (map.entries(), &put[..]),
+        None => (&[][..], &[][..]),
+    };
+    // Whether every entry so far is untouched.
+    let mut same = from_map.is_some();
+    let mut matched = 0;
     let mut entries = Vec::new();
-    // Keys are read as JavaScript strings, whose conversion keeps their length: read as Rust
-    // strings they go through a C string and a key with a NUL in it would be cut short.
-    for entry in object.own_props::<rquickjs::String, JsValue>(Filter::new().string().enum_only()) {
+    for entry in object.own_props::<Atom, JsValue>(Filter::new().string().enum_only()) {
         let (key, item) = entry?;
-        if !skipped(&item) {
-            entries.push((
-                Value::from(key.to_string()?),
-                from_js(ctx, hidden, item, depth + 1)?,
-            ));
+        let back = match (same, expected.get(matched)) {
+            (true, Some((_, e))) => untouched(
+                ctx,
+                hidden,
+                made,
+                put[matched].as_ref(),
+                (Some(&key), &item),
+                e,
+                depth,
+            )?,
+            _ => None,
+        };
+        let back = match back {
+            Some(Back::Same(_)) => {
+                matched += 1;
+                continue;
+            }
+            Some(changed) => changed,
+            None if skipped(&item) => continue,
+            None => from_js(ctx, hidden, made, item, depth + 1)?,
+        };
+        if same {
+            same = false;
+            entries.extend_from_slice(&expected[..matched]);
         }
+        // Keys are read as JavaScript strings, whose conversion keeps their length: read as
+        // Rust strings they go through a C string and a key with a NUL in it would be cut
+        // short.
+        entries.push((
+            Value::from(key.to_js_string()?.to_string()?),
+            back.into_value(),
+        ));
     }
-    Ok(Value::Map(Map::from_iter(entries)))
+    if same {
+        if matched == expected.len() {
+            return Ok(made.same(from_map.expect("only an origin can match").0));
+        }
+        entries.extend_from_slice(&expected[..matched]);
+    }
+    Ok(Back::New(Value::Map(Map::from_iter(entries))))
 }
 
 #[cfg(test)]
@@ -879,5 +1181,118 @@ mod tests {
         let used = engine._runtime.memory_usage().malloc_size;
         println!("one engine: {} KiB", used >> 10);
         assert!(used < 1 << 20, "{used} bytes");
+    }
+
+    #[test]
+    fn a_program_whose_results_reuse_nothing_notes_one_run_in_a_probe() {
+        let reuse = Reuse(AtomicU32::new(0));
+        assert!(reuse.record());
+        reuse.ran(true, false);
+        let noted = (0..PROBE_EVERY * 2)
+            .filter(|_| {
+                let record = reuse.record();
+                reuse.ran(record, false);
+                record
+            })
+            .count();
+        assert_eq!(noted, 2);
+        reuse.ran(true, true);
+        assert!(reuse.record());
+    }
+
+    /// Runs `code` on `input` once, noting what the input became or not.
+    fn run_noting(code: &str, input: &Value, record: bool) -> Result<Value, String> {
+        let source = factory("javascript", code).unwrap();
+        let engine = Engine::new("javascript", &source).unwrap();
+        let reuse = Reuse(AtomicU32::new(u32::from(!record)));
+        engine
+            .context
+            .with(|ctx| invoke(&ctx, input, &reuse))
+            .map_err(|f| f.error.to_string())
+    }
+
+    /// Whatever a script does to its input before handing it back, reusing the untouched parts
+    /// answers what converting the result back answers.
+    #[test]
+    fn reusing_the_input_answers_as_converting_it_back() {
+        let input = Value::Map(Map::from_iter([
+            (Value::from("body"), Value::Map([("n", 1), ("m", 2)].into())),
+            (
+                Value::from("list"),
+                Value::from(vec![Value::from("a"), Value::Int(2), Value::Null]),
+            ),
+            (Value::from("bytes"), Value::Bytes(vec![1u8, 2].into())),
+            (Value::from("float"), Value::Float(2.0)),
+            (Value::from("half"), Value::Float(0.5)),
+            (Value::from("big"), Value::Int(1 << 60)),
+            (Value::from("huge"), Value::Uint(u64::MAX)),
+            (
+                Value::from("error"),
+                Value::Error(ErrorValue::join(vec![
+                    ErrorValue::new("a"),
+                    ErrorValue::new("b"),
+                ])),
+            ),
+            (
+                Value::from("keys"),
+                Value::Map([(Value::Int(1), Value::from("one"))].into_iter().collect()),
+            ),
+            (
+                Value::from("ordered"),
+                Value::Map([("10", 1), ("9", 2)].into()),
+            ),
+            (Value::from("s"), Value::from("text")),
+            (Value::from("x"), Value::Map([("k", "x")].into())),
+            (Value::from("y"), Value::Map([("k", "y")].into())),
+        ]));
+        let plain = Value::Map(Map::from_iter([
+            (Value::from("body"), Value::Map([("n", 1), ("m", 2)].into())),
+            (
+                Value::from("list"),
+                Value::from(vec![Value::from("a"), Value::Int(2)]),
+            ),
+            (Value::from("bytes"), Value::Bytes(vec![1u8, 2].into())),
+            (Value::from("s"), Value::from("text")),
+        ]));
+        let scripts = [
+            "(a) => a",
+            "(a) => a.body",
+            "(a) => [a.body, a.body, a.list]",
+            "(a) => ({ status: 201, body: a.body })",
+            "(a) => ({ ...a })",
+            "(a) => { a.body.n = 5; return a; }",
+            "(a) => { a.added = 1; return a; }",
+            "(a) => { delete a.s; return a; }",
+            "(a) => { a.s = 'te' + 'xt'; return a; }",
+            "(a) => { a.f = () => 1; a.u = undefined; return a; }",
+            "(a) => { a.list.push(1); return a; }",
+            "(a) => { a.list.length = 1; return a; }",
+            "(a) => { a.list[0] = 'z'; return a; }",
+            "(a) => { a.list[1] = () => 1; return a; }",
+            "(a) => { a.bytes[0] = 9; return a; }",
+            "(a) => { const t = a.x; a.x = a.y; a.y = t; return a; }",
+            "(a) => { Object.defineProperty(a, 's', { enumerable: false }); return a; }",
+            "(a) => { Object.defineProperty(a, 'toJSON', { value: () => 'j' }); return a; }",
+            "(a) => { Object.defineProperty(a.body, 'toJSON', { value: () => 'j' }); return a; }",
+            "(a) => { Object.setPrototypeOf(a.body, { toJSON() { return 7; } }); return a; }",
+            "(a) => { Object.defineProperty(a, 's', { get() { return 'g'; }, enumerable: true }); return a; }",
+            "(a) => { Object.freeze(a); return a; }",
+            "(a) => { a.body = a.x; return a; }",
+            "(a) => { a.x.self = a; return a; }",
+        ];
+        for code in scripts {
+            let code = format!("export default {code};");
+            for input in [&input, &plain] {
+                let noted = run_noting(&code, input, true);
+                let converted = run_noting(&code, input, false);
+                assert_eq!(noted, converted, "{code} on {input:?}");
+            }
+        }
+        // Handed back untouched, the plain input is the very payload, not a copy.
+        let noted = run_noting("export default (a) => a;", &plain, true).unwrap();
+        let (Value::Map(noted), Value::Map(plain)) = (&noted, &plain) else {
+            unreachable!()
+        };
+        assert!(std::ptr::eq(noted.entries(), plain.entries()));
     }
 }
