@@ -31,6 +31,7 @@ pub(super) async fn serve(
     listener: TcpListener,
     served: Arc<ArcSwap<Served>>,
     meters: Arc<Meters>,
+    handed_over: Arc<AtomicBool>,
     mut stopped: watch::Receiver<bool>,
 ) {
     let (limits, tls) = {
@@ -139,15 +140,47 @@ pub(super) async fn serve(
             }
         }
     };
-    close_all(Close::Graceful);
+    // When a new version of the listener took the socket over (a reload), a connection
+    // accepted here just before the stop may not have sent its first request yet (or it is
+    // still unread): closing it now would reset a client that did nothing wrong, though the
+    // port never stopped listening. Such a connection is closed once its first request has
+    // started (that request is answered, with `Connection: close`), or when its header timeout
+    // runs out. A listener that stops for good closes it at once, as it does every idle one.
+    let keep_fresh = handed_over.load(Ordering::Acquire);
+    let mut fresh: Vec<(Weak<Conn>, Instant)> = Vec::new();
+    let stopping = Instant::now();
+    for w in &watched {
+        if let Some(conn) = w.conn.upgrade() {
+            if keep_fresh && conn.activity.started.load(Ordering::Relaxed) == 0 {
+                fresh.push((Arc::downgrade(&conn), stopping));
+            } else {
+                conn.activity.close(Close::Graceful);
+            }
+        }
+    }
+    let mut looks = tokio::time::interval(Duration::from_millis(5));
     // In-flight requests finish, however long that takes, unless the one unloading gives up
     // on them (a shutdown timeout, `--shutdown-timeout`): it drops the stop signal's sender,
     // and what is still open is cut.
-    tokio::select! {
-        () = open.closed() => {}
-        _ = unloader.wait_for(|_| false) => {
-            tracing::warn!("in-flight requests did not finish in time; dropping them");
-            close_all(Close::Abort);
+    loop {
+        tokio::select! {
+            () = open.closed() => break,
+            _ = unloader.wait_for(|_| false) => {
+                tracing::warn!("in-flight requests did not finish in time; dropping them");
+                close_all(Close::Abort);
+                break;
+            }
+            _ = looks.tick(), if !fresh.is_empty() => {
+                fresh.retain(|(conn, since)| {
+                    let Some(conn) = conn.upgrade() else { return false };
+                    let started = conn.activity.started.load(Ordering::Relaxed) > 0;
+                    if started || since.elapsed() >= limits.header_timeout {
+                        conn.activity.close(Close::Graceful);
+                        return false;
+                    }
+                    true
+                });
+            }
         }
     }
 }

@@ -29,6 +29,7 @@ mod request;
 use std::future::Future;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -247,6 +248,7 @@ impl NodeSpec for ListenerSpec {
             limits,
             local_addr: OnceLock::new(),
             socket: Mutex::new(None),
+            handed_over: Arc::new(AtomicBool::new(false)),
             running: Mutex::new(None),
         }))
     }
@@ -319,6 +321,9 @@ pub struct ListenerNode {
     /// over (see [`Node::adopt`]): before it loads, or after this one stopped, it is the
     /// socket the new one listens on.
     socket: Mutex<Option<std::net::TcpListener>>,
+    /// Whether a new version took the socket over: stopping then keeps the connections that
+    /// have not sent a request yet until they have.
+    handed_over: Arc<AtomicBool>,
     running: Mutex<Option<Running>>,
 }
 
@@ -412,6 +417,9 @@ impl Node for ListenerNode {
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
             .and_then(|s| s.try_clone().ok());
+        if socket.is_some() {
+            previous.handed_over.store(true, Ordering::Release);
+        }
         *self.socket.lock().unwrap_or_else(|e| e.into_inner()) = socket;
     }
 
@@ -427,7 +435,13 @@ impl Node for ListenerNode {
         let (stop, stopped) = watch::channel(false);
         let served = Arc::new(ArcSwap::new(Served::at(cx)));
         let meters = Arc::new(Meters::new(&self.name));
-        let task = tokio::spawn(serve(listener, Arc::clone(&served), meters, stopped));
+        let task = tokio::spawn(serve(
+            listener,
+            Arc::clone(&served),
+            meters,
+            Arc::clone(&self.handed_over),
+            stopped,
+        ));
         *self.running.lock().unwrap_or_else(|e| e.into_inner()) =
             Some(Running { stop, task, served });
         Ok(())

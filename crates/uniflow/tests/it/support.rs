@@ -73,14 +73,27 @@ pub(crate) fn registry() -> uniflow_core::Registry {
     registry
 }
 
-/// A port that was free a moment ago: bound on 127.0.0.1 and released. Another socket could
-/// take it before the listener binds it, but the kernel spreads ephemeral ports over thousands
-/// of numbers, so within a test run that is unlikely.
+/// A port free on 127.0.0.1 for the test to give a listener.
+///
+/// The kernel's own pick (binding port 0) is an ephemeral port, and so is every client
+/// connection's local port: with the tests opening thousands of connections, one of them took
+/// a port between its pick and the listener's bind (a run failed so). So the ports come from
+/// below the ephemeral range (32768 and up by default), numbered per test binary so that two
+/// tests never get the same one, and each is checked free when given.
 pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    // Test binaries of two checkouts may run at once: each starts at a place of its own.
+    let start = std::process::id() % 97 * 120;
+    loop {
+        let port = FIRST + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % COUNT;
+        let port = u16::try_from(port).expect("below 32768");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// `value` with `localhost:OLD` and `127.0.0.1:OLD` rewritten to `127.0.0.1:NEW` in every
