@@ -6,13 +6,17 @@
 
 use std::any::Any;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use tokio::sync::Notify;
 use uniflow_value::ErrorValue;
 
 type ExitHook = Box<dyn FnOnce(Option<&ErrorValue>) + Send>;
+
+/// Processes started and not exited: one counter for the program, since processes are made
+/// only when a node asks for one, and an atomic add costs less than a per-graph count.
+static ALIVE: AtomicUsize = AtomicUsize::new(0);
 
 /// A unit of work flowing through the graph: a request, an event, or a child forked from one.
 pub struct Process {
@@ -46,6 +50,7 @@ struct State {
 impl Process {
     /// A new root process.
     pub fn new() -> Arc<Process> {
+        ALIVE.fetch_add(1, Ordering::Relaxed);
         Arc::new(Process {
             id: OnceLock::new(),
             parent: None,
@@ -59,6 +64,7 @@ impl Process {
     /// A child process with its own empty data. The parent's exit exits the child, and the
     /// parent's [`join`](Process::join) waits for it.
     pub fn fork(self: &Arc<Self>) -> Arc<Process> {
+        ALIVE.fetch_add(1, Ordering::Relaxed);
         let child = Arc::new(Process {
             id: OnceLock::new(),
             parent: Some(Arc::clone(self)),
@@ -82,8 +88,14 @@ impl Process {
         }
         // Forked from a process that has already exited: the child is born exited too.
         child.exited.store(true, Ordering::Release);
+        ALIVE.fetch_sub(1, Ordering::Relaxed);
         child.lock().error = self.exit_error();
         child
+    }
+
+    /// How many processes of this program have started and not exited yet (for `/metrics`).
+    pub fn alive() -> usize {
+        ALIVE.load(Ordering::Relaxed)
     }
 
     /// The process id, generated on first use.
@@ -113,6 +125,7 @@ impl Process {
         if self.exited.swap(true, Ordering::SeqCst) {
             return;
         }
+        ALIVE.fetch_sub(1, Ordering::Relaxed);
         if error.is_none() && self.parent.is_none() && !self.used.load(Ordering::SeqCst) {
             self.notify();
             return;
@@ -334,6 +347,20 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
 
     use super::*;
+
+    /// Other tests make processes at the same time, a few at once: a thousand held ones
+    /// stand out of them, and are gone once exited, forked children included.
+    #[test]
+    fn alive_counts_processes_until_they_exit() {
+        let parents: Vec<_> = (0..500).map(|_| Process::new()).collect();
+        let children: Vec<_> = parents.iter().map(Process::fork).collect();
+        assert!(Process::alive() >= 1000, "{}", Process::alive());
+        for parent in &parents {
+            parent.exit(None);
+        }
+        assert!(children.iter().all(|c| c.is_exited()));
+        assert!(Process::alive() < 1000, "{}", Process::alive());
+    }
 
     #[test]
     fn exit_runs_hooks_once_in_reverse_order() {

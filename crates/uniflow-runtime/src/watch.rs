@@ -92,6 +92,7 @@ async fn load_until_it_works(store: &Store, namespace: &str) -> Snapshot {
         match snapshot(store, namespace).await {
             Ok(snapshot) => return snapshot,
             Err(e) => {
+                metrics::counter!("uniflow_store_errors_total").increment(1);
                 tracing::error!(
                     %namespace,
                     error = %e,

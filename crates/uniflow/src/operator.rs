@@ -189,6 +189,7 @@ impl State {
             "/healthz" => text(StatusCode::OK, "ok\n"),
             "/readyz" => self.ready(),
             "/metrics" => {
+                metrics::gauge!("uniflow_processes").set(uniflow_core::Process::alive() as f64);
                 let mut response = text(StatusCode::OK, self.metrics.render());
                 response.headers_mut().insert(
                     header::CONTENT_TYPE,

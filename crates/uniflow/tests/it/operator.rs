@@ -174,6 +174,7 @@ async fn health_readiness_and_counters_that_follow_the_requests() {
         metric(&text, "uniflow_generation ").unwrap() >= 1.0,
         "{text}"
     );
+    assert!(metric(&text, "uniflow_processes ").is_some(), "{text}");
     drop(server);
 }
 
