@@ -287,6 +287,13 @@ async fn apply_files(
     options: &StartOptions,
     env: &[(String, Value)],
 ) -> anyhow::Result<()> {
+    if options.from_specs.is_none()
+        && options.from_secrets.is_none()
+        && options.from_charts.is_none()
+    {
+        // Nothing to check against the store, so no read of it before the runtime's own.
+        return Ok(());
+    }
     let namespace = options.namespace.as_str();
     fn read<R>(
         path: &Path,

@@ -221,13 +221,7 @@ impl State {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim);
-        let given = header.map(str::to_owned).or_else(|| {
-            query(req, "token").map(|t| {
-                percent_encoding::percent_decode_str(t)
-                    .decode_utf8_lossy()
-                    .into_owned()
-            })
-        });
+        let given = header.map(str::to_owned).or_else(|| query(req, "token"));
         given.is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes()))
     }
 
@@ -240,15 +234,21 @@ impl State {
             .enumerate()
             .map(|(i, s)| s.spec.label(i))
             .collect();
-        let find = |r: &uniflow_spec::PortRef| {
-            symbols.iter().enumerate().find_map(|(i, s)| {
-                let hit = match (&r.id, &r.name) {
-                    (Some(id), _) => s.spec.id.as_ref() == Some(id),
-                    (None, Some(name)) => s.spec.name.as_ref() == Some(name),
-                    (None, None) => false,
-                };
-                hit.then(|| labels[i].clone())
-            })
+        // Links name their target by id or by name; one index finds either.
+        let mut index: std::collections::HashMap<(bool, &str), &str> =
+            std::collections::HashMap::with_capacity(symbols.len() * 2);
+        for (s, label) in symbols.iter().zip(&labels) {
+            if let Some(id) = &s.spec.id {
+                index.insert((true, id), label);
+            }
+            if let Some(name) = &s.spec.name {
+                index.insert((false, name), label);
+            }
+        }
+        let find = |r: &uniflow_spec::PortRef| match (&r.id, &r.name) {
+            (Some(id), _) => index.get(&(true, id.as_str())).copied(),
+            (None, Some(name)) => index.get(&(false, name.as_str())).copied(),
+            (None, None) => None,
         };
         let nodes: Vec<serde_json::Value> = symbols
             .iter()
@@ -352,13 +352,11 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn query<'r>(req: &'r Request<Incoming>, key: &str) -> Option<&'r str> {
-    req.uri()
-        .query()?
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .find(|(k, _)| *k == key)
-        .map(|(_, v)| v)
+/// The first value of `key` in the query string, decoded.
+fn query(req: &Request<Incoming>, key: &str) -> Option<String> {
+    form_urlencoded::parse(req.uri().query()?.as_bytes())
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
 }
 
 fn profile(result: anyhow::Result<Vec<u8>>) -> Answer {

@@ -263,55 +263,41 @@ async fn removed<R: Resource>(
 /// The examples of the resources a file lists.
 fn file_examples(kind: ResourceKind, path: &Path, namespace: &str) -> anyhow::Result<Vec<Example>> {
     let read = |d: Diagnostics| anyhow::anyhow!("{d}");
-    let keys: Vec<(Option<String>, String, Option<String>)> = match kind {
+    let examples: Vec<Example> = match kind {
         ResourceKind::Secrets => uniflow_spec::load_secrets_file(path, namespace)
             .map_err(read)?
             .iter()
-            .map(keys)
+            .map(Example::of)
             .collect(),
         ResourceKind::Charts => uniflow_spec::load_charts_file(path, namespace)
             .map_err(read)?
             .iter()
-            .map(keys)
+            .map(Example::of)
             .collect(),
         _ => uniflow_spec::load_file(path, namespace)
             .map_err(read)?
             .iter()
-            .map(keys)
+            .map(Example::of)
             .collect(),
     };
-    if keys.is_empty() {
+    if examples.is_empty() {
         bail!(
             "{} lists nothing to delete (to delete every {} of namespace `{namespace}`, use --all)",
             path.display(),
             kind.singular()
         );
     }
-    keys.into_iter()
-        .enumerate()
-        .map(|(i, (id, ns, name))| {
-            if id.is_none() && name.is_none() {
-                bail!(
-                    "{}: entry #{i} has neither id nor name, so it names no {}",
-                    path.display(),
-                    kind.singular()
-                );
-            }
-            Ok(Example {
-                id,
-                namespace: Some(ns),
-                name,
-            })
-        })
-        .collect()
-}
-
-fn keys<R: Resource>(r: &R) -> (Option<String>, String, Option<String>) {
-    (
-        r.id().map(str::to_owned),
-        r.namespace().to_owned(),
-        r.name().map(str::to_owned),
-    )
+    if let Some(i) = examples
+        .iter()
+        .position(|e| e.id.is_none() && e.name.is_none())
+    {
+        bail!(
+            "{}: entry #{i} has neither id nor name, so it names no {}",
+            path.display(),
+            kind.singular()
+        );
+    }
+    Ok(examples)
 }
 
 /// Warns about each link of the namespace's remaining specs to a deleted one.

@@ -266,6 +266,9 @@ async fn a_token_guards_everything_but_the_probes_and_is_required_off_loopback()
     assert_eq!(get(admin, "/metrics", &wrong).await.0, 401);
     let right = [("Authorization".to_owned(), "Bearer s3cret-token".to_owned())];
     assert_eq!(get(admin, "/metrics", &right).await.0, 200);
+    // The page's way: the token in the query, encoded.
+    assert_eq!(get(admin, "/graph?token=s3cret%2Dtoken", &[]).await.0, 200);
+    assert_eq!(get(admin, "/graph?token=nope", &[]).await.0, 401);
 
     // Off loopback without a token, start refuses, saying what to set.
     let out = Command::new(env!("CARGO_BIN_EXE_uniflow"))
