@@ -14,7 +14,9 @@
 mod chart;
 mod check;
 mod metered;
+mod observed;
 mod secrets;
+mod traced;
 mod watch;
 
 use std::collections::{HashMap, HashSet};
@@ -43,6 +45,9 @@ pub struct Options {
     pub drain: Duration,
     /// Whether each node counts its packets, errors and answer times (`--admin`).
     pub metered: bool,
+    /// Whether each node opens a span for the packets of a traced request
+    /// (`[telemetry] otlp_endpoint`).
+    pub traced: bool,
 }
 
 impl Default for Options {
@@ -51,6 +56,7 @@ impl Default for Options {
             env: Vec::new(),
             drain: Duration::from_secs(30),
             metered: false,
+            traced: false,
         }
     }
 }
@@ -198,7 +204,16 @@ impl Live {
         let mut report = Report::default();
         let mut held = HashSet::new();
         let namespace = self.namespace.clone();
-        let meter = move |spec: &Spec, node| metered::wrap(&namespace, spec, node);
+        let (metered, traced) = (self.options.metered, self.options.traced);
+        let observe = move |spec: &Spec, mut node| {
+            if metered {
+                node = metered::wrap(&namespace, spec, node);
+            }
+            if traced {
+                node = traced::wrap(&namespace, spec, node);
+            }
+            node
+        };
         loop {
             let generation = Generation::build(
                 &previous,
@@ -208,10 +223,7 @@ impl Live {
                     secrets: &lookup,
                     stale: &is_stale,
                     held: &held,
-                    wrap: self
-                        .options
-                        .metered
-                        .then_some(&meter as &uniflow_core::Wrap),
+                    wrap: (metered || traced).then_some(&observe as &uniflow_core::Wrap),
                 },
             );
             if generation.is_unchanged() {

@@ -10,3 +10,4 @@ mod operator;
 mod scenarios;
 mod scripts;
 mod support;
+mod traces;
