@@ -13,7 +13,7 @@
 use std::future::Future;
 use std::sync::OnceLock;
 
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, HeaderName, StatusCode};
 use opentelemetry::context::FutureExt as _;
 use opentelemetry::trace::{
     SpanKind, Status, TraceContextExt as _, Tracer as _, TracerProvider as _,
@@ -21,8 +21,8 @@ use opentelemetry::trace::{
 use opentelemetry::{Context, KeyValue, global};
 use opentelemetry_http::{HeaderExtractor, HeaderInjector};
 
-/// The name of the W3C header that carries a trace's context.
-const TRACEPARENT: &str = "traceparent";
+/// The W3C header that carries a trace's context.
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// How requests are traced, once enabled.
 struct Tracing {
@@ -68,24 +68,34 @@ pub(crate) fn start(head: &http::request::Parts) -> Option<Traced> {
 
 #[inline(never)]
 fn start_with(tracing: &Tracing, head: &http::request::Parts) -> Option<Traced> {
-    let parent = if head.headers.contains_key(TRACEPARENT) {
-        global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(&head.headers)))
-    } else {
-        Context::new()
-    };
-    let remote = parent.span().span_context().clone();
-    let sampled = if remote.is_valid() {
-        remote.is_sampled()
-    } else {
-        fastrand::f64() < tracing.ratio
-    };
-    if !sampled {
-        // Nothing recorded here, but the caller's decision travels on.
-        return remote.is_valid().then(|| Traced {
-            context: parent,
-            log: tracing::Span::none(),
-        });
+    if !head.headers.contains_key(TRACEPARENT) {
+        // Most requests: no caller's decision to follow, so the ratio decides.
+        return (fastrand::f64() < tracing.ratio).then(|| open(tracing, head, &Context::new()));
     }
+    let parent = global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(&head.headers)));
+    let (valid, sampled) = {
+        let span = parent.span();
+        (
+            span.span_context().is_valid(),
+            span.span_context().is_sampled(),
+        )
+    };
+    if !valid {
+        // A malformed `traceparent` is ignored, as W3C asks.
+        return (fastrand::f64() < tracing.ratio).then(|| open(tracing, head, &Context::new()));
+    }
+    if sampled {
+        return Some(open(tracing, head, &parent));
+    }
+    // Nothing recorded here, but the caller's decision travels on.
+    Some(Traced {
+        context: parent,
+        log: tracing::Span::none(),
+    })
+}
+
+/// Opens the span of a traced request, a child of `parent`.
+fn open(tracing: &Tracing, head: &http::request::Parts, parent: &Context) -> Traced {
     let method = head.method.as_str().to_owned();
     let span = tracing
         .tracer
@@ -96,11 +106,11 @@ fn start_with(tracing: &Tracing, head: &http::request::Parts) -> Option<Traced> 
             KeyValue::new("url.path", head.uri.path().to_owned()),
             KeyValue::new("uniflow.node.kind", "listener"),
         ])
-        .start_with_context(&tracing.tracer, &parent);
+        .start_with_context(&tracing.tracer, parent);
     let context = parent.with_span(span);
     let trace_id = context.span().span_context().trace_id().to_string();
     let log = tracing::info_span!("request", trace_id = %trace_id);
-    Some(Traced { context, log })
+    Traced { context, log }
 }
 
 impl Traced {

@@ -29,13 +29,18 @@ pub(crate) fn wrap(namespace: &str, spec: &Spec, node: Box<dyn Node>) -> Box<dyn
         observer: Spans {
             tracer: global::tracer_provider().tracer("uniflow"),
             name: Cow::Owned(spec.label(0)),
+            // Shared strings: each span clones the attributes, and a clone is then a count.
             attributes: [
-                KeyValue::new("uniflow.namespace", namespace.to_owned()),
-                KeyValue::new("uniflow.node.name", spec.label(0)),
-                KeyValue::new("uniflow.node.kind", spec.kind.clone()),
+                KeyValue::new("uniflow.namespace", shared(namespace)),
+                KeyValue::new("uniflow.node.name", shared(&spec.label(0))),
+                KeyValue::new("uniflow.node.kind", shared(&spec.kind)),
             ],
         },
     })
+}
+
+fn shared(text: &str) -> opentelemetry::StringValue {
+    opentelemetry::StringValue::from(std::sync::Arc::<str>::from(text))
 }
 
 impl Spans {

@@ -245,6 +245,17 @@ async fn a_spec_that_fails_to_start_makes_the_namespace_not_ready() {
     );
     // The rest keeps serving.
     assert_eq!(get(port, "/ping", &[]).await.0, 200);
+    // The reload that followed the apply is counted with how far behind the store it ran: a
+    // change written by another process, seen by polling the change log, within seconds.
+    let (_, metrics) = get(admin, "/metrics", &[]).await;
+    let text = String::from_utf8_lossy(&metrics);
+    assert_eq!(
+        metric(&text, "uniflow_watch_lag_seconds_count"),
+        Some(1.0),
+        "{text}"
+    );
+    let lag = metric(&text, "uniflow_watch_lag_seconds_sum").unwrap();
+    assert!(lag > 0.0 && lag < 10.0, "{lag}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
