@@ -324,6 +324,28 @@ async fn spans_of_requests_reach_the_collector_with_their_parents() {
     let object: serde_json::Value = serde_json::from_str(line).unwrap();
     assert_eq!(object["span"]["trace_id"], trace, "{line}");
 
+    // A malformed `traceparent` is ignored: the request starts a trace of its own.
+    let (status, _) = get(
+        port,
+        "/ping",
+        &[("traceparent".into(), "00-nonsense-01".into())],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let is_root_ping = |s: &Span| {
+        s.name == "GET"
+            && s.parent_span_id.is_empty()
+            && attribute(s, "url.path").as_deref() == Some("/ping")
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !collector.seen.iter().any(is_root_ping) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, collector.spans.recv()).await {
+            Ok(Some(span)) => collector.seen.push(span),
+            _ => panic!("no root span for the request with a malformed traceparent"),
+        }
+    }
+
     assert_eq!(collector.paths.recv().await.as_deref(), Some("/v1/traces"));
 }
 
