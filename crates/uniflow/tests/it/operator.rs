@@ -1,28 +1,26 @@
 //! The operator endpoint (`start --admin`), over real HTTP.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
 
-use crate::support::{free_port, request, send};
+use crate::support::{Instance, free_port, request, send};
 
 struct Server {
-    child: Child,
+    instance: Instance,
     dir: std::path::PathBuf,
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
 impl Server {
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
+        self.instance.log()
     }
 }
 
@@ -63,31 +61,17 @@ async fn start_with(
         std::fs::write(dir.join(name), text).unwrap();
         flags.extend([flag.to_string(), name.to_string()]);
     }
-    let child = Command::new(env!("CARGO_BIN_EXE_uniflow"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_uniflow"));
+    command
         .current_dir(&dir)
         .envs(env.iter().copied())
         .args(["start", "--from-specs", "specs.yaml"])
         .args(&flags)
         .arg("--admin")
         .arg(format!("127.0.0.1:{admin}"))
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("log")).unwrap())
-        .spawn()
-        .unwrap();
-    let server = Server { child, dir };
-    for p in [port, admin] {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", p)).await.is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "nothing on {p}:\n{}",
-                server.log()
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-    server
+        .env("NO_COLOR", "1");
+    let instance = Instance::spawn(command, dir.join("log"), &[port, admin]).await;
+    Server { instance, dir }
 }
 
 async fn get(port: u16, path: &str, headers: &[(String, String)]) -> (u16, Vec<u8>) {

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Full};
@@ -12,10 +12,10 @@ use hyper::body::{Bytes, Incoming};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::{Span, span::SpanKind, status::StatusCode};
 use prost::Message as _;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-use crate::support::{free_port, request, send};
+use crate::support::{Instance, free_port, request, send};
 
 /// A collector that keeps every span it is sent.
 struct Collector {
@@ -133,21 +133,13 @@ fn attribute(span: &Span, key: &str) -> Option<String> {
 }
 
 struct Server {
-    child: Child,
+    instance: Instance,
     dir: std::path::PathBuf,
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-impl Server {
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
     }
 }
 
@@ -156,7 +148,8 @@ async fn start(specs: &str, port: u16, env: &[(&str, String)]) -> Server {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("specs.yaml"), specs).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_uniflow"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_uniflow"));
+    command
         .current_dir(&dir)
         .envs(env.iter().map(|(k, v)| (k, v)))
         // Batches leave every 100 ms rather than every 5 s, so the test need not wait.
@@ -167,22 +160,9 @@ async fn start(specs: &str, port: u16, env: &[(&str, String)]) -> Server {
             "start",
             "--from-specs",
             "specs.yaml",
-        ])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("log")).unwrap())
-        .spawn()
-        .unwrap();
-    let server = Server { child, dir };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "nothing on {port}:\n{}",
-            server.log()
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    server
+        ]);
+    let instance = Instance::spawn(command, dir.join("log"), &[port]).await;
+    Server { instance, dir }
 }
 
 async fn get(port: u16, path: &str, headers: &[(String, String)]) -> (u16, Vec<u8>) {
@@ -316,7 +296,7 @@ async fn spans_of_requests_reach_the_collector_with_their_parents() {
         attribute(one(&spans, "GET"), "http.response.status_code").as_deref(),
         Some("500")
     );
-    let log = server.log();
+    let log = server.instance.log();
     let line = log
         .lines()
         .find(|l| l.contains("unhandled error"))
