@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
 
-use crate::support::{Instance, free_port, request, send};
+use crate::support::{Instance, free_port, get};
 
 struct Server {
     instance: Instance,
@@ -72,15 +72,6 @@ async fn start_with(
         .env("NO_COLOR", "1");
     let instance = Instance::spawn(command, dir.join("log"), &[port, admin]).await;
     Server { instance, dir }
-}
-
-async fn get(port: u16, path: &str, headers: &[(String, String)]) -> (u16, Vec<u8>) {
-    let reply = send(
-        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-        &request("GET", path, headers, b""),
-    )
-    .await;
-    (reply.status, reply.body)
 }
 
 /// The value of the metric line that starts with `prefix`.

@@ -242,3 +242,13 @@ impl Drop for Instance {
         let _ = self.child.wait();
     }
 }
+
+/// `GET path` on 127.0.0.1:`port` with `headers`: the status and body.
+pub(crate) async fn get(port: u16, path: &str, headers: &[(String, String)]) -> (u16, Vec<u8>) {
+    let reply = send(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        &request("GET", path, headers, b""),
+    )
+    .await;
+    (reply.status, reply.body)
+}

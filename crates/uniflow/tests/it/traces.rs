@@ -15,7 +15,7 @@ use prost::Message as _;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-use crate::support::{Instance, free_port, request, send};
+use crate::support::{Instance, free_port, get};
 
 /// A collector that keeps every span it is sent.
 struct Collector {
@@ -163,15 +163,6 @@ async fn start(specs: &str, port: u16, env: &[(&str, String)]) -> Server {
         ]);
     let instance = Instance::spawn(command, dir.join("log"), &[port]).await;
     Server { instance, dir }
-}
-
-async fn get(port: u16, path: &str, headers: &[(String, String)]) -> (u16, Vec<u8>) {
-    let reply = send(
-        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-        &request("GET", path, headers, b""),
-    )
-    .await;
-    (reply.status, reply.body)
 }
 
 /// listener -> router -> {pong | a call of /ping through `http` | a throw}.
