@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::task::JoinHandle;
+use uniflow_core::agent::Agent;
 use uniflow_core::{Build, Generation, Graph, Registry};
 use uniflow_spec::{Chart, Diagnostic, Diagnostics, EnvValue, Secret, Spec};
 use uniflow_value::Value;
@@ -43,6 +44,9 @@ pub struct Options {
     pub drain: Duration,
     /// Whether each node counts its packets, errors and answer times (`--admin`).
     pub metered: bool,
+    /// What records frames and holds packets at breakpoints (`--debug`, `uniflow test`): the
+    /// graph's links get taps (see [`uniflow_core::agent`]).
+    pub agent: Option<Arc<Agent>>,
 }
 
 impl Default for Options {
@@ -51,6 +55,7 @@ impl Default for Options {
             env: Vec::new(),
             drain: Duration::from_secs(30),
             metered: false,
+            agent: None,
         }
     }
 }
@@ -212,6 +217,7 @@ impl Live {
                         .options
                         .metered
                         .then_some(&meter as &uniflow_core::Wrap),
+                    agent: self.options.agent.as_ref(),
                 },
             );
             if generation.is_unchanged() {
