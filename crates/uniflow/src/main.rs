@@ -3,6 +3,7 @@
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -40,23 +41,8 @@ struct Cli {
 enum Command {
     /// Run a namespace from the store and follow its changes until SIGINT or SIGTERM.
     Start {
-        /// The namespace to run.
-        #[arg(short, long, default_value = uniflow_spec::DEFAULT_NAMESPACE)]
-        namespace: String,
-        /// A YAML or JSON file of specs to apply before starting (checked whole first); may be
-        /// repeated, and the files are checked together.
-        #[arg(long, value_name = "FILE")]
-        from_specs: Vec<PathBuf>,
-        /// A YAML or JSON file of secrets to apply before starting.
-        #[arg(long, value_name = "FILE")]
-        from_secrets: Option<PathBuf>,
-        /// A YAML or JSON file of charts to apply before starting.
-        #[arg(long, value_name = "FILE")]
-        from_charts: Option<PathBuf>,
-        /// An env value every spec gets, below its own env (`{{ .KEY }}` works without an
-        /// `env` entry); may be repeated.
-        #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = uniflow::parse_env)]
-        env: Vec<(String, String)>,
+        #[command(flatten)]
+        load: Load,
         /// How long to wait after SIGINT or SIGTERM for in-flight requests before exiting
         /// without them, e.g. `30s` [default: `[shutdown] timeout` of .uniflow.toml, else 10s].
         #[arg(long, value_name = "DURATION", value_parser = uniflow::parse_timeout)]
@@ -76,22 +62,8 @@ enum Command {
     Test {
         /// Only the suites whose `namespace/name` this regular expression matches.
         regex: Option<String>,
-        /// The namespace to run.
-        #[arg(short, long, default_value = uniflow_spec::DEFAULT_NAMESPACE)]
-        namespace: String,
-        /// A YAML or JSON file of specs to apply first; may be repeated (the flow, then its
-        /// tests), and the files are checked together.
-        #[arg(long, value_name = "FILE")]
-        from_specs: Vec<PathBuf>,
-        /// A YAML or JSON file of secrets to apply first.
-        #[arg(long, value_name = "FILE")]
-        from_secrets: Option<PathBuf>,
-        /// A YAML or JSON file of charts to apply first.
-        #[arg(long, value_name = "FILE")]
-        from_charts: Option<PathBuf>,
-        /// An env value every spec gets, below its own env; may be repeated.
-        #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = uniflow::parse_env)]
-        env: Vec<(String, String)>,
+        #[command(flatten)]
+        load: Load,
         /// Also write the results as JUnit XML to this file, for CI.
         #[arg(long, value_name = "FILE")]
         junit: Option<PathBuf>,
@@ -150,6 +122,42 @@ enum Command {
         #[arg(short, long, default_value = "table")]
         output: Output,
     },
+}
+
+/// What `start` and `test` load, and how.
+#[derive(clap::Args)]
+struct Load {
+    /// The namespace to run.
+    #[arg(short, long, default_value = uniflow_spec::DEFAULT_NAMESPACE)]
+    namespace: String,
+    /// A YAML or JSON file of specs to apply first (checked whole); may be repeated (a flow,
+    /// then its tests), and the files are checked together.
+    #[arg(long, value_name = "FILE")]
+    from_specs: Vec<PathBuf>,
+    /// A YAML or JSON file of secrets to apply first.
+    #[arg(long, value_name = "FILE")]
+    from_secrets: Option<PathBuf>,
+    /// A YAML or JSON file of charts to apply first.
+    #[arg(long, value_name = "FILE")]
+    from_charts: Option<PathBuf>,
+    /// An env value every spec gets, below its own env (`{{ .KEY }}` works without an `env`
+    /// entry); may be repeated.
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = uniflow::parse_env)]
+    env: Vec<(String, String)>,
+}
+
+impl Load {
+    /// `start`'s options, recording with `agent` if given.
+    fn options(self, agent: Option<Arc<Agent>>) -> StartOptions {
+        StartOptions {
+            namespace: self.namespace,
+            from_specs: self.from_specs,
+            from_secrets: self.from_secrets,
+            from_charts: self.from_charts,
+            env: self.env,
+            agent,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -218,11 +226,7 @@ async fn command(command: Command) -> anyhow::Result<ExitCode> {
     let mut config = Config::load(&std::env::current_dir()?)?;
     let printed = match command {
         Command::Start {
-            namespace,
-            from_specs,
-            from_secrets,
-            from_charts,
-            env,
+            load,
             shutdown_timeout,
             admin,
             debug,
@@ -234,15 +238,7 @@ async fn command(command: Command) -> anyhow::Result<ExitCode> {
                 config.admin.address = admin;
             }
             let agent = debug.then(Agent::new);
-            let options = StartOptions {
-                namespace,
-                from_specs,
-                from_secrets,
-                from_charts,
-                env,
-                agent: agent.clone(),
-            };
-            let running = start(&config, &options).await?;
+            let running = start(&config, &load.options(agent.clone())).await?;
             match agent {
                 Some(agent) => {
                     let stop = async {
@@ -262,30 +258,14 @@ async fn command(command: Command) -> anyhow::Result<ExitCode> {
             }
             return Ok(ExitCode::SUCCESS);
         }
-        Command::Test {
-            regex,
-            namespace,
-            from_specs,
-            from_secrets,
-            from_charts,
-            env,
-            junit,
-        } => {
+        Command::Test { regex, load, junit } => {
             let filter = regex
                 .as_deref()
                 .map(regex::Regex::new)
                 .transpose()
                 .context("reading the suites' REGEX")?;
-            let options = StartOptions {
-                namespace,
-                from_specs,
-                from_secrets,
-                from_charts,
-                env,
-                // Frames are recorded for `assert`'s `target`.
-                agent: Some(Agent::new()),
-            };
-            let running = start(&config, &options).await?;
+            // Frames are recorded for `assert`'s `target`.
+            let running = start(&config, &load.options(Some(Agent::new()))).await?;
             let outcomes = uniflow::suites::run(&running, filter.as_ref(), |outcome| {
                 println!("{}", outcome.lines());
             })

@@ -87,35 +87,30 @@ impl Session {
 
     /// What was printed after `mark`, once it has every one of `wanted`.
     async fn wait_for(&self, mark: usize, wanted: &[&str]) -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let since = self.out.lock().unwrap()[mark..].to_owned();
-            if wanted.iter().all(|w| since.contains(w)) {
-                return since;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "waited for {wanted:?}; printed:\n{since}\nlog:\n{}",
-                self.err.lock().unwrap()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually(
+            || {
+                let since = self.out.lock().unwrap()[mark..].to_owned();
+                wanted.iter().all(|w| since.contains(w)).then_some(since)
+            },
+            || {
+                format!(
+                    "{wanted:?} printed; printed:\n{}\nlog:\n{}",
+                    &self.out.lock().unwrap()[mark..],
+                    self.err.lock().unwrap()
+                )
+            },
+        )
+        .await
     }
 
     /// Waits for the process to end; its exit status.
     async fn ended(&mut self) -> std::process::ExitStatus {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "uniflow did not exit:\n{}",
-                self.err.lock().unwrap()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let (child, err) = (&mut self.child, &self.err);
+        eventually(
+            || child.try_wait().unwrap(),
+            || format!("uniflow to exit:\n{}", err.lock().unwrap()),
+        )
+        .await
     }
 }
 
@@ -126,12 +121,42 @@ impl Drop for Session {
     }
 }
 
-async fn wait_for_listener(addr: std::net::SocketAddr) {
+/// Waits for the paused request's answer, which must be `pong`; `why` it should come.
+async fn answers_pong(paused: tokio::task::JoinHandle<crate::support::Reply>, why: &str) {
+    let reply = tokio::time::timeout(Duration::from_secs(20), paused)
+        .await
+        .expect(why)
+        .unwrap();
+    assert_eq!(
+        (reply.status, reply.body.as_slice()),
+        (200, b"pong".as_slice())
+    );
+}
+
+/// What `poll` gives once it gives something, asked every 20 ms for at most 20 s (generous: the
+/// machine may be busy); fails naming what was awaited, as `waited` says.
+async fn eventually<T>(mut poll: impl FnMut() -> Option<T>, waited: impl Fn() -> String) -> T {
     let deadline = Instant::now() + Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(Instant::now() < deadline, "uniflow did not start listening");
+    loop {
+        if let Some(found) = poll() {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "waited for {}", waited());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until something accepts on `addr`, or (`up` false) until nothing does.
+async fn wait_for_listener_to_be(addr: std::net::SocketAddr, up: bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(addr).await.is_ok() != up {
+        assert!(Instant::now() < deadline, "listening should be {up}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+async fn wait_for_listener(addr: std::net::SocketAddr) {
+    wait_for_listener_to_be(addr, true).await;
 }
 
 #[tokio::test]
@@ -194,14 +219,7 @@ async fn a_breakpoint_pauses_one_request_until_continue_while_others_are_served(
 
     let mark = session.mark();
     session.send("continue");
-    let reply = tokio::time::timeout(Duration::from_secs(20), paused)
-        .await
-        .expect("continue releases the request")
-        .unwrap();
-    assert_eq!(
-        (reply.status, reply.body.as_slice()),
-        (200, b"pong".as_slice())
-    );
+    answers_pong(paused, "continue releases the request").await;
     session.wait_for(mark, &["(debug) "]).await;
 
     // The ended request's process is listed, with its frames.
@@ -254,14 +272,7 @@ async fn ctrl_c_while_paused_releases_the_request_and_stops_gracefully() {
         .status()
         .unwrap();
     assert!(status.success());
-    let reply = tokio::time::timeout(Duration::from_secs(20), paused)
-        .await
-        .expect("Ctrl-C releases the paused request")
-        .unwrap();
-    assert_eq!(
-        (reply.status, reply.body.as_slice()),
-        (200, b"pong".as_slice())
-    );
+    answers_pong(paused, "Ctrl-C releases the paused request").await;
     let status = session.ended().await;
     assert!(
         status.success(),
@@ -323,20 +334,13 @@ async fn the_prompt_works_on_a_terminal_under_tmux() {
     };
     let wait_for = |wanted: &'static [&'static str]| {
         let screen = &screen;
-        async move {
-            let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
+        eventually(
+            move || {
                 let text = screen();
-                if wanted.iter().all(|w| text.contains(w)) {
-                    return text;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "waited for {wanted:?}; screen:\n{text}"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
+                wanted.iter().all(|w| text.contains(w)).then_some(text)
+            },
+            move || format!("{wanted:?} on the screen:\n{}", screen()),
+        )
     };
     wait_for_listener(addr).await;
     wait_for(&["(debug) "]).await;
@@ -345,18 +349,8 @@ async fn the_prompt_works_on_a_terminal_under_tmux() {
     let paused = tokio::spawn(send(addr, request("GET", "/ping", &[], b"").leak()));
     wait_for(&["\"port\": \"in\"", "\"process\""]).await;
     tmux(&["send-keys", "-t", &name, "continue", "Enter"]);
-    let reply = tokio::time::timeout(Duration::from_secs(20), paused)
-        .await
-        .expect("continue releases the request")
-        .unwrap();
-    assert_eq!(
-        (reply.status, reply.body.as_slice()),
-        (200, b"pong".as_slice())
-    );
+    answers_pong(paused, "continue releases the request").await;
     tmux(&["send-keys", "-t", &name, "quit", "Enter"]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(addr).await.is_ok() {
-        assert!(Instant::now() < deadline, "quit stops the server");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // Quitting stops the server.
+    wait_for_listener_to_be(addr, false).await;
 }
