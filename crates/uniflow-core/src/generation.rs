@@ -20,6 +20,7 @@ use std::sync::Arc;
 use uniflow_spec::{Diagnostics, SecretLookup, Spec, bind, check_unique};
 
 use crate::Error;
+use crate::agent::Agent;
 use crate::graph::{Dangling, Graph, Symbol, link};
 use crate::node::{Cx, LoadCx, Node, NodeId};
 use crate::packet::Packet;
@@ -41,6 +42,9 @@ pub struct Build<'a> {
     /// What wraps each node compiled for the generation (counting its packets, say), if
     /// anything.
     pub wrap: Option<&'a Wrap>,
+    /// What records the frames of the generation's packets and holds them at breakpoints, if
+    /// anything: its links then get taps (see [`crate::agent`]).
+    pub agent: Option<&'a Arc<Agent>>,
 }
 
 /// Wraps a node compiled from a spec.
@@ -139,7 +143,7 @@ impl Generation {
                 }
             }
         }
-        let linked = link(symbols, Dangling::Inactive);
+        let linked = link(symbols, Dangling::Inactive, with.agent);
         problems.extend(linked.problems);
         Generation {
             graph: Arc::new(linked.graph),

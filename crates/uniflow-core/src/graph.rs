@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use uniflow_spec::{Diagnostic, Diagnostics, PortRef, SecretLookup, Spec, bind, check};
 
+use crate::agent::{Agent, Side, Tap};
 use crate::node::{Cx, Flow, InPort, LoadCx, Needs, Node, NodeId, OutPort};
 use crate::packet::Packet;
 use crate::process::Process;
@@ -83,7 +84,7 @@ impl Graph {
         if !problems.is_empty() {
             return Err(problems);
         }
-        let linked = link(symbols, Dangling::Reported);
+        let linked = link(symbols, Dangling::Reported, None);
         problems.extend(linked.problems);
         problems.into_result(())?;
         Ok(Arc::new(linked.graph))
@@ -240,7 +241,12 @@ pub(crate) struct Linked {
 }
 
 /// Resolves every spec's `ports` to targets, by id or name. Each symbol comes with its label.
-pub(crate) fn link(symbols: Vec<(String, Symbol)>, dangling: Dangling) -> Linked {
+/// With an agent, every link gets its taps (see [`crate::agent`]).
+pub(crate) fn link(
+    symbols: Vec<(String, Symbol)>,
+    dangling: Dangling,
+    agent: Option<&Arc<Agent>>,
+) -> Linked {
     let mut problems = Vec::new();
     let mut index: HashMap<(&str, &str), usize> = HashMap::with_capacity(symbols.len());
     for (i, (_, sym)) in symbols.iter().enumerate() {
@@ -273,9 +279,11 @@ pub(crate) fn link(symbols: Vec<(String, Symbol)>, dangling: Dangling) -> Linked
     };
     let mut links = Vec::with_capacity(symbols.len());
     let mut init = Vec::with_capacity(symbols.len());
+    let mut names = Vec::with_capacity(if agent.is_some() { symbols.len() } else { 0 });
     for (label, sym) in &symbols {
         let mut table: Vec<Vec<Target>> = Vec::new();
         let mut init_targets = Vec::new();
+        let mut ports = PortNames::default();
         for (name, refs) in &sym.spec.ports {
             let slot = if name == port::INIT {
                 None
@@ -322,20 +330,33 @@ pub(crate) fn link(symbols: Vec<(String, Symbol)>, dangling: Dangling) -> Linked
                     }
                 };
                 match slot {
-                    None => init_targets.push(target),
+                    None => {
+                        init_targets.push(target);
+                        ports.init.push(r.port.clone());
+                    }
                     Some(slot) => {
                         if table.len() <= slot {
                             table.resize_with(slot + 1, Vec::new);
+                            ports.slots.resize_with(slot + 1, Default::default);
                         }
                         table[slot].push(target);
+                        let names = &mut ports.slots[slot];
+                        if names.0.is_empty() {
+                            names.0.clone_from(name);
+                        }
+                        names.1.push(r.port.clone());
                     }
                 }
             }
         }
         links.push(table.into_iter().map(Vec::into_boxed_slice).collect());
         init.push(init_targets.into_boxed_slice());
+        if agent.is_some() {
+            names.push(ports);
+        }
     }
     let active = symbols.len();
+    let labels: Vec<String> = symbols.iter().map(|(label, _)| label.clone()).collect();
     let mut symbols: Vec<Symbol> = symbols.into_iter().map(|(_, s)| s).collect();
     for message in stand_ins {
         symbols.push(Symbol {
@@ -348,6 +369,27 @@ pub(crate) fn link(symbols: Vec<(String, Symbol)>, dangling: Dangling) -> Linked
         links.push(Box::default());
         init.push(Box::default());
     }
+    if let Some(agent) = agent {
+        let mut taps = Taps {
+            agent,
+            labels: &labels,
+            symbols: &mut symbols,
+            links: &mut links,
+            init: &mut init,
+        };
+        for (i, ports) in names.into_iter().enumerate() {
+            for (slot, (port, into)) in ports.slots.into_iter().enumerate() {
+                let targets = taps.links[i][slot].to_vec();
+                if !targets.is_empty() {
+                    taps.links[i][slot] = taps.tap(&labels[i], &port, &targets, &into);
+                }
+            }
+            let targets = taps.init[i].to_vec();
+            if !targets.is_empty() {
+                taps.init[i] = taps.tap(&labels[i], port::INIT, &targets, &ports.init);
+            }
+        }
+    }
     Linked {
         graph: Graph {
             symbols,
@@ -358,6 +400,70 @@ pub(crate) fn link(symbols: Vec<(String, Symbol)>, dangling: Dangling) -> Linked
         problems,
     }
 }
+
+/// The names of one node's linked ports, for its taps: per output port number, its name and
+/// the input port name of each target; the input port name of each `init` target.
+#[derive(Default)]
+struct PortNames {
+    slots: Vec<(String, Vec<String>)>,
+    init: Vec<String>,
+}
+
+/// Adds taps to a graph being linked.
+struct Taps<'g> {
+    agent: &'g Arc<Agent>,
+    labels: &'g [String],
+    symbols: &'g mut Vec<Symbol>,
+    links: &'g mut Vec<Box<[Box<[Target]>]>>,
+    init: &'g mut Vec<Box<[Target]>>,
+}
+
+impl Taps<'_> {
+    /// Taps output port `port` of node `label`, linked to `targets` (at input ports `into`):
+    /// the port's new targets.
+    fn tap(
+        &mut self,
+        label: &str,
+        port: &str,
+        targets: &[Target],
+        into: &[String],
+    ) -> Box<[Target]> {
+        let ins: Vec<Target> = targets
+            .iter()
+            .zip(into)
+            .map(|(target, name)| {
+                let symbol = self
+                    .labels
+                    .get(target.node.0 as usize)
+                    .map_or(INACTIVE_KIND, String::as_str);
+                let tap = Tap::new(self.agent, symbol, name, Side::In);
+                self.add(tap, vec![*target])
+            })
+            .collect();
+        let out = Tap::new(self.agent, label, port, Side::Out);
+        Box::new([self.add(out, ins)])
+    }
+
+    fn add(&mut self, tap: Tap, targets: Vec<Target>) -> Target {
+        let node = NodeId(self.symbols.len() as u32);
+        self.symbols.push(Symbol {
+            spec: Spec {
+                kind: TAP_KIND.to_owned(),
+                ..Spec::default()
+            },
+            node: Arc::new(tap),
+        });
+        self.links.push(Box::new([targets.into_boxed_slice()]));
+        self.init.push(Box::default());
+        Target {
+            node,
+            port: InPort(0),
+        }
+    }
+}
+
+/// The kind in the spec of a tap (see [`crate::agent`]).
+const TAP_KIND: &str = "tap";
 
 /// The kind in the spec of a stand-in for a node that links name but the graph lacks.
 const INACTIVE_KIND: &str = "inactive";

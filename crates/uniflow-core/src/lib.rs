@@ -12,6 +12,7 @@
 //! This crate names no node kind and knows nothing about HTTP: kinds live in the
 //! `uniflow-nodes-*` crates and register themselves in a [`Registry`].
 
+pub mod agent;
 mod error;
 mod generation;
 mod graph;

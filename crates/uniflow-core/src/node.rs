@@ -533,6 +533,16 @@ impl<'a> Cx<'a> {
         self.graph.node(target.node).handle(cx, target.port, packet)
     }
 
+    /// Writes `packet` to this node's only output without counting a hop: a tap (see
+    /// [`crate::agent`]) passes the packet on as if it were not there.
+    pub(crate) fn relay(self, packet: Packet) -> Flow<'a> {
+        Cx {
+            depth: self.depth.saturating_sub(1),
+            ..self
+        }
+        .write(OutPort(0), packet)
+    }
+
     /// Hands `packet` to `target` in `graph`, a subgraph entered from this node, one hop
     /// deeper; `outer` is this context, when the subgraph has outputs.
     pub(crate) fn enter<'b>(

@@ -11,6 +11,7 @@ use uniflow_value::{Map, Value};
 use crate::testing::{self, recorded};
 use crate::{Cx, Graph, Packet, Process, ProcessSlot, Registry};
 
+mod agent;
 mod generation;
 
 fn registry() -> Registry {

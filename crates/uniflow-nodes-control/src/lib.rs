@@ -13,6 +13,7 @@ use std::sync::Arc;
 use uniflow_core::Registry;
 use uniflow_lang::Languages;
 
+pub mod assert;
 pub mod block;
 pub mod call;
 pub mod expression;
@@ -28,11 +29,13 @@ pub mod sleep;
 pub mod snippet;
 pub mod split;
 pub mod switch;
+pub mod test;
 pub mod throw;
 pub mod r#try;
 
 /// Adds every control kind; snippets and expressions compile with `languages`.
 pub fn register(registry: &mut Registry, languages: Arc<Languages>) {
+    assert::register(registry, Arc::clone(&languages));
     registry.add::<block::BlockSpec>();
     registry.add::<call::CallSpec>();
     registry.add_with(call::ALIAS, |spec: call::CallSpec, cx| {
@@ -52,6 +55,7 @@ pub fn register(registry: &mut Registry, languages: Arc<Languages>) {
     registry.add::<sleep::SleepSpec>();
     registry.add::<split::SplitSpec>();
     switch::register(registry, Arc::clone(&languages));
+    registry.add::<test::TestSpec>();
     registry.add::<throw::ThrowSpec>();
     registry.add::<r#try::TrySpec>();
     snippet::register(registry, languages);

@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::task::JoinHandle;
+use uniflow_core::agent::Agent;
 use uniflow_core::{Build, Generation, Graph, Registry};
 use uniflow_spec::{Chart, Diagnostic, Diagnostics, EnvValue, Secret, Spec};
 use uniflow_value::Value;
@@ -48,6 +49,9 @@ pub struct Options {
     /// Whether each node opens a span for the packets of a traced request
     /// (`[telemetry] otlp_endpoint`).
     pub traced: bool,
+    /// What records frames and holds packets at breakpoints (`--debug`, `uniflow test`): the
+    /// graph's links get taps (see [`uniflow_core::agent`]).
+    pub agent: Option<Arc<Agent>>,
 }
 
 impl Default for Options {
@@ -57,6 +61,7 @@ impl Default for Options {
             drain: Duration::from_secs(30),
             metered: false,
             traced: false,
+            agent: None,
         }
     }
 }
@@ -224,6 +229,7 @@ impl Live {
                     stale: &is_stale,
                     held: &held,
                     wrap: (metered || traced).then_some(&observe as &uniflow_core::Wrap),
+                    agent: self.options.agent.as_ref(),
                 },
             );
             if generation.is_unchanged() {

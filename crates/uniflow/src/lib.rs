@@ -2,9 +2,11 @@
 //! `start` sequence and the `apply`, `get` and `delete` verbs. `main.rs` only parses flags and
 //! reports errors; tests drive the same functions.
 
+pub mod debug;
 pub mod operator;
 pub mod profile;
 pub mod resources;
+pub mod suites;
 pub mod table;
 pub mod telemetry;
 
@@ -14,6 +16,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use serde::Deserialize;
+use uniflow_core::agent::Agent;
 use uniflow_core::{Graph, Registry};
 use uniflow_lang::Languages;
 use uniflow_runtime::{Links, Live, Watching};
@@ -175,14 +178,18 @@ impl Config {
 pub struct StartOptions {
     /// The namespace to run.
     pub namespace: String,
-    /// A spec file to apply before starting.
-    pub from_specs: Option<PathBuf>,
+    /// Spec files to apply before starting, checked together (a test file may link to the
+    /// flow it tests).
+    pub from_specs: Vec<PathBuf>,
     /// A secret file to apply before starting.
     pub from_secrets: Option<PathBuf>,
     /// A chart file to apply before starting.
     pub from_charts: Option<PathBuf>,
     /// `-e KEY=VALUE`: env values every spec gets, below its own.
     pub env: Vec<(String, String)>,
+    /// What records frames and holds packets at breakpoints (`--debug`, `uniflow test`), if
+    /// anything.
+    pub agent: Option<Arc<Agent>>,
 }
 
 /// Reads `-e KEY=VALUE`.
@@ -234,6 +241,7 @@ pub async fn start(config: &Config, options: &StartOptions) -> anyhow::Result<Ru
             env,
             metered: admin.is_some(),
             traced: telemetry.is_some(),
+            agent: options.agent.clone(),
             ..uniflow_runtime::Options::default()
         },
     ));
@@ -297,7 +305,7 @@ async fn apply_files(
     options: &StartOptions,
     env: &[(String, Value)],
 ) -> anyhow::Result<()> {
-    if options.from_specs.is_none()
+    if options.from_specs.is_empty()
         && options.from_secrets.is_none()
         && options.from_charts.is_none()
     {
@@ -322,11 +330,14 @@ async fn apply_files(
         .as_ref()
         .map(|p| read(p, namespace, uniflow_spec::load_charts_file))
         .transpose()?;
-    let specs = options
-        .from_specs
-        .as_ref()
-        .map(|p| read(p, namespace, uniflow_spec::load_file))
-        .transpose()?;
+    // Per spec, the file it came from, to place its problems.
+    let mut files = Vec::new();
+    let mut specs = None;
+    for path in &options.from_specs {
+        let read = read(path, namespace, uniflow_spec::load_file)?;
+        files.extend(read.iter().map(|_| path.display().to_string()));
+        specs.get_or_insert_with(Vec::new).extend(read);
+    }
     let mut around = uniflow_runtime::snapshot(store, namespace)
         .await
         .context("reading the namespace from the store")?;
@@ -344,21 +355,40 @@ async fn apply_files(
         around.charts.extend(charts.iter().cloned());
     }
     if let Some(specs) = &specs {
-        let file = options.from_specs.as_ref().map(|p| p.display().to_string());
         let checked = uniflow_runtime::check(registry, specs, &around, env, Links::Within);
-        warn_all(&checked.warnings, file.as_deref());
+        let file_of = |d: Diagnostic| {
+            // Diagnostics name a spec by its label (name, else id, else position).
+            let file = specs
+                .iter()
+                .enumerate()
+                .position(|(i, s)| d.spec.as_deref() == Some(s.label(i).as_str()))
+                .and_then(|i| files.get(i));
+            let file = file.or(files.first()).map(String::as_str);
+            d.in_file(file)
+        };
+        for warning in &checked.warnings {
+            tracing::warn!("{}", file_of(warning.clone()));
+        }
         if !checked.errors.is_empty() {
-            return Err(placed(checked.errors, file.as_deref()));
+            let placed = Diagnostics(checked.errors.0.into_iter().map(file_of).collect());
+            return Err(anyhow::anyhow!("{placed}"));
         }
     }
     for (path, applied) in [
         (&options.from_secrets, apply_some(store, secrets).await?),
         (&options.from_charts, apply_some(store, charts).await?),
-        (&options.from_specs, apply_some(store, specs).await?),
     ] {
         if let Some(path) = path {
             tracing::info!(file = %path.display(), resources = applied, "applied");
         }
+    }
+    let applied = apply_some(store, specs).await?;
+    if !options.from_specs.is_empty() {
+        tracing::info!(
+            files = options.from_specs.len(),
+            resources = applied,
+            "applied specs"
+        );
     }
     Ok(())
 }
@@ -392,6 +422,12 @@ impl Running {
     /// The graph that runs now.
     pub fn graph(&self) -> Arc<Graph> {
         self.live.graph()
+    }
+
+    /// `text` with every secret value of the namespace masked, for showing what the graph's
+    /// specs and packets hold.
+    pub fn redact(&self, text: &str) -> String {
+        self.live.redact(text)
     }
 
     /// Where the operator endpoint listens, when it is on.

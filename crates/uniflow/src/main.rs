@@ -3,12 +3,15 @@
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use uniflow::profile::{CpuProfile, ensure_heap_profiling, write_heap_profile};
 use uniflow::resources::{self, Output, Selection};
 use uniflow::{Config, StartOptions, start};
+use uniflow_core::agent::Agent;
 use uniflow_spec::ResourceKind;
 
 // jemalloc: a fast allocator for many small cross-thread allocations, and the one whose
@@ -38,22 +41,8 @@ struct Cli {
 enum Command {
     /// Run a namespace from the store and follow its changes until SIGINT or SIGTERM.
     Start {
-        /// The namespace to run.
-        #[arg(short, long, default_value = uniflow_spec::DEFAULT_NAMESPACE)]
-        namespace: String,
-        /// A YAML or JSON file of specs to apply before starting (checked whole first).
-        #[arg(long, value_name = "FILE")]
-        from_specs: Option<PathBuf>,
-        /// A YAML or JSON file of secrets to apply before starting.
-        #[arg(long, value_name = "FILE")]
-        from_secrets: Option<PathBuf>,
-        /// A YAML or JSON file of charts to apply before starting.
-        #[arg(long, value_name = "FILE")]
-        from_charts: Option<PathBuf>,
-        /// An env value every spec gets, below its own env (`{{ .KEY }}` works without an
-        /// `env` entry); may be repeated.
-        #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = uniflow::parse_env)]
-        env: Vec<(String, String)>,
+        #[command(flatten)]
+        load: Load,
         /// How long to wait after SIGINT or SIGTERM for in-flight requests before exiting
         /// without them, e.g. `30s` [default: `[shutdown] timeout` of .uniflow.toml, else 10s].
         #[arg(long, value_name = "DURATION", value_parser = uniflow::parse_timeout)]
@@ -62,6 +51,22 @@ enum Command {
         /// address, e.g. 127.0.0.1:9400 [default: `[admin] address`, else off].
         #[arg(long, value_name = "ADDRESS")]
         admin: Option<String>,
+        /// Open the debugger's prompt `(debug) ` on the terminal: breakpoints on nodes and
+        /// ports, and the frames packets leave (see docs/debugging.md).
+        #[arg(long)]
+        debug: bool,
+    },
+    /// Load a namespace as `start` does (listeners listen), run its `test` nodes whose
+    /// `namespace/name` matches REGEX (all without one), all at once, and report each; exit 1
+    /// when any failed.
+    Test {
+        /// Only the suites whose `namespace/name` this regular expression matches.
+        regex: Option<String>,
+        #[command(flatten)]
+        load: Load,
+        /// Also write the results as JUnit XML to this file, for CI.
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
     },
     /// Check a file of resources and store it (upsert by id, else by name); running
     /// instances reload.
@@ -119,6 +124,42 @@ enum Command {
     },
 }
 
+/// What `start` and `test` load, and how.
+#[derive(clap::Args)]
+struct Load {
+    /// The namespace to run.
+    #[arg(short, long, default_value = uniflow_spec::DEFAULT_NAMESPACE)]
+    namespace: String,
+    /// A YAML or JSON file of specs to apply first (checked whole); may be repeated (a flow,
+    /// then its tests), and the files are checked together.
+    #[arg(long, value_name = "FILE")]
+    from_specs: Vec<PathBuf>,
+    /// A YAML or JSON file of secrets to apply first.
+    #[arg(long, value_name = "FILE")]
+    from_secrets: Option<PathBuf>,
+    /// A YAML or JSON file of charts to apply first.
+    #[arg(long, value_name = "FILE")]
+    from_charts: Option<PathBuf>,
+    /// An env value every spec gets, below its own env (`{{ .KEY }}` works without an `env`
+    /// entry); may be repeated.
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = uniflow::parse_env)]
+    env: Vec<(String, String)>,
+}
+
+impl Load {
+    /// `start`'s options, recording with `agent` if given.
+    fn options(self, agent: Option<Arc<Agent>>) -> StartOptions {
+        StartOptions {
+            namespace: self.namespace,
+            from_specs: self.from_specs,
+            from_secrets: self.from_secrets,
+            from_charts: self.from_charts,
+            env: self.env,
+            agent,
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Err(e) = ensure_heap_profiling(cli.memprofile.as_deref()) {
@@ -156,7 +197,7 @@ fn main() -> ExitCode {
     // What a shutdown timeout left running must not hold the exit up.
     runtime.shutdown_background();
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -164,7 +205,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let cpu = cli
         .cpuprofile
         .as_deref()
@@ -181,17 +222,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     result
 }
 
-async fn command(command: Command) -> anyhow::Result<()> {
+async fn command(command: Command) -> anyhow::Result<ExitCode> {
     let mut config = Config::load(&std::env::current_dir()?)?;
     let printed = match command {
         Command::Start {
-            namespace,
-            from_specs,
-            from_secrets,
-            from_charts,
-            env,
+            load,
             shutdown_timeout,
             admin,
+            debug,
         } => {
             if let Some(timeout) = shutdown_timeout {
                 config.shutdown.timeout = timeout;
@@ -199,21 +237,50 @@ async fn command(command: Command) -> anyhow::Result<()> {
             if admin.is_some() {
                 config.admin.address = admin;
             }
-            let options = StartOptions {
-                namespace,
-                from_specs,
-                from_secrets,
-                from_charts,
-                env,
-            };
-            let running = start(&config, &options).await?;
-            shutdown_signal().await?;
+            let agent = debug.then(Agent::new);
+            let running = start(&config, &load.options(agent.clone())).await?;
+            match agent {
+                Some(agent) => {
+                    let stop = async {
+                        // A signal that cannot be listened for leaves only the prompt to stop.
+                        if shutdown_signal().await.is_err() {
+                            std::future::pending::<()>().await;
+                        }
+                    };
+                    uniflow::debug::run(&running, agent, stop).await?;
+                }
+                None => shutdown_signal().await?,
+            }
             let timeout = config.shutdown.timeout;
             tracing::info!("stopping: finishing in-flight requests (at most {timeout:?})");
             if running.stop(timeout).await {
                 tracing::info!("stopped");
             }
-            return Ok(());
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Test { regex, load, junit } => {
+            let filter = regex
+                .as_deref()
+                .map(regex::Regex::new)
+                .transpose()
+                .context("reading the suites' REGEX")?;
+            // Frames are recorded for `assert`'s `target`.
+            let running = start(&config, &load.options(Some(Agent::new()))).await?;
+            let outcomes = uniflow::suites::run(&running, filter.as_ref(), |outcome| {
+                println!("{}", outcome.lines());
+            })
+            .await;
+            running.stop(config.shutdown.timeout).await;
+            if let Some(path) = junit {
+                std::fs::write(&path, uniflow::suites::junit(&outcomes))
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            let failed = outcomes.iter().any(|o| o.error.is_some());
+            return Ok(if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            });
         }
         Command::Apply {
             kind,
@@ -254,7 +321,7 @@ async fn command(command: Command) -> anyhow::Result<()> {
     if !printed.out.is_empty() {
         println!("{}", printed.out.trim_end_matches('\n'));
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn shutdown_signal() -> anyhow::Result<()> {

@@ -38,6 +38,7 @@ async fn next_with(
             stale,
             held,
             wrap: None,
+            agent: None,
         },
     );
     let problems = generation

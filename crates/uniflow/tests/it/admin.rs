@@ -246,7 +246,7 @@ async fn ours_manages_specs(admin: &Admin) {
         .await;
     assert_eq!(
         unknown["error"].as_str().unwrap().lines().next().unwrap(),
-        "spec `x` field `kind`: unknown kind `wat` (known kinds: block, call, for, fork, gateway, http, if, listener, loop, merge, native, nop, pipe, print, proxy, reduce, retry, router, session, signal, sleep, snippet, split, switch, syscall, throw, try, websocket)",
+        "spec `x` field `kind`: unknown kind `wat` (known kinds: assert, block, call, for, fork, gateway, http, if, listener, loop, merge, native, nop, pipe, print, proxy, reduce, retry, router, session, signal, sleep, snippet, split, switch, syscall, test, throw, try, websocket)",
     );
     admin
         .expect(

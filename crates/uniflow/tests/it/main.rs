@@ -3,11 +3,13 @@
 mod admin;
 mod browser;
 mod cli;
+mod debugger;
 mod kinds;
 mod lifecycle;
 mod live;
 mod operator;
 mod scenarios;
 mod scripts;
+mod suites;
 mod support;
 mod traces;
