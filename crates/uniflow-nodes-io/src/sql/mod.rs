@@ -68,10 +68,13 @@ const LEVELS: [&str; 8] = [
 fn level(value: &Value) -> Result<usize, String> {
     let found = match value {
         Value::Int(n) => usize::try_from(*n).ok().filter(|n| *n < LEVELS.len()),
-        Value::String(name) => {
-            let name = name.to_ascii_lowercase().replace(['_', '-'], " ");
-            LEVELS.iter().position(|l| *l == name)
-        }
+        Value::String(name) => match name.trim().parse::<usize>() {
+            Ok(n) => Some(n).filter(|n| *n < LEVELS.len()),
+            Err(_) => {
+                let name = name.to_ascii_lowercase().replace(['_', '-'], " ");
+                LEVELS.iter().position(|l| *l == name)
+            }
+        },
         _ => None,
     };
     found.ok_or_else(|| {
@@ -175,6 +178,13 @@ pub(crate) trait Dialect: Send + Sync + Sized + 'static {
     /// Whether a failed statement aborts the transaction (PostgreSQL's do: its commit then
     /// rolls back without an error).
     const FAILURE_ABORTS: bool;
+}
+
+/// Why a query failed: refused before it reached the database (its arguments), or failed in
+/// the database (which may abort the transaction).
+enum Failure {
+    Refused(ErrorValue),
+    Database(ErrorValue),
 }
 
 /// A prepared statement, as the node remembers it.
@@ -297,13 +307,16 @@ where
             Some(tx) => tx,
             slot @ None => slot.insert(self.begin().await?),
         };
-        let result = self.run(tx, &query).await;
-        if D::FAILURE_ABORTS
-            && let Err(e) = &result
-        {
-            state.aborted = Some(e.message().to_string());
+        match self.run(tx, &query).await {
+            Ok(answer) => Ok(answer),
+            Err(Failure::Refused(e)) => Err(e),
+            Err(Failure::Database(e)) => {
+                if D::FAILURE_ABORTS {
+                    state.aborted = Some(e.message().to_string());
+                }
+                Err(e)
+            }
         }
-        result
     }
 
     async fn begin(&self) -> Result<Transaction<'static, D::Db>, ErrorValue> {
@@ -334,35 +347,35 @@ where
         &self,
         tx: &mut Transaction<'static, D::Db>,
         query: &Query,
-    ) -> Result<Value, ErrorValue> {
-        let shape = self.shape(tx, query).await?;
+    ) -> Result<Value, Failure> {
+        let shape = self.shape(tx, query).await.map_err(Failure::Database)?;
         let mut rows = Vec::new();
         let (mut affected, mut last_id) = (0u64, None);
         for set in query.sets() {
-            let values = set.values(&shape.names)?;
+            let values = set.values(&shape.names).map_err(Failure::Refused)?;
             let arity = D::arity(&shape.params);
             if values.len() != arity {
-                return Err(ErrorValue::new(format!(
+                return Err(Failure::Refused(ErrorValue::new(format!(
                     "the query takes {arity} argument{}, got {}",
                     if arity == 1 { "" } else { "s" },
                     values.len()
-                )));
+                ))));
             }
-            let arguments = D::bind(&shape.params, &values)?;
+            let arguments = D::bind(&shape.params, &values).map_err(Failure::Refused)?;
             let statement = sqlx::query_with(AssertSqlSafe(Arc::clone(&shape.sql)), arguments);
             if shape.rows {
                 let found = statement
                     .fetch_all(&mut **tx)
                     .await
-                    .map_err(|e| self.unreachable(&e))?;
+                    .map_err(|e| Failure::Database(self.unreachable(&e)))?;
                 for row in &found {
-                    rows.push(D::row(row)?);
+                    rows.push(D::row(row).map_err(Failure::Refused)?);
                 }
             } else {
                 let result = statement
                     .execute(&mut **tx)
                     .await
-                    .map_err(|e| self.unreachable(&e))?;
+                    .map_err(|e| Failure::Database(self.unreachable(&e)))?;
                 let (n, id) = D::done(&result);
                 affected += n;
                 last_id = id.or(last_id);
