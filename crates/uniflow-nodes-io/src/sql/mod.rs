@@ -25,8 +25,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use sqlx::pool::PoolOptions;
 use sqlx::{
-    AssertSqlSafe, Connection, Database, Executor, IntoArguments, Pool, SqlSafeStr as _,
-    Statement as _, Transaction,
+    AssertSqlSafe, Column as _, Connection, Database, Executor, IntoArguments, Pool, Row as _,
+    SqlSafeStr as _, Statement as _, Transaction, ValueRef as _,
 };
 use tokio::task::JoinHandle;
 use uniflow_core::{
@@ -166,11 +166,12 @@ pub(crate) trait Dialect: Send + Sync + Sized + 'static {
         values: &[&Value],
     ) -> Result<<Self::Db as Database>::Arguments, ErrorValue>;
 
-    /// A row as a map, column name to value.
+    /// The value of column `i` of `row`, which is not null.
     ///
     /// # Errors
-    /// A column whose value does not decode.
-    fn row(row: &<Self::Db as Database>::Row) -> Result<Value, ErrorValue>;
+    /// A value that does not decode.
+    fn cell(row: &<Self::Db as Database>::Row, i: usize)
+    -> Result<Value, sqlx::error::BoxDynError>;
 
     /// `(rows affected, last insert id)` of a statement without result columns.
     fn done(result: &<Self::Db as Database>::QueryResult) -> (u64, Option<i64>);
@@ -178,6 +179,12 @@ pub(crate) trait Dialect: Send + Sync + Sized + 'static {
     /// Whether a failed statement aborts the transaction (PostgreSQL's do: its commit then
     /// rolls back without an error).
     const FAILURE_ABORTS: bool;
+
+    /// Whether a transaction that only read may end by being dropped: the driver then rolls it
+    /// back without a round trip to wait for (sqlx's SQLite worker queues the rollback ahead
+    /// of the connection's next command). Ending a transaction that changed nothing by a
+    /// rollback is the same as committing it.
+    const DROP_ENDS_READS: bool;
 }
 
 /// Why a query failed: refused before it reached the database (its arguments), or failed in
@@ -231,6 +238,8 @@ struct Open<D: Dialect> {
 
 struct TxState<D: Dialect> {
     tx: Option<Transaction<'static, D::Db>>,
+    /// A statement other than a `SELECT` ran (or was tried) in it.
+    wrote: bool,
     /// A statement failed in a database whose transactions a failure aborts.
     aborted: Option<String>,
 }
@@ -239,6 +248,7 @@ impl<D: Dialect> SqlNode<D>
 where
     for<'c> &'c mut <D::Db as Database>::Connection: Executor<'c, Database = D::Db>,
     <D::Db as Database>::Arguments: IntoArguments<D::Db>,
+    usize: sqlx::ColumnIndex<<D::Db as Database>::Row>,
 {
     fn new(
         cx: &CompileCx<'_>,
@@ -278,6 +288,7 @@ where
                 let open = Arc::new(Open {
                     state: tokio::sync::Mutex::new(TxState {
                         tx: None,
+                        wrote: false,
                         aborted: None,
                     }),
                 });
@@ -303,10 +314,11 @@ where
                 "the transaction is aborted by an earlier failed query ({why})"
             )));
         }
-        let tx = match &mut state.tx {
-            Some(tx) => tx,
-            slot @ None => slot.insert(self.begin().await?),
-        };
+        if state.tx.is_none() {
+            state.tx = Some(self.begin().await?);
+        }
+        state.wrote |= !query.reads_only();
+        let tx = state.tx.as_mut().expect("begun above");
         match self.run(tx, &query).await {
             Ok(answer) => Ok(answer),
             Err(Failure::Refused(e)) => Err(e),
@@ -369,7 +381,7 @@ where
                     .await
                     .map_err(|e| Failure::Database(self.unreachable(&e)))?;
                 for row in &found {
-                    rows.push(D::row(row).map_err(Failure::Refused)?);
+                    rows.push(row_map::<D>(row).map_err(Failure::Refused)?);
                 }
             } else {
                 let result = statement
@@ -440,6 +452,10 @@ impl<D: Dialect> Open<D> {
                 .await
                 .map_err(|e| ErrorValue::new(format!("rolling back: {}", message(&e))));
         }
+        if D::DROP_ENDS_READS && !state.wrote {
+            drop(tx);
+            return Ok(());
+        }
         if let Some(why) = state.aborted.take() {
             let _ = tx.rollback().await;
             return Err(ErrorValue::new(format!(
@@ -450,6 +466,28 @@ impl<D: Dialect> Open<D> {
             .await
             .map_err(|e| ErrorValue::new(format!("committing: {}", message(&e))))
     }
+}
+
+/// A row as a map, column name to value.
+fn row_map<D: Dialect>(row: &<D::Db as Database>::Row) -> Result<Value, ErrorValue>
+where
+    usize: sqlx::ColumnIndex<<D::Db as Database>::Row>,
+{
+    let mut entries = Vec::with_capacity(row.len());
+    for (i, column) in row.columns().iter().enumerate() {
+        let null = row
+            .try_get_raw(i)
+            .map_err(|e| ErrorValue::new(e.to_string()))?
+            .is_null();
+        let value = if null {
+            Value::Null
+        } else {
+            D::cell(row, i)
+                .map_err(|e| ErrorValue::new(format!("column `{}`: {e}", column.name())))?
+        };
+        entries.push((Value::from(column.name().to_owned()), value));
+    }
+    Ok(Value::Map(entries.into_iter().collect::<Map>()))
 }
 
 /// The database's own message for a database error, sqlx's text for the others.
@@ -468,6 +506,7 @@ impl<D: Dialect> Node for SqlNode<D>
 where
     for<'c> &'c mut <D::Db as Database>::Connection: Executor<'c, Database = D::Db>,
     <D::Db as Database>::Arguments: IntoArguments<D::Db>,
+    usize: sqlx::ColumnIndex<<D::Db as Database>::Row>,
 {
     fn in_port(&self, name: &str) -> Option<InPort> {
         shape::in_port(name)
@@ -578,6 +617,14 @@ impl Query {
             Some(_) => return Err(unsupported()),
         };
         Ok(Query { text, named, args })
+    }
+
+    /// Whether the statement only reads: a `SELECT` (one that writes starts otherwise, with
+    /// `INSERT`, `WITH ... INSERT`, and so on).
+    fn reads_only(&self) -> bool {
+        let text = self.text.trim_start();
+        text.get(..6)
+            .is_some_and(|word| word.eq_ignore_ascii_case("select"))
     }
 
     /// Each set of arguments the statement runs with: once without, once per batch item.

@@ -17,8 +17,8 @@ use sqlx::postgres::{
     PgArgumentBuffer, PgArguments, PgConnectOptions, PgQueryResult, PgRow, PgStatement, PgTypeInfo,
     PgValueFormat,
 };
-use sqlx::{Arguments, Column as _, Row as _, Statement as _, ValueRef as _};
-use uniflow_value::{Bytes, ErrorValue, Map, Value};
+use sqlx::{Arguments, Column as _, Row as _, Statement as _};
+use uniflow_value::{Bytes, ErrorValue, Value};
 
 use super::Dialect;
 use crate::format::sprint;
@@ -65,6 +65,7 @@ impl Dialect for Postgres {
     type Params = Vec<u32>;
 
     const FAILURE_ABORTS: bool = true;
+    const DROP_ENDS_READS: bool = false;
 
     fn options(source: &str) -> Result<PgConnectOptions, String> {
         let source = source.trim();
@@ -163,24 +164,14 @@ impl Dialect for Postgres {
         Ok(args)
     }
 
-    fn row(row: &PgRow) -> Result<Value, ErrorValue> {
-        let mut entries = Vec::with_capacity(row.len());
-        for (i, column) in row.columns().iter().enumerate() {
-            let raw = row
-                .try_get_raw(i)
-                .map_err(|e| ErrorValue::new(e.to_string()))?;
-            let value = if raw.is_null() {
-                Value::Null
-            } else {
-                let oid = column.type_info().oid().map_or(oid::UNKNOWN, |o| o.0);
-                let text = raw.format() == PgValueFormat::Text;
-                let bytes = raw.as_bytes().map_err(|e| ErrorValue::new(e.to_string()))?;
-                decode(oid, text, bytes)
-                    .map_err(|e| ErrorValue::new(format!("column `{}`: {e}", column.name())))?
-            };
-            entries.push((Value::from(column.name().to_owned()), value));
-        }
-        Ok(Value::Map(entries.into_iter().collect::<Map>()))
+    fn cell(row: &PgRow, i: usize) -> Result<Value, BoxDynError> {
+        let raw = row.try_get_raw(i)?;
+        let oid = row
+            .column(i)
+            .type_info()
+            .oid()
+            .map_or(oid::UNKNOWN, |o| o.0);
+        decode(oid, raw.format() == PgValueFormat::Text, raw.as_bytes()?)
     }
 
     fn done(result: &PgQueryResult) -> (u64, Option<i64>) {

@@ -2,6 +2,7 @@
 
 use std::str::FromStr;
 
+use sqlx::error::BoxDynError;
 use sqlx::pool::PoolOptions;
 use sqlx::sqlite::{
     SqliteArguments, SqliteConnectOptions, SqliteQueryResult, SqliteRow, SqliteStatement,
@@ -9,7 +10,7 @@ use sqlx::sqlite::{
 use sqlx::{
     Arguments, Column as _, Decode, Row as _, Statement as _, TypeInfo as _, ValueRef as _,
 };
-use uniflow_value::{Bytes, ErrorValue, Map, Value};
+use uniflow_value::{Bytes, ErrorValue, Value};
 
 use super::Dialect;
 
@@ -21,6 +22,7 @@ impl Dialect for Sqlite {
     type Params = usize;
 
     const FAILURE_ABORTS: bool = false;
+    const DROP_ENDS_READS: bool = true;
 
     fn options(source: &str) -> Result<SqliteConnectOptions, String> {
         let url = match source.trim() {
@@ -100,39 +102,21 @@ impl Dialect for Sqlite {
         Ok(args)
     }
 
-    fn row(row: &SqliteRow) -> Result<Value, ErrorValue> {
-        let mut entries = Vec::with_capacity(row.len());
-        for (i, column) in row.columns().iter().enumerate() {
-            let raw = row
-                .try_get_raw(i)
-                .map_err(|e| ErrorValue::new(e.to_string()))?;
-            let value = if raw.is_null() {
-                Value::Null
-            } else {
-                let stored = raw.type_info().name().to_owned();
-                let declared = column.type_info().name();
-                match (stored.as_str(), declared) {
-                    // The text or numbers of a `DATETIME` column as RFC 3339, when they read as
-                    // a time; as they are otherwise.
-                    (_, "DATETIME") => {
-                        match row.try_get_unchecked::<chrono::DateTime<chrono::Utc>, _>(i) {
-                            Ok(t) => Ok(Value::from(
-                                t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
-                            )),
-                            Err(_) => plain(&stored, raw),
-                        }
-                    }
-                    ("INTEGER", "BOOLEAN") => row
-                        .try_get_unchecked::<bool, _>(i)
-                        .map(Value::Bool)
-                        .map_err(Into::into),
-                    _ => plain(&stored, raw),
-                }
-                .map_err(|e| ErrorValue::new(format!("column `{}`: {e}", column.name())))?
-            };
-            entries.push((Value::from(column.name().to_owned()), value));
+    fn cell(row: &SqliteRow, i: usize) -> Result<Value, BoxDynError> {
+        let raw = row.try_get_raw(i)?;
+        let stored = raw.type_info().name().to_owned();
+        match (stored.as_str(), row.column(i).type_info().name()) {
+            // The text or numbers of a `DATETIME` column as RFC 3339, when they read as a
+            // time; as they are otherwise.
+            (_, "DATETIME") => match row.try_get_unchecked::<chrono::DateTime<chrono::Utc>, _>(i) {
+                Ok(t) => Ok(Value::from(
+                    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+                )),
+                Err(_) => plain(&stored, raw),
+            },
+            ("INTEGER", "BOOLEAN") => Ok(Value::Bool(row.try_get_unchecked::<bool, _>(i)?)),
+            _ => plain(&stored, raw),
         }
-        Ok(Value::Map(entries.into_iter().collect::<Map>()))
     }
 
     fn done(result: &SqliteQueryResult) -> (u64, Option<i64>) {
