@@ -23,8 +23,13 @@
 //! tracing, the flow graph itself) is deliberately left out: that is the cost
 //! being measured.
 //!
-//! Usage: `uniflow-baseline [--host H] [--port N]` (defaults `0.0.0.0`, `8001`).
-//! It exits with status 0 on SIGINT or SIGTERM.
+//! With `--sqlite PATH` it also answers `GET /todos/:id` with the row of that id in the
+//! `todos` table of the SQLite file at `PATH` (`{"done":..,"id":..,"title":..}`, or 404), one
+//! sqlx query per request from a pool: the yardstick of `scripts/bench-sql`, which serves the
+//! same through a listener, a router and a `sql` node.
+//!
+//! Usage: `uniflow-baseline [--host H] [--port N] [--sqlite PATH]` (defaults `0.0.0.0`,
+//! `8001`). It exits with status 0 on SIGINT or SIGTERM.
 
 use std::convert::Infallible;
 use std::io;
@@ -45,6 +50,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tikv_jemallocator::Jemalloc;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::OnceCell;
 
 #[global_allocator]
 static ALLOCATOR: Jemalloc = Jemalloc;
@@ -54,15 +60,20 @@ const BACKLOG: i32 = 4096;
 const DEFAULT_HOST: &str = "0.0.0.0";
 const DEFAULT_PORT: u16 = 8001;
 const TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
-const USAGE: &str = "usage: uniflow-baseline [--host H] [--port N]\n\n\
+const USAGE: &str = "usage: uniflow-baseline [--host H] [--port N] [--sqlite PATH]\n\n\
     Bare hyper server answering GET /ping with `pong` (benchmark baseline).\n\n\
-    options:\n  --host H  address to bind (default 0.0.0.0)\n  --port N  port to bind (default 8001)\n";
+    options:\n  --host H  address to bind (default 0.0.0.0)\n  --port N  port to bind (default 8001)\n\
+    \x20 --sqlite PATH  also answer GET /todos/:id from the todos table of this SQLite file\n";
+
+/// The pool of `--sqlite`, when given.
+static TODOS: OnceCell<sqlx::SqlitePool> = OnceCell::const_new();
 
 /// Command-line options.
 #[derive(Debug)]
 struct Args {
     host: String,
     port: u16,
+    sqlite: Option<String>,
 }
 
 /// Parses `--host H`, `--port N` (also `--host=H`, `--port=N`) and `-h`/`--help`.
@@ -71,6 +82,7 @@ fn parse_args(mut words: impl Iterator<Item = String>) -> Result<Option<Args>, S
     let mut args = Args {
         host: DEFAULT_HOST.to_owned(),
         port: DEFAULT_PORT,
+        sqlite: None,
     };
     while let Some(arg) = words.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -81,13 +93,15 @@ fn parse_args(mut words: impl Iterator<Item = String>) -> Result<Option<Args>, S
         };
         match flag.as_str() {
             "-h" | "--help" => return Ok(None),
-            "--host" | "--port" => {
+            "--host" | "--port" | "--sqlite" => {
                 let value = match inline.or_else(|| words.next()) {
                     Some(value) if !value.is_empty() => value,
                     _ => return Err(format!("{flag} needs a value")),
                 };
                 if flag == "--host" {
                     args.host = value;
+                } else if flag == "--sqlite" {
+                    args.sqlite = Some(value);
                 } else {
                     args.port = value
                         .parse()
@@ -145,9 +159,35 @@ async fn handle(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Inf
                 .insert(header::ALLOW, HeaderValue::from_static("GET"));
             response
         }
+        (&Method::GET, path) if path.starts_with("/todos/") && TODOS.initialized() => {
+            todo(&path["/todos/".len()..]).await
+        }
         _ => text(StatusCode::NOT_FOUND, "Not Found"),
     };
     Ok(response)
+}
+
+/// The todo `id` as JSON, read with one query; 404 when there is none.
+async fn todo(id: &str) -> Response<Full<Bytes>> {
+    let pool = TODOS.get().expect("checked by the caller");
+    let row: Result<Option<(i64, String, bool)>, _> =
+        sqlx::query_as("SELECT id, title, done FROM todos WHERE id = ?")
+            .bind(id)
+            .fetch_optional(pool)
+            .await;
+    match row {
+        Ok(Some((id, title, done))) => {
+            let body = serde_json::json!({"done": done, "id": id, "title": title});
+            let mut response = Response::new(Full::new(Bytes::from(format!("{body}\n"))));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json; charset=utf-8"),
+            );
+            response
+        }
+        Ok(None) => text(StatusCode::NOT_FOUND, "Not Found"),
+        Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
+    }
 }
 
 /// Accepts connections forever. Runs as a spawned task, like the engine's
@@ -222,6 +262,13 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(path) = &args.sqlite {
+        let options = sqlx::sqlite::SqliteConnectOptions::new().filename(path);
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_lazy_with(options);
+        let _ = TODOS.set(pool);
+    }
     if let Ok(addr) = listener.local_addr() {
         eprintln!("uniflow-baseline: listening on http://{addr}");
     }
@@ -252,6 +299,8 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!((args.host.as_str(), args.port), ("127.0.0.1", 9000));
+        let args = parse(&["--sqlite", "/tmp/t.db"]).unwrap().unwrap();
+        assert_eq!(args.sqlite.as_deref(), Some("/tmp/t.db"));
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! `error_contains: <text>` or `none: true`; any step may also state `recorded: [tags]` (what
 //! `test-record` nodes appended in that process) and `logged: {tag: count}` (how often
 //! `test-log` nodes with that tag ran, in any process). Steps besides writes are `join: N`
-//! (wait until process N's children exit) and `exit: N`. Processes are numbered from 0 and
+//! (wait until process N's children exit) and `exit: N` (with `with_error: <message>`, an
+//! exit with that error), which waits for the work the exit leaves (a commit). Processes are numbered from 0 and
 //! created on first use. A case with `diagnostics` instead expects the specs not to compile,
 //! with each listed text somewhere in the problems.
 
@@ -101,7 +102,11 @@ async fn check(file: &str, case: &Value, registry: &Registry) {
                 .await
                 .unwrap_or_else(|_| panic!("{label}: children still running after 5s"));
         } else if let Some(n) = index(step, "exit") {
-            proc(n).exit(None);
+            let error = text(step, "with_error").map(uniflow_value::ErrorValue::new);
+            tokio::time::timeout(Duration::from_secs(30), proc(n).exit(error).wait())
+                .await
+                .unwrap_or_else(|_| panic!("{label}: the exit's work still running after 30s"))
+                .unwrap_or_else(|e| panic!("{label}: the exit's work failed: {e}"));
         } else if let Some(node) = text(step, "node") {
             let p = proc(index(step, "proc").unwrap_or(0));
             let id = graph
@@ -150,6 +155,11 @@ async fn check(file: &str, case: &Value, registry: &Registry) {
                 assert_eq!(logged(tag), count, "{label}: logged `{tag}`");
             }
         }
+    }
+    // What the case left running ends before the graph stops, as a listener's requests end
+    // before it unloads.
+    for p in procs {
+        let _ = p.exit(None).wait().await;
     }
     graph.unload().await;
 }

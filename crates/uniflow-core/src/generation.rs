@@ -22,9 +22,7 @@ use uniflow_spec::{Diagnostics, SecretLookup, Spec, bind, check_unique};
 use crate::Error;
 use crate::agent::Agent;
 use crate::graph::{Dangling, Graph, Symbol, link};
-use crate::node::{Cx, LoadCx, Node, NodeId};
-use crate::packet::Packet;
-use crate::process::Process;
+use crate::node::{LoadCx, Node, NodeId};
 use crate::registry::Registry;
 
 /// What a generation is built with, besides its specs.
@@ -219,13 +217,7 @@ impl Generation {
             if targets.is_empty() {
                 continue;
             }
-            let proc = Process::new();
-            let cx = Cx::new(graph, &proc, NodeId(i as u32));
-            let spec = graph.symbols()[i].spec.to_value();
-            let answer = cx.write_to(targets, Packet::Data(spec)).await;
-            let error = answer.value().and_then(|v| v.as_error()).cloned();
-            proc.exit(error.clone());
-            if let Some(e) = error {
+            if let Some(e) = crate::graph::init(graph, NodeId(i as u32), targets).await {
                 let cause = Error::Init(e.message().to_string());
                 return Err(self.fail(&loaded, i, cause).await);
             }

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use uniflow_spec::{Diagnostic, Diagnostics, PortRef, SecretLookup, Spec, bind, check};
+use uniflow_value::ErrorValue;
 
 use crate::agent::{Agent, Side, Tap};
 use crate::node::{Cx, Flow, InPort, LoadCx, Needs, Node, NodeId, OutPort};
@@ -190,17 +191,9 @@ impl Graph {
             if targets.is_empty() {
                 continue;
             }
-            let proc = Process::new();
-            let cx = Cx::new(self, &proc, NodeId(i as u32));
-            // As upstream: the node's own spec, so that an init flow can read its name,
-            // annotations or fields.
-            let spec = self.symbols[i].spec.to_value();
-            let answer = cx.write_to(targets, Packet::Data(spec)).await;
-            let error = answer.value().and_then(|v| v.as_error()).cloned();
-            proc.exit(error.clone());
             // As upstream, an init flow that fails fails the load: the workflow is not
             // started half set up.
-            if let Some(e) = error {
+            if let Some(e) = init(self, NodeId(i as u32), targets).await {
                 self.unload().await;
                 return Err(Error::Load {
                     spec: self.symbols[i].spec.label(i),
@@ -215,6 +208,24 @@ impl Graph {
     pub async fn unload(&self) {
         stop(self.symbols()).await;
     }
+}
+
+/// Writes node `node`'s spec (as a map: as upstream, so that an init flow can read its name,
+/// annotations or fields) to its `init` links `targets`, in a process of its own, and ends
+/// that process, waiting for what its exit leaves (a transaction's commit: the table an init
+/// flow creates is there before the graph serves). The error, if the flow or the exit failed.
+pub(crate) async fn init(
+    graph: &Arc<Graph>,
+    node: NodeId,
+    targets: &[Target],
+) -> Option<ErrorValue> {
+    let proc = Process::new();
+    let cx = Cx::new(graph, &proc, node);
+    let spec = graph.symbols()[node.0 as usize].spec.to_value();
+    let answer = cx.write_to(targets, Packet::Data(spec)).await;
+    let error = answer.value().and_then(|v| v.as_error()).cloned();
+    let settled = proc.exit(error.clone()).wait().await;
+    error.or(settled.err())
 }
 
 /// Unloads `symbols`, last first: what a node needs is loaded before it.

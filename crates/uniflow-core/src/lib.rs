@@ -36,7 +36,7 @@ pub use node::{
     BoxFlow, Cx, Flow, FlowFuture, InPort, LoadCx, MAX_DEPTH, Needs, Node, NodeId, OutPort,
 };
 pub use packet::{Packet, merge};
-pub use process::{Local, Process, ProcessSlot};
+pub use process::{Local, Process, ProcessSlot, Settle, Settling};
 pub use registry::{CompileCx, NodeSpec, Registry};
 pub use subgraph::{OUTPUT_KIND, Subgraph, SubgraphBuilder};
 

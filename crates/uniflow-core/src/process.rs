@@ -3,16 +3,26 @@
 //! A process is one allocation. Its id (a UUID v7) is generated only when something reads it,
 //! and its data and exit hooks live behind one per-process mutex that is never held across an
 //! `.await`, so requests never contend with each other.
+//!
+//! Exit hooks run synchronously inside [`Process::exit`]. A hook whose work must wait (a
+//! transaction's commit) hands that work back as a future ([`Process::on_exit_async`]);
+//! `exit` returns it all as a [`Settle`], which the one who ended the process may await (a
+//! listener does, before it responds) and which otherwise finishes on a task of its own.
 
 use std::any::Any;
+use std::future::Future;
 use std::marker::PhantomData;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use tokio::sync::Notify;
 use uniflow_value::ErrorValue;
 
-type ExitHook = Box<dyn FnOnce(Option<&ErrorValue>) + Send>;
+/// Work an exit hook leaves to finish after the exit (a commit), and how it ended.
+pub type Settling = Pin<Box<dyn Future<Output = Result<(), ErrorValue>> + Send>>;
+
+type ExitHook = Box<dyn FnOnce(Option<&ErrorValue>) -> Option<Settling> + Send>;
 
 /// Processes started and not exited: one counter for the program, since processes are made
 /// only when a node asks for one, and an atomic add costs less than a per-graph count.
@@ -121,14 +131,19 @@ impl Process {
 
     /// Ends the process: drops its data and runs its exit hooks in reverse order of
     /// registration. Only the first call has an effect.
-    pub fn exit(&self, error: Option<ErrorValue>) {
+    ///
+    /// Returns the work the hooks left to finish ([`Process::on_exit_async`]), its forked
+    /// children's included: await it to know that it has finished, or drop it to let it finish
+    /// on its own. A process without such hooks returns an empty [`Settle`], which costs
+    /// nothing either way.
+    pub fn exit(&self, error: Option<ErrorValue>) -> Settle {
         if self.exited.swap(true, Ordering::SeqCst) {
-            return;
+            return Settle::done();
         }
         ALIVE.fetch_sub(1, Ordering::Relaxed);
         if error.is_none() && self.parent.is_none() && !self.used.load(Ordering::SeqCst) {
             self.notify();
-            return;
+            return Settle::done();
         }
         let (forked, hooks, data) = {
             let mut state = self.lock();
@@ -141,11 +156,12 @@ impl Process {
         };
         // Children and hooks run outside the lock, so they may touch this process (or its
         // parent).
+        let mut settle = Settle::done();
         for child in forked.iter().rev().filter_map(Weak::upgrade) {
-            child.exit(error.clone());
+            settle.absorb(child.exit(error.clone()));
         }
         for hook in hooks.into_iter().rev() {
-            hook(error.as_ref());
+            settle.work.extend(hook(error.as_ref()));
         }
         drop(data);
         if let Some(parent) = &self.parent {
@@ -153,19 +169,41 @@ impl Process {
             parent.notify();
         }
         self.notify();
+        settle
     }
 
     /// Runs `hook` when the process exits, or now if it already has.
     pub fn on_exit(&self, hook: impl FnOnce(Option<&ErrorValue>) + Send + 'static) {
+        self.add_hook(Box::new(move |error| {
+            hook(error);
+            None
+        }));
+    }
+
+    /// Runs `hook` when the process exits (or now if it already has), and leaves the work it
+    /// hands back to finish after the exit: [`Process::exit`] returns it in its [`Settle`].
+    /// For what must be done before the process's outcome is reported (a listener answers
+    /// only once a transaction has committed), and which must await to be done.
+    pub fn on_exit_async(
+        &self,
+        hook: impl FnOnce(Option<&ErrorValue>) -> Settling + Send + 'static,
+    ) {
+        self.add_hook(Box::new(move |error| Some(hook(error))));
+    }
+
+    fn add_hook(&self, hook: ExitHook) {
         {
             let mut state = self.lock_to_add();
             if !self.is_exited() {
-                state.hooks.push(Box::new(hook));
+                state.hooks.push(hook);
                 return;
             }
         }
         let error = self.exit_error();
-        hook(error.as_ref());
+        // Exited already: the work, if any, finishes on its own (`Settle`'s drop).
+        drop(Settle {
+            work: hook(error.as_ref()).into_iter().collect(),
+        });
     }
 
     /// Waits until the process has exited.
@@ -239,6 +277,91 @@ impl Process {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic in a hook must not poison the process for everyone else.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What exit hooks left to finish after a process exited ([`Process::on_exit_async`]).
+///
+/// Await it ([`Settle::wait`]) to know the work has finished and how; drop it and the work
+/// finishes on a task of its own, whose failures are logged. Most processes leave nothing,
+/// and then it is an empty vector: no allocation, and nothing to do on drop.
+#[derive(Default)]
+pub struct Settle {
+    work: Vec<Settling>,
+}
+
+impl Settle {
+    /// Nothing left to do.
+    pub const fn done() -> Settle {
+        Settle { work: Vec::new() }
+    }
+
+    /// Whether nothing is left to do.
+    pub fn is_done(&self) -> bool {
+        self.work.is_empty()
+    }
+
+    /// Adds what another exit left.
+    fn absorb(&mut self, mut other: Settle) {
+        self.work.append(&mut other.work);
+    }
+
+    /// Waits for all the work to finish, all of it even when some fails.
+    ///
+    /// # Errors
+    /// The failures, joined.
+    pub async fn wait(mut self) -> Result<(), ErrorValue> {
+        let work = std::mem::take(&mut self.work);
+        let errors: Vec<ErrorValue> = futures_util::future::join_all(work)
+            .await
+            .into_iter()
+            .filter_map(Result::err)
+            .collect();
+        match errors.len() {
+            0 => Ok(()),
+            1 => Err(errors.into_iter().next().expect("one error")),
+            _ => Err(ErrorValue::join(errors)),
+        }
+    }
+}
+
+impl Drop for Settle {
+    fn drop(&mut self) {
+        if !self.work.is_empty() {
+            finish_alone(std::mem::take(&mut self.work));
+        }
+    }
+}
+
+impl std::fmt::Debug for Settle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settle")
+            .field("work", &self.work.len())
+            .finish()
+    }
+}
+
+/// Finishes exit work nobody waits for on a task of its own (the runtime owns it: a shutdown
+/// drops it, and with it, say, an uncommitted transaction, which then rolls back).
+#[cold]
+#[inline(never)]
+fn finish_alone(work: Vec<Settling>) {
+    let settle = Settle { work };
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn(async move {
+                if let Err(error) = settle.wait().await {
+                    tracing::warn!(%error, "work left by a process's exit failed");
+                }
+            });
+        }
+        Err(_) => {
+            tracing::warn!(
+                "a process exited outside the async runtime; the work its exit left is dropped"
+            );
+            let mut settle = settle;
+            settle.work.clear();
+        }
     }
 }
 
@@ -489,6 +612,58 @@ mod tests {
         parent.join().await;
         assert!(child.is_exited());
         handle.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn exit_hands_back_the_work_of_async_hooks_and_waits_for_it() {
+        let p = Process::new();
+        let done = Arc::new(AtomicUsize::new(0));
+        for outcome in [Ok(()), Err("commit failed")] {
+            let done = Arc::clone(&done);
+            p.on_exit_async(move |error| {
+                assert!(error.is_none());
+                Box::pin(async move {
+                    tokio::task::yield_now().await;
+                    done.fetch_add(1, Ordering::SeqCst);
+                    outcome.map_err(ErrorValue::new)
+                })
+            });
+        }
+        let settle = p.exit(None);
+        assert!(!settle.is_done());
+        assert_eq!(
+            done.load(Ordering::SeqCst),
+            0,
+            "the work waits to be awaited"
+        );
+        let error = settle.wait().await.unwrap_err();
+        assert_eq!(error.message(), "commit failed");
+        assert_eq!(done.load(Ordering::SeqCst), 2);
+        assert!(p.exit(None).is_done(), "a second exit leaves nothing");
+    }
+
+    #[tokio::test]
+    async fn work_nobody_waits_for_finishes_on_its_own() {
+        let done = Arc::new(Notify::new());
+        let parent = Process::new();
+        let child = parent.fork();
+        let d = Arc::clone(&done);
+        child.on_exit_async(move |error| {
+            assert_eq!(
+                error.map(|e| e.message().to_string()).as_deref(),
+                Some("bye")
+            );
+            Box::pin(async move {
+                d.notify_one();
+                Ok(())
+            })
+        });
+        // The child's work comes back with its parent's exit; dropped, it runs alone.
+        drop(parent.exit(Some(ErrorValue::new("bye"))));
+        tokio::time::timeout(std::time::Duration::from_secs(10), done.notified())
+            .await
+            .expect("the dropped work ran");
+        assert!(Process::new().exit(Some(ErrorValue::new("x"))).is_done());
     }
 
     #[test]

@@ -1,20 +1,31 @@
 //! A subset of Go's `fmt` verbs, which upstream's `print` passed its payload to: `%v %s %d %f
 //! %e %g %q %t %x %X %%`, with flags `-`, `0` and `+`, a width and a precision. Missing and
-//! extra arguments render as Go renders them (`%!d(MISSING)`, `%!(EXTRA string=x)`).
+//! extra arguments render as Go renders them (`%!d(MISSING)`, `%!(EXTRA string=x)`). `scan`
+//! reads its formats with the same [`pieces`].
 
 use std::fmt::Write;
 
 use uniflow_value::Value;
 
-/// Formats `args` by `format`.
-pub fn sprintf(format: &str, args: &[Value]) -> String {
-    let mut out = String::with_capacity(format.len());
-    let mut args = args.iter();
+/// A piece of a format string: text to copy (or, to `scan`, to match), or a verb with its
+/// flags, width and precision. `%%` is text.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Piece {
+    /// A character of text.
+    Text(char),
+    /// `%` and what follows it.
+    Verb(char, Spec),
+    /// A `%` at the end of the format, with nothing after it.
+    NoVerb,
+}
+
+/// The pieces of `format`, as Go's `fmt` reads them (`print` and `scan` share this).
+pub(crate) fn pieces(format: &str) -> impl Iterator<Item = Piece> + '_ {
     let mut chars = format.chars().peekable();
-    while let Some(c) = chars.next() {
+    std::iter::from_fn(move || {
+        let c = chars.next()?;
         if c != '%' {
-            out.push(c);
-            continue;
+            return Some(Piece::Text(c));
         }
         let mut spec = Spec::default();
         while let Some(&f) = chars.peek() {
@@ -32,20 +43,34 @@ pub fn sprintf(format: &str, args: &[Value]) -> String {
             chars.next();
             spec.precision = Some(number(&mut chars).unwrap_or(0));
         }
-        let Some(verb) = chars.next() else {
-            out.push_str("%!(NOVERB)");
-            break;
-        };
-        if verb == '%' {
-            out.push('%');
-            continue;
+        Some(match chars.next() {
+            None => Piece::NoVerb,
+            Some('%') => Piece::Text('%'),
+            Some(verb) => Piece::Verb(verb, spec),
+        })
+    })
+}
+
+/// Formats `args` by `format`.
+pub fn sprintf(format: &str, args: &[Value]) -> String {
+    let mut out = String::with_capacity(format.len());
+    let mut args = args.iter();
+    for piece in pieces(format) {
+        match piece {
+            Piece::Text(c) => out.push(c),
+            Piece::NoVerb => {
+                out.push_str("%!(NOVERB)");
+                break;
+            }
+            Piece::Verb(verb, spec) => {
+                let Some(arg) = args.next() else {
+                    let _ = write!(out, "%!{verb}(MISSING)");
+                    continue;
+                };
+                let text = render(verb, arg, &spec);
+                pad(&mut out, &text, &spec);
+            }
         }
-        let Some(arg) = args.next() else {
-            let _ = write!(out, "%!{verb}(MISSING)");
-            continue;
-        };
-        let text = render(verb, arg, &spec);
-        pad(&mut out, &text, &spec);
     }
     let extra: Vec<String> = args
         .map(|a| format!("{}={}", type_name(a), sprint(a)))
@@ -56,13 +81,14 @@ pub fn sprintf(format: &str, args: &[Value]) -> String {
     out
 }
 
-#[derive(Default)]
-struct Spec {
-    left: bool,
-    zero: bool,
-    plus: bool,
-    width: Option<usize>,
-    precision: Option<usize>,
+/// A verb's flags, width and precision.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub(crate) struct Spec {
+    pub(crate) left: bool,
+    pub(crate) zero: bool,
+    pub(crate) plus: bool,
+    pub(crate) width: Option<usize>,
+    pub(crate) precision: Option<usize>,
 }
 
 fn number(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Option<usize> {

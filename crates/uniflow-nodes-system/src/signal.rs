@@ -115,7 +115,11 @@ impl Node for SignalNode {
                 if let Some(e) = &error {
                     tracing::warn!(error = %e, "signal: the flow of a change failed");
                 }
-                proc.exit(error);
+                // The next change waits until this one's flow has finished, its exit's work
+                // (a commit) included.
+                if let Err(e) = proc.exit(error).wait().await {
+                    tracing::warn!(error = %e, "signal: finishing the flow of a change failed");
+                }
             }
         });
         *self.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);

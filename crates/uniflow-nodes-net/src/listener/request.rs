@@ -14,7 +14,7 @@ use futures_util::FutureExt;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body as _, Incoming};
-use uniflow_core::{Flow, Graph, LoadCx, NodeId, OutPort, Packet, Process, ProcessSlot};
+use uniflow_core::{Flow, Graph, LoadCx, NodeId, OutPort, Packet, Process, ProcessSlot, Settle};
 use uniflow_value::{ErrorValue, Value};
 
 use crate::payload::{Body, Negotiation, Received, payload, response, text_response};
@@ -42,18 +42,46 @@ impl<'a> ExitGuard<'a> {
     /// children still run, once they have finished (upstream joined children before
     /// exiting). The response does not wait for them; only flows that fork pay for the task
     /// that waits.
-    fn finish(mut self, error: impl FnOnce() -> Option<ErrorValue>) {
+    ///
+    /// Returns what the exit left to finish (a transaction's commit), which the response waits
+    /// for: see [`settled`].
+    fn finish(mut self, error: impl FnOnce() -> Option<ErrorValue>) -> Settle {
         self.finished = true;
         let Some(proc) = self.slot.made() else {
-            return;
+            return Settle::done();
         };
         let error = error();
         if proc.has_children() {
             exit_after_children(Arc::clone(proc), error);
+            Settle::done()
         } else {
-            proc.exit(error);
+            proc.exit(error)
         }
     }
+}
+
+/// `response`, once the work the request's process left at its exit has finished: a client
+/// told that its row was created can read it with its next request. When that work fails (a
+/// commit), a response that said success becomes a 500: what it announced did not happen.
+#[cold]
+#[inline(never)]
+pub(super) fn settled(
+    settle: Settle,
+    response: Response<Body>,
+) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>> {
+    Box::pin(async move {
+        match settle.wait().await {
+            Ok(()) => response,
+            Err(error) if response.status().as_u16() < 400 => {
+                tracing::error!(%error, "finishing the request's process failed; answered 500");
+                text_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
+            }
+            Err(error) => {
+                tracing::warn!(%error, status = %response.status(), "finishing the request's process failed");
+                response
+            }
+        }
+    })
 }
 
 /// Exits `proc` with `error` once its forked children have finished.
@@ -62,7 +90,9 @@ impl<'a> ExitGuard<'a> {
 pub(super) fn exit_after_children(proc: Arc<Process>, error: Option<ErrorValue>) {
     tokio::spawn(async move {
         proc.join().await;
-        proc.exit(error);
+        if let Err(error) = proc.exit(error).wait().await {
+            tracing::warn!(%error, "finishing a request's process after its children failed");
+        }
     });
 }
 
@@ -252,7 +282,10 @@ pub(super) async fn answer(
     // flow failed: then the upgrade fails with the failure.
     if upgrading && let Some(handshake) = upgrade::take_response(slot.get()) {
         let Some(failed) = failed_upgrade(&answer, &found) else {
-            guard.finish(|| None);
+            let settle = guard.finish(|| None);
+            if !settle.is_done() {
+                return settled(settle, handshake).await;
+            }
             return handshake;
         };
         // The connection's work, forked from the process (the gateway waiting for the
@@ -270,7 +303,10 @@ pub(super) async fn answer(
         None => response(answer, found.accept, found.accept_encoding),
     };
     let status = response.status();
-    guard.finish(|| (status.as_u16() >= 400).then(|| answered(status)));
+    let settle = guard.finish(|| (status.as_u16() >= 400).then(|| answered(status)));
+    if !settle.is_done() {
+        return settled(settle, response).await;
+    }
     response
 }
 

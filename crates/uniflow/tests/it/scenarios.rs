@@ -182,28 +182,62 @@ async fn node_docs_examples_answer_as_documented() {
         let (graph, addr) = start(specs).await;
         let mut commands = 0;
         for block in code_blocks(&text, "sh") {
-            let mut lines = block.lines().peekable();
-            while let Some(line) = lines.next() {
-                let command = line
-                    .strip_prefix("$ ")
-                    .expect("a shell line starts with `$ `");
-                let mut output = Vec::new();
-                while let Some(next) = lines.next_if(|l| !l.starts_with("$ ")) {
-                    output.push(next);
-                }
-                let reply = send(addr, &curl(command)).await;
-                let body = String::from_utf8_lossy(&reply.body);
-                assert_eq!(
-                    body.trim_end_matches('\n'),
-                    output.join("\n"),
-                    "{name}: `{command}`"
-                );
-                commands += 1;
-            }
+            commands += transcript(addr, &block, &name).await;
         }
         assert!(commands > 0, "{name}: no `$ curl` example");
         graph.unload().await;
     }
+}
+
+/// Sends each `$ curl ...` line of `block` to `addr` and checks that the response's body is
+/// the lines under it; the number of commands.
+async fn transcript(addr: std::net::SocketAddr, block: &str, name: &str) -> usize {
+    let mut commands = 0;
+    let mut lines = block.lines().peekable();
+    while let Some(line) = lines.next() {
+        let command = line
+            .strip_prefix("$ ")
+            .expect("a shell line starts with `$ `");
+        let mut output = Vec::new();
+        while let Some(next) = lines.next_if(|l| !l.starts_with("$ ")) {
+            output.push(next);
+        }
+        let reply = send(addr, &curl(command)).await;
+        let body = String::from_utf8_lossy(&reply.body);
+        assert_eq!(
+            body.trim_end_matches('\n'),
+            output.join("\n").trim_end_matches('\n'),
+            "{name}: `{command}`"
+        );
+        commands += 1;
+    }
+    commands
+}
+
+/// `examples/todos-sql.yaml` answers the commands its header lists, in order, on a SQLite
+/// file of its own: a row created by one request is read by the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn todos_sql_example_answers_the_commands_of_its_header() {
+    let path = root().join("examples/todos-sql.yaml");
+    let dir = std::env::temp_dir().join(format!("uniflow-todos-sql-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut specs = load_file(&path, "default").unwrap_or_else(|d| panic!("{d}"));
+    for spec in specs.iter_mut().filter(|s| s.kind == "sql") {
+        let source = dir.join("todos.db").display().to_string();
+        spec.fields = spec.fields.insert("source", source);
+    }
+    let (graph, addr) = start(specs).await;
+    let text = std::fs::read_to_string(&path).unwrap();
+    let header: String = text
+        .lines()
+        .take_while(|l| l.starts_with('#'))
+        .skip_while(|l| !l.starts_with("#   $ "))
+        .map(|l| format!("{}\n", l.trim_start_matches('#').trim_start()))
+        .collect();
+    assert!(transcript(addr, &header, "todos-sql.yaml").await >= 8);
+    graph.unload().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The bodies of the fenced code blocks tagged `lang`.
