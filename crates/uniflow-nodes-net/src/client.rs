@@ -344,9 +344,10 @@ pub(crate) fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
 /// A transport failure, a timeout, or a response body that does not decode.
 pub(crate) async fn exchange(
     client: &reqwest::Client,
-    out: Outgoing,
+    mut out: Outgoing,
     timeout: Option<Duration>,
 ) -> Result<Value, ErrorValue> {
+    crate::trace::inject(&mut out.headers);
     let url = reqwest::Url::parse(&out.uri.to_string())
         .map_err(|e| ErrorValue::new(format!("invalid URL `{}`: {e}", out.uri)))?;
     let mut request = client.request(out.method, url).headers(out.headers);

@@ -20,6 +20,7 @@ pub mod payload;
 pub mod proxy;
 pub mod router;
 mod tls;
+pub mod trace;
 mod upgrade;
 pub mod websocket;
 mod ws;

@@ -123,6 +123,7 @@ impl ProxyNode {
         *request.method_mut() = out.method;
         *request.uri_mut() = out.uri;
         *request.headers_mut() = out.headers;
+        crate::trace::inject(request.headers_mut());
         let sent = self.client.request(request);
         let response = match self.timeout {
             None => sent.await,

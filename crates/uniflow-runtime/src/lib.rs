@@ -14,7 +14,9 @@
 mod chart;
 mod check;
 mod metered;
+mod observed;
 mod secrets;
+mod traced;
 mod watch;
 
 use std::collections::{HashMap, HashSet};
@@ -44,6 +46,9 @@ pub struct Options {
     pub drain: Duration,
     /// Whether each node counts its packets, errors and answer times (`--admin`).
     pub metered: bool,
+    /// Whether each node opens a span for the packets of a traced request
+    /// (`[telemetry] otlp_endpoint`).
+    pub traced: bool,
     /// What records frames and holds packets at breakpoints (`--debug`, `uniflow test`): the
     /// graph's links get taps (see [`uniflow_core::agent`]).
     pub agent: Option<Arc<Agent>>,
@@ -55,6 +60,7 @@ impl Default for Options {
             env: Vec::new(),
             drain: Duration::from_secs(30),
             metered: false,
+            traced: false,
             agent: None,
         }
     }
@@ -203,7 +209,16 @@ impl Live {
         let mut report = Report::default();
         let mut held = HashSet::new();
         let namespace = self.namespace.clone();
-        let meter = move |spec: &Spec, node| metered::wrap(&namespace, spec, node);
+        let (metered, traced) = (self.options.metered, self.options.traced);
+        let observe = move |spec: &Spec, mut node| {
+            if metered {
+                node = metered::wrap(&namespace, spec, node);
+            }
+            if traced {
+                node = traced::wrap(&namespace, spec, node);
+            }
+            node
+        };
         loop {
             let generation = Generation::build(
                 &previous,
@@ -213,10 +228,7 @@ impl Live {
                     secrets: &lookup,
                     stale: &is_stale,
                     held: &held,
-                    wrap: self
-                        .options
-                        .metered
-                        .then_some(&meter as &uniflow_core::Wrap),
+                    wrap: (metered || traced).then_some(&observe as &uniflow_core::Wrap),
                     agent: self.options.agent.as_ref(),
                 },
             );

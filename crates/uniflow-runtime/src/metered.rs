@@ -2,17 +2,16 @@
 //! operator endpoint's `/metrics`. A node is wrapped only when the namespace is metered
 //! ([`Options::metered`](crate::Options::metered)), so an unmetered graph pays nothing.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::time::Instant;
 
 use metrics::{Counter, Histogram};
-use uniflow_core::{Cx, Error, Flow, InPort, LoadCx, Needs, Node, OutPort, Packet};
+use uniflow_core::{Cx, Flow, InPort, Node, Packet};
 use uniflow_spec::Spec;
 
-/// A node with its counters.
-pub(crate) struct Metered {
-    node: Box<dyn Node>,
+use crate::observed::{Observed, Observer};
+
+/// The counters of one node.
+pub(crate) struct Meters {
     packets: Counter,
     errors: Counter,
     latency: Histogram,
@@ -25,15 +24,17 @@ pub(crate) fn wrap(namespace: &str, spec: &Spec, node: Box<dyn Node>) -> Box<dyn
         ("node", spec.label(0)),
         ("kind", spec.kind.clone()),
     ];
-    Box::new(Metered {
+    Box::new(Observed {
         node,
-        packets: metrics::counter!("uniflow_node_packets_total", &labels),
-        errors: metrics::counter!("uniflow_node_errors_total", &labels),
-        latency: metrics::histogram!("uniflow_node_latency_seconds", &labels),
+        observer: Meters {
+            packets: metrics::counter!("uniflow_node_packets_total", &labels),
+            errors: metrics::counter!("uniflow_node_errors_total", &labels),
+            latency: metrics::histogram!("uniflow_node_latency_seconds", &labels),
+        },
     })
 }
 
-impl Metered {
+impl Meters {
     fn answered(&self, started: Instant, answer: &Packet) {
         self.latency.record(started.elapsed().as_secs_f64());
         if answer.is_error() {
@@ -42,19 +43,17 @@ impl Metered {
     }
 }
 
-impl Node for Metered {
-    fn in_port(&self, name: &str) -> Option<InPort> {
-        self.node.in_port(name)
-    }
-
-    fn out_port(&self, name: &str) -> Option<OutPort> {
-        self.node.out_port(name)
-    }
-
-    fn handle<'a>(&'a self, cx: Cx<'a>, port: InPort, packet: Packet) -> Flow<'a> {
+impl Observer for Meters {
+    fn handle<'a>(
+        &'a self,
+        node: &'a dyn Node,
+        cx: Cx<'a>,
+        port: InPort,
+        packet: Packet,
+    ) -> Flow<'a> {
         self.packets.increment(1);
         let started = Instant::now();
-        match self.node.handle(cx, port, packet) {
+        match node.handle(cx, port, packet) {
             Flow::Ready(answer) => {
                 self.answered(started, &answer);
                 Flow::Ready(answer)
@@ -65,41 +64,5 @@ impl Node for Metered {
                 answer
             }),
         }
-    }
-
-    fn reads_body(&self, port: InPort, method: &str, path: &str) -> bool {
-        self.node.reads_body(port, method, path)
-    }
-
-    fn needs(&self) -> Needs {
-        self.node.needs()
-    }
-
-    fn relays_answers(&self) -> bool {
-        self.node.relays_answers()
-    }
-
-    fn answers_leave(&self) -> bool {
-        self.node.answers_leave()
-    }
-
-    fn inner(&self) -> Option<&dyn Node> {
-        Some(&*self.node)
-    }
-
-    fn adopt(&self, previous: &dyn Node) {
-        self.node.adopt(previous.inner().unwrap_or(previous));
-    }
-
-    fn load(&self, cx: LoadCx) -> Result<(), Error> {
-        self.node.load(cx)
-    }
-
-    fn moved(&self, cx: LoadCx) {
-        self.node.moved(cx);
-    }
-
-    fn unload(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-        self.node.unload()
     }
 }

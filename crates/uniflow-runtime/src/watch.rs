@@ -7,11 +7,11 @@
 //! with everything that changed meanwhile.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::task::JoinHandle;
 use uniflow_spec::{Chart, Secret, Spec};
-use uniflow_store::{Example, Store};
+use uniflow_store::{Change, Example, Store};
 
 use crate::{Live, Report, Snapshot};
 
@@ -55,21 +55,41 @@ pub async fn watch(store: Store, live: Arc<Live>) -> Result<(Report, Watching), 
     let mut changes = store.watch(Some(&namespace)).await?;
     let first = live.apply(snapshot(&store, &namespace).await?).await;
     let task = tokio::spawn(async move {
-        while changes.next().await.is_some() {
-            // Gather what arrives together into one reload.
+        while let Some(change) = changes.next().await {
+            // Gather what arrives together into one reload, and when the oldest was written.
+            let mut oldest = written(&change);
             let started = tokio::time::Instant::now();
             while started.elapsed() < SETTLE_AT_MOST {
                 match tokio::time::timeout(SETTLE, changes.next()).await {
-                    Ok(Some(_)) => {}
+                    Ok(Some(change)) => oldest = earlier(oldest, written(&change)),
                     Ok(None) | Err(_) => break,
                 }
             }
             let snapshot = load_until_it_works(&store, &namespace).await;
             live.apply(snapshot).await;
+            if let Some(lag) = oldest.and_then(|t| SystemTime::now().duration_since(t).ok()) {
+                metrics::histogram!("uniflow_watch_lag_seconds").record(lag.as_secs_f64());
+            }
         }
         tracing::warn!(%namespace, "the store closed its change stream; no more reloads");
     });
     Ok((first, Watching { task }))
+}
+
+/// When `change` was written to the store, if the store says. A resync says nothing.
+fn written(change: &Change) -> Option<SystemTime> {
+    match change {
+        Change::Event(event) => event.written,
+        _ => None,
+    }
+}
+
+/// The earlier of two times, either of which may be unknown.
+fn earlier(a: Option<SystemTime>, b: Option<SystemTime>) -> Option<SystemTime> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 /// Everything the namespace holds now.

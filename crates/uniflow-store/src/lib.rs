@@ -281,6 +281,9 @@ pub struct Event {
     pub namespace: String,
     /// Its name.
     pub name: Option<String>,
+    /// When the change was written, by the writer's clock (`None` for changes logged by a
+    /// version that did not record it). How far behind the store a watcher runs.
+    pub written: Option<std::time::SystemTime>,
 }
 
 /// What a [`Watch`] yields.

@@ -140,6 +140,7 @@ fn event<R: Resource>(op: Op, r: &R) -> Event {
         id: r.id().unwrap_or_default().to_owned(),
         namespace: r.namespace().to_owned(),
         name: r.name().map(str::to_owned),
+        written: Some(std::time::SystemTime::now()),
     }
 }
 

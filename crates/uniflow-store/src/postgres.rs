@@ -28,11 +28,18 @@ const CHANNEL: &str = "uniflow_changes";
 /// The advisory lock writers take: "uniflow" in ASCII.
 const WRITE_LOCK: i64 = 0x75_6e_69_66_6c_6f_77;
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../migrations/postgres/0001_init.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        "written",
+        include_str!("../migrations/postgres/0002_written.sql"),
+    ),
+];
 
 impl Dialect for Postgres {
     const POSITION: &'static str = "pos";
@@ -220,8 +227,8 @@ impl PostgresStore {
         let column = |f: fn(&Row) -> Option<String>| rows.iter().map(f).collect::<Vec<_>>();
         let seq: i64 = sqlx::query_scalar(
             "WITH written AS (\
-                 INSERT INTO uniflow_changes (kind, op, id, namespace, name) \
-                 SELECT $1, u.op, u.id, u.namespace, u.name \
+                 INSERT INTO uniflow_changes (kind, op, id, namespace, name, written_us) \
+                 SELECT $1, u.op, u.id, u.namespace, u.name, $6::bigint \
                  FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[]) \
                       WITH ORDINALITY AS u(op, id, namespace, name, n) \
                  ORDER BY u.n \
@@ -233,6 +240,7 @@ impl PostgresStore {
         .bind(column(|r| Some(r.id.clone())))
         .bind(column(|r| Some(r.namespace.clone())))
         .bind(column(|r| r.name.clone()))
+        .bind(sql::now_us())
         .fetch_one(&mut *tx)
         .await
         .map_err(|e| self.shared.error(&e))?;

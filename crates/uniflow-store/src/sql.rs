@@ -329,7 +329,7 @@ where
     /// none.
     async fn changes(pool: &Pool<Self>, last: i64) -> Result<Option<Page>, sqlx::Error> {
         let text = format!(
-            "SELECT c.seq, c.kind, c.op, c.id, c.namespace, c.name, t.seq \
+            "SELECT c.seq, c.kind, c.op, c.id, c.namespace, c.name, c.written_us, t.seq \
              FROM uniflow_changes c, uniflow_changes_trimmed t \
              WHERE c.seq > {} ORDER BY c.seq LIMIT {}",
             Self::param(1),
@@ -344,7 +344,7 @@ where
             return Ok(None);
         };
         Ok(Some(Page {
-            trimmed: first.get(6),
+            trimmed: first.get(7),
             rows: rows
                 .iter()
                 .map(|r| ChangeRow {
@@ -354,6 +354,7 @@ where
                     id: r.get(3),
                     namespace: r.get(4),
                     name: r.get(5),
+                    written_us: r.get(6),
                 })
                 .collect(),
         }))
@@ -368,6 +369,15 @@ pub(crate) struct ChangeRow {
     pub(crate) id: String,
     pub(crate) namespace: String,
     pub(crate) name: Option<String>,
+    pub(crate) written_us: Option<i64>,
+}
+
+/// Now, in microseconds since the Unix epoch, as the change log keeps it.
+pub(crate) fn now_us() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since.as_micros()).unwrap_or(i64::MAX)
 }
 
 /// Where a watcher is in the change log, and what it has read but not yet handed out.
@@ -432,6 +442,10 @@ impl Cursor {
                 id: row.id,
                 namespace: row.namespace,
                 name: row.name,
+                written: row.written_us.and_then(|us| {
+                    let us = u64::try_from(us).ok()?;
+                    std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_micros(us))
+                }),
             }));
         }
     }

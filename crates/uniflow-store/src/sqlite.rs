@@ -27,11 +27,18 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a watcher reads the change log.
 const POLL: Duration = Duration::from_millis(25);
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../migrations/sqlite/0001_init.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../migrations/sqlite/0001_init.sql"),
+    ),
+    (
+        2,
+        "written",
+        include_str!("../migrations/sqlite/0002_written.sql"),
+    ),
+];
 
 impl Dialect for Sqlite {
     /// SQLite's implicit row id, which an upsert keeps (see the migration).
@@ -205,16 +212,18 @@ impl SqliteStore {
     /// [`sql::KEEP_CHANGES`] rows.
     async fn log<R: Resource>(&self, tx: &mut SqliteConnection, rows: &[Row]) -> Result<(), Error> {
         let mut seq = 0;
+        let written = sql::now_us();
         for row in rows {
             seq = sqlx::query(
-                "INSERT INTO uniflow_changes (kind, op, id, namespace, name) \
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO uniflow_changes (kind, op, id, namespace, name, written_us) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )
             .bind(R::KIND.as_str())
             .bind(row.op.as_str())
             .bind(&row.id)
             .bind(&row.namespace)
             .bind(&row.name)
+            .bind(written)
             .execute(&mut *tx)
             .await
             .map_err(|e| self.error(&e))?

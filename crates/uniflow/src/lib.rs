@@ -8,6 +8,7 @@ pub mod profile;
 pub mod resources;
 pub mod suites;
 pub mod table;
+pub mod telemetry;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -48,7 +49,7 @@ pub fn registry_with_system(store: &Store, namespace: &str) -> Registry {
 }
 
 /// Settings from `.uniflow.toml`, overridden by `UNIFLOW_<SECTION>_<KEY>` variables.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct Config {
     /// `[database]`.
     #[serde(default)]
@@ -59,6 +60,9 @@ pub struct Config {
     /// `[admin]`: the operator endpoint.
     #[serde(default)]
     pub admin: operator::AdminConfig,
+    /// `[telemetry]`: traces.
+    #[serde(default)]
+    pub telemetry: telemetry::TelemetryConfig,
 }
 
 /// `[database]`.
@@ -155,7 +159,9 @@ impl Config {
         let file = dir.join(".uniflow.toml");
         let config: Config = figment::Figment::new()
             .merge(Toml::file(&file))
-            .merge(Env::prefixed("UNIFLOW_").split("_"))
+            // The first `_` parts section from key, so `UNIFLOW_TELEMETRY_OTLP_ENDPOINT` is
+            // `[telemetry] otlp_endpoint`.
+            .merge(Env::prefixed("UNIFLOW_").map(|key| key.as_str().replacen('_', ".", 1).into()))
             .extract()
             .with_context(|| {
                 format!(
@@ -205,6 +211,7 @@ pub struct Running {
     live: Arc<Live>,
     watching: Watching,
     operator: Option<operator::Operator>,
+    telemetry: Option<telemetry::Telemetry>,
 }
 
 /// Opens the store, applies the files (as `apply` does, after checking them whole), then runs
@@ -217,8 +224,9 @@ pub async fn start(config: &Config, options: &StartOptions) -> anyhow::Result<Ru
     let admin = operator::address(&config.admin)?;
     // Before anything loads: a counter made while no exporter is installed stays a no-op.
     let metrics = admin.map(|_| operator::install_metrics()).transpose()?;
-    let store = open_store(config).await?;
     let namespace = options.namespace.as_str();
+    let telemetry = telemetry::install(&config.telemetry, namespace)?;
+    let store = open_store(config).await?;
     let registry = registry_with_system(&store, namespace);
     let env: Vec<(String, Value)> = options
         .env
@@ -232,6 +240,7 @@ pub async fn start(config: &Config, options: &StartOptions) -> anyhow::Result<Ru
         uniflow_runtime::Options {
             env,
             metered: admin.is_some(),
+            traced: telemetry.is_some(),
             agent: options.agent.clone(),
             ..uniflow_runtime::Options::default()
         },
@@ -273,6 +282,7 @@ pub async fn start(config: &Config, options: &StartOptions) -> anyhow::Result<Ru
         live,
         watching,
         operator,
+        telemetry,
     })
 }
 
@@ -431,13 +441,16 @@ impl Running {
     pub async fn stop(self, timeout: Duration) -> bool {
         drop(self.operator);
         self.watching.stop();
-        if self.live.stop(timeout).await {
-            return true;
+        let stopped = self.live.stop(timeout).await;
+        if !stopped {
+            tracing::warn!(
+                "in-flight requests did not finish within {timeout:?} (shutdown timeout); exiting without them"
+            );
         }
-        tracing::warn!(
-            "in-flight requests did not finish within {timeout:?} (shutdown timeout); exiting without them"
-        );
-        false
+        if let Some(telemetry) = self.telemetry {
+            telemetry.shutdown().await;
+        }
+        stopped
     }
 }
 
@@ -471,5 +484,21 @@ mod tests {
         );
         let err = config_from("[shutdown]\ntimeout = 30\n").unwrap_err();
         assert!(format!("{err:#}").contains("`30` has no unit"), "{err:#}");
+    }
+
+    #[test]
+    fn telemetry_is_off_by_default_and_read_from_its_section() {
+        let config = config_from("").unwrap();
+        assert_eq!(config.telemetry.otlp_endpoint, None);
+        assert!((config.telemetry.sample_ratio - 1.0).abs() < f64::EPSILON);
+        let config = config_from(
+            "[telemetry]\notlp_endpoint = \"http://127.0.0.1:4318\"\nsample_ratio = 0.25\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.telemetry.otlp_endpoint.as_deref(),
+            Some("http://127.0.0.1:4318")
+        );
+        assert!((config.telemetry.sample_ratio - 0.25).abs() < f64::EPSILON);
     }
 }

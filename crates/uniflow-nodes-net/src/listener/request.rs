@@ -127,7 +127,11 @@ pub(super) fn handle(
             },
         };
         let read = received(&served.place, &parts, bytes, &limits.body);
-        let response = answer(&served.place, read, extras).await;
+        let response = match crate::trace::start(&parts) {
+            None => answer(&served.place, read, extras).await,
+            // Boxed, so a traced request's larger future costs the others nothing.
+            Some(traced) => Box::pin(traced.run(answer(&served.place, read, extras))).await,
+        };
         conn.meters.answered(response.status());
         Ok(response)
     }

@@ -350,6 +350,7 @@ fn ev(op: Op, kind: ResourceKind, id: &Option<String>, ns: &str, name: &str) -> 
         id: id.clone().unwrap(),
         namespace: ns.into(),
         name: Some(name.into()),
+        written: None,
     })
 }
 

@@ -72,6 +72,7 @@ fn event(op: Op, s: &Spec) -> Change {
         id: s.id.clone().unwrap(),
         namespace: s.namespace.clone(),
         name: s.name.clone(),
+        written: None,
     })
 }
 

@@ -133,12 +133,27 @@ impl Drop for TempDir {
     }
 }
 
-/// The next change, failing the test after five seconds.
+/// The next change, failing the test after five seconds. An event's time of writing is
+/// checked (recent) and taken out, so events compare by what changed.
 pub(crate) async fn next(watch: &mut Watch) -> Change {
-    tokio::time::timeout(Duration::from_secs(5), watch.next())
+    let mut change = tokio::time::timeout(Duration::from_secs(5), watch.next())
         .await
         .expect("a change within 5 s")
-        .expect("the watch is open")
+        .expect("the watch is open");
+    if let Change::Event(event) = &mut change {
+        let written = event
+            .written
+            .take()
+            .expect("the time the change was written");
+        let age = std::time::SystemTime::now()
+            .duration_since(written)
+            .unwrap_or_default();
+        assert!(
+            age < Duration::from_secs(60),
+            "written {age:?} ago: {event:?}"
+        );
+    }
+    change
 }
 
 /// Whether the watch stays quiet for a while.

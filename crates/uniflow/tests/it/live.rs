@@ -7,13 +7,14 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+pub(crate) use crate::support::Instance;
 use crate::support::free_port;
 
 /// A directory of its own per test, with the files it writes.
@@ -113,52 +114,16 @@ impl Place {
 
     /// Starts `uniflow start` with `args`, waiting until `port` accepts.
     pub(crate) async fn start(&self, args: &[&str], port: u16) -> Instance {
+        let mut command = self.uniflow();
+        command.arg("start").args(args);
         let log = self.dir.join(format!("start-{port}.log"));
-        let child = self
-            .uniflow()
-            .arg("start")
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("uniflow starts");
-        let instance = Instance { child, log };
-        let addr = addr(port);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(addr).await.is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "uniflow did not listen on {port}:\n{}",
-                instance.log()
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        instance
+        Instance::spawn(command, log, &[port]).await
     }
 }
 
 impl Drop for Place {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// A running `uniflow start`, killed when dropped.
-pub(crate) struct Instance {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Instance {
-    pub(crate) fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

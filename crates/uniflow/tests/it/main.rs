@@ -12,3 +12,4 @@ mod scenarios;
 mod scripts;
 mod suites;
 mod support;
+mod traces;

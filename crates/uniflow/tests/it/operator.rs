@@ -1,28 +1,26 @@
 //! The operator endpoint (`start --admin`), over real HTTP.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
 
-use crate::support::{free_port, request, send};
+use crate::support::{Instance, free_port, get};
 
 struct Server {
-    child: Child,
+    instance: Instance,
     dir: std::path::PathBuf,
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
 impl Server {
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
+        self.instance.log()
     }
 }
 
@@ -63,40 +61,17 @@ async fn start_with(
         std::fs::write(dir.join(name), text).unwrap();
         flags.extend([flag.to_string(), name.to_string()]);
     }
-    let child = Command::new(env!("CARGO_BIN_EXE_uniflow"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_uniflow"));
+    command
         .current_dir(&dir)
         .envs(env.iter().copied())
         .args(["start", "--from-specs", "specs.yaml"])
         .args(&flags)
         .arg("--admin")
         .arg(format!("127.0.0.1:{admin}"))
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("log")).unwrap())
-        .spawn()
-        .unwrap();
-    let server = Server { child, dir };
-    for p in [port, admin] {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", p)).await.is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "nothing on {p}:\n{}",
-                server.log()
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-    server
-}
-
-async fn get(port: u16, path: &str, headers: &[(String, String)]) -> (u16, Vec<u8>) {
-    let reply = send(
-        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-        &request("GET", path, headers, b""),
-    )
-    .await;
-    (reply.status, reply.body)
+        .env("NO_COLOR", "1");
+    let instance = Instance::spawn(command, dir.join("log"), &[port, admin]).await;
+    Server { instance, dir }
 }
 
 /// The value of the metric line that starts with `prefix`.
@@ -245,6 +220,17 @@ async fn a_spec_that_fails_to_start_makes_the_namespace_not_ready() {
     );
     // The rest keeps serving.
     assert_eq!(get(port, "/ping", &[]).await.0, 200);
+    // The reload that followed the apply is counted with how far behind the store it ran: a
+    // change written by another process, seen by polling the change log, within seconds.
+    let (_, metrics) = get(admin, "/metrics", &[]).await;
+    let text = String::from_utf8_lossy(&metrics);
+    assert_eq!(
+        metric(&text, "uniflow_watch_lag_seconds_count"),
+        Some(1.0),
+        "{text}"
+    );
+    let lag = metric(&text, "uniflow_watch_lag_seconds_sum").unwrap();
+    assert!(lag > 0.0 && lag < 10.0, "{lag}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -3,8 +3,9 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -198,4 +199,56 @@ fn parse(buf: &[u8]) -> Reply {
         headers,
         body,
     }
+}
+
+/// A `uniflow` process a test started, killed when dropped; its standard error is in `log`.
+pub(crate) struct Instance {
+    pub(crate) child: Child,
+    pub(crate) log: PathBuf,
+}
+
+impl Instance {
+    /// Spawns `command` with its standard error written to `log`, and waits until each of
+    /// `ports` on 127.0.0.1 accepts (at most 30 s).
+    pub(crate) async fn spawn(mut command: Command, log: PathBuf, ports: &[u16]) -> Instance {
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("uniflow starts");
+        let instance = Instance { child, log };
+        for port in ports {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while TcpStream::connect(("127.0.0.1", *port)).await.is_err() {
+                assert!(
+                    Instant::now() < deadline,
+                    "uniflow did not listen on {port}:\n{}",
+                    instance.log()
+                );
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        }
+        instance
+    }
+
+    pub(crate) fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `GET path` on 127.0.0.1:`port` with `headers`: the status and body.
+pub(crate) async fn get(port: u16, path: &str, headers: &[(String, String)]) -> (u16, Vec<u8>) {
+    let reply = send(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        &request("GET", path, headers, b""),
+    )
+    .await;
+    (reply.status, reply.body)
 }
