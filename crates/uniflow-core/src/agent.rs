@@ -489,11 +489,21 @@ struct At {
 pub(crate) struct Tap {
     agent: Arc<Agent>,
     at: At,
+    /// The nodes its output leads to, with their input ports: a source asks them, through the
+    /// tap, whether they read a request's body.
+    next: Vec<(Arc<dyn Node>, InPort)>,
 }
 
 impl Tap {
-    /// A tap for the output port `port` of `symbol`, or (`side` `In`) for its input port.
-    pub(crate) fn new(agent: &Arc<Agent>, symbol: &str, port: &str, side: Side) -> Tap {
+    /// A tap for the output port `port` of `symbol`, or (`side` `In`) for its input port,
+    /// leading to `next`.
+    pub(crate) fn new(
+        agent: &Arc<Agent>,
+        symbol: &str,
+        port: &str,
+        side: Side,
+        next: Vec<(Arc<dyn Node>, InPort)>,
+    ) -> Tap {
         Tap {
             agent: Arc::clone(agent),
             at: At {
@@ -501,6 +511,7 @@ impl Tap {
                 port: Arc::from(port),
                 side,
             },
+            next,
         }
     }
 }
@@ -517,6 +528,12 @@ impl Node for Tap {
     fn handle<'a>(&'a self, cx: Cx<'a>, _port: InPort, packet: Packet) -> Flow<'a> {
         self.agent
             .observe(cx, &self.at, packet, move |packet| cx.relay(packet))
+    }
+
+    fn reads_body(&self, _port: InPort, method: &str, path: &str) -> bool {
+        self.next
+            .iter()
+            .any(|(node, port)| node.reads_body(*port, method, path))
     }
 
     fn relays_answers(&self) -> bool {

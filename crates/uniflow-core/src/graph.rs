@@ -447,11 +447,27 @@ impl Taps<'_> {
                     .labels
                     .get(target.node.0 as usize)
                     .map_or(INACTIVE_KIND, String::as_str);
-                let tap = Tap::new(self.agent, symbol, name, Side::In);
+                let node = Arc::clone(&self.symbols[target.node.0 as usize].node);
+                let tap = Tap::new(
+                    self.agent,
+                    symbol,
+                    name,
+                    Side::In,
+                    vec![(node, target.port)],
+                );
                 self.add(tap, vec![*target])
             })
             .collect();
-        let out = Tap::new(self.agent, label, port, Side::Out);
+        let next = ins
+            .iter()
+            .map(|tap| {
+                (
+                    Arc::clone(&self.symbols[tap.node.0 as usize].node),
+                    tap.port,
+                )
+            })
+            .collect();
+        let out = Tap::new(self.agent, label, port, Side::Out, next);
         Box::new([self.add(out, ins)])
     }
 

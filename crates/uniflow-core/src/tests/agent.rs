@@ -110,3 +110,75 @@ async fn a_breakpoint_holds_its_packet_until_resumed() {
     );
     assert!(!agent.resume(), "nothing is paused any more");
 }
+
+/// `test-no-body`: reads no request's body, and says so.
+#[derive(serde::Deserialize)]
+struct NoBodySpec {}
+
+struct NoBody;
+
+impl crate::NodeSpec for NoBodySpec {
+    const KIND: &'static str = "test-no-body";
+    fn compile(
+        self,
+        _cx: &crate::CompileCx<'_>,
+    ) -> Result<Box<dyn crate::Node>, Vec<uniflow_spec::Diagnostic>> {
+        Ok(Box::new(NoBody))
+    }
+}
+
+impl crate::Node for NoBody {
+    fn in_port(&self, _name: &str) -> Option<crate::InPort> {
+        Some(crate::InPort(0))
+    }
+    fn out_port(&self, _name: &str) -> Option<crate::OutPort> {
+        None
+    }
+    fn handle<'a>(
+        &'a self,
+        _cx: crate::Cx<'a>,
+        _port: crate::InPort,
+        packet: Packet,
+    ) -> crate::Flow<'a> {
+        crate::Flow::Ready(packet)
+    }
+    fn reads_body(&self, _port: crate::InPort, _method: &str, _path: &str) -> bool {
+        false
+    }
+}
+
+#[tokio::test]
+async fn a_source_asks_through_the_taps_whether_its_targets_read_the_body() {
+    let mut registry = registry();
+    registry.add::<NoBodySpec>();
+    let specs = parse(
+        "- {kind: test-echo, name: a, ports: {out: [{name: b, port: in}]}}\n\
+         - {kind: test-no-body, name: b}\n",
+        Format::Yaml,
+        None,
+    )
+    .unwrap();
+    let agent = Agent::new();
+    let generation = Generation::build(
+        &Graph::empty(),
+        specs,
+        &Build {
+            registry: &registry,
+            secrets: &|_, _| None,
+            stale: &|_| false,
+            held: &HashSet::new(),
+            wrap: None,
+            agent: Some(&agent),
+        },
+    );
+    let graph = generation.graph();
+    let a = graph.find("a").unwrap();
+    let [tap] = graph.targets(a, crate::OutPort(0)) else {
+        panic!("one tap on a's out");
+    };
+    assert!(
+        graph.symbols().len() <= tap.node.0 as usize,
+        "a tap, beyond the symbols"
+    );
+    assert!(!graph.node(tap.node).reads_body(tap.port, "POST", "/"));
+}

@@ -207,6 +207,11 @@ async fn a_breakpoint_pauses_one_request_until_continue_while_others_are_served(
         .wait_for(mark, &["Error: symbol 'nope' not found."])
         .await;
     let mark = session.mark();
+    session.send("break nope");
+    session
+        .wait_for(mark, &["Error: symbol 'nope' not found."])
+        .await;
+    let mark = session.mark();
     session.send("b pong nope");
     session
         .wait_for(mark, &["Error: port 'nope' not found on symbol 'pong'."])
