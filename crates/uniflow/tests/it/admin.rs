@@ -244,9 +244,19 @@ async fn ours_manages_specs(admin: &Admin) {
             400,
         )
         .await;
+    // Every kind the binary registers is listed, in order.
+    let store = uniflow_store::Store::open("mem://").await.unwrap();
+    let mut kinds: Vec<String> = uniflow::registry_with_system(&store, "default")
+        .kinds()
+        .map(str::to_owned)
+        .collect();
+    kinds.sort();
     assert_eq!(
         unknown["error"].as_str().unwrap().lines().next().unwrap(),
-        "spec `x` field `kind`: unknown kind `wat` (known kinds: block, call, for, fork, gateway, http, if, listener, loop, merge, native, nop, pipe, print, proxy, reduce, retry, router, session, signal, sleep, snippet, split, switch, syscall, throw, try, websocket)",
+        format!(
+            "spec `x` field `kind`: unknown kind `wat` (known kinds: {})",
+            kinds.join(", ")
+        ),
     );
     admin
         .expect(
