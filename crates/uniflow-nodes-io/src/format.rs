@@ -1,7 +1,7 @@
 //! A subset of Go's `fmt` verbs, which upstream's `print` passed its payload to: `%v %s %d %f
 //! %e %g %q %t %x %X %%`, with flags `-`, `0` and `+`, a width and a precision. Missing and
 //! extra arguments render as Go renders them (`%!d(MISSING)`, `%!(EXTRA string=x)`). `scan`
-//! reads its formats with the same [`pieces`].
+//! reads its formats with the same `pieces`.
 
 use std::fmt::Write;
 

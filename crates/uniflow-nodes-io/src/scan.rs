@@ -7,7 +7,7 @@
 //! (integer), `%s` (a word), `%c` (one character, as its code); any other is `unsupported
 //! value`. As `Fscanf`, a space in the format matches any run of spaces, a newline must meet a
 //! newline, other text must meet itself, and the input before a verb's word skips spaces. The
-//! format is read by `print`'s code ([`crate::format::pieces`]). Reading blocks, so it runs on
+//! format is read by `print`'s code (`format::pieces`). Reading blocks, so it runs on
 //! the blocking pool, one reader of a file at a time.
 
 use std::fs::File;

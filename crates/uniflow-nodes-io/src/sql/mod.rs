@@ -10,7 +10,7 @@
 //! statement without result columns `{rows_affected, last_insert_id}`.
 //!
 //! What each database does differently (its source, placeholders, isolation, binding and
-//! decoding values) lives in `sqlite.rs` and `postgres.rs`, behind [`Dialect`].
+//! decoding values) lives in `sqlite.rs` and `postgres.rs`, behind `Dialect`.
 
 mod params;
 mod postgres;
@@ -99,9 +99,9 @@ impl NodeSpec for SqlSpec {
             }
         };
         let built: Result<Box<dyn Node>, Vec<Diagnostic>> = match self.driver.as_str() {
-            "sqlite3" | "sqlite" => SqlNode::<sqlite::Sqlite>::new(cx, &self.source, isolation),
+            "sqlite3" | "sqlite" => SqlNode::<sqlite::Sqlite>::compile(cx, &self.source, isolation),
             "postgres" | "pgx" | "postgresql" => {
-                SqlNode::<postgres::Postgres>::new(cx, &self.source, isolation)
+                SqlNode::<postgres::Postgres>::compile(cx, &self.source, isolation)
             }
             other => Err(vec![cx.error(
                 "driver",
@@ -205,6 +205,9 @@ struct Shape<D: Dialect> {
     params: D::Params,
 }
 
+/// The statements a node remembers, by query text and whether its arguments are named.
+type Shapes<D> = HashMap<(Str, bool), Arc<Shape<D>>>;
+
 /// How many statements a node remembers before it forgets them all; queries are mostly
 /// constants of the workflow, so a node rarely sees more.
 const SHAPES: usize = 512;
@@ -228,7 +231,7 @@ pub(crate) struct SqlNode<D: Dialect> {
     /// The load's connection check, stopped by unload.
     probe: Mutex<Option<JoinHandle<()>>>,
     transactions: Local<Option<Arc<Open<D>>>>,
-    shapes: Mutex<HashMap<(Str, bool), Arc<Shape<D>>>>,
+    shapes: Mutex<Shapes<D>>,
 }
 
 /// A process's transaction on one node: begun by its first query, ended by its exit.
@@ -250,7 +253,7 @@ where
     <D::Db as Database>::Arguments: IntoArguments<D::Db>,
     usize: sqlx::ColumnIndex<<D::Db as Database>::Row>,
 {
-    fn new(
+    fn compile(
         cx: &CompileCx<'_>,
         source: &str,
         level: usize,

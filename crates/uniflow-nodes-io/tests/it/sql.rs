@@ -357,13 +357,20 @@ async fn postgres_connections_that_die_fail_their_query_and_the_pool_recovers() 
             .and_then(Value::as_i64)
             .unwrap()
     };
-    // Mid-request: the process's next query fails, and its exit cannot commit.
+    let setup = Process::new();
+    ok(&graph, &setup, "CREATE TABLE t (id INT)").await;
+    exit(&setup, None).await.unwrap();
+    // Mid-request: the process's next query fails, and what it wrote is gone.
     let a = Process::new();
+    ok(&graph, &a, "INSERT INTO t VALUES (1)").await;
     let first = pid(ok(&graph, &a, "SELECT pg_backend_pid() AS pid").await);
     kill(first).await;
     let message = failed(&graph, &a, "SELECT 1").await;
     assert!(!message.is_empty());
     let _ = exit(&a, Some("request answered 500 Internal Server Error")).await;
+    let check = Process::new();
+    assert_eq!(ok(&graph, &check, "SELECT id FROM t").await, yaml("[]"));
+    exit(&check, None).await.unwrap();
     // Idle: the pool notices the dead connection and hands out a live one.
     let b = Process::new();
     let second = pid(ok(&graph, &b, "SELECT pg_backend_pid() AS pid").await);
@@ -375,4 +382,51 @@ async fn postgres_connections_that_die_fail_their_query_and_the_pool_recovers() 
     assert_ne!(third, second);
     exit(&c, None).await.unwrap();
     graph.unload().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_down_at_load_is_reached_once_it_is_up() {
+    let Some(url) = uniflow_store::testing::fresh_database().await else {
+        return;
+    };
+    // The node's port forwards to the server only from the moment it listens.
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let (user, after) = rest.split_once('@').unwrap();
+    let (server, database) = after.split_once('/').unwrap();
+    let graph = node(
+        "postgres",
+        &format!("{scheme}://{user}@127.0.0.1:{port}/{database}"),
+        None,
+    )
+    .await;
+    let p = Process::new();
+    assert!(
+        failed(&graph, &p, "SELECT 1")
+            .await
+            .contains("cannot reach the database")
+    );
+    exit(&p, None).await.unwrap();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let server = server.to_owned();
+    let forward = tokio::spawn(async move {
+        loop {
+            let (mut client, _) = listener.accept().await.unwrap();
+            let server = server.clone();
+            tokio::spawn(async move {
+                let mut upstream = tokio::net::TcpStream::connect(server).await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+            });
+        }
+    });
+    let q = Process::new();
+    assert_eq!(ok(&graph, &q, "SELECT 1 AS one").await, yaml("[{one: 1}]"));
+    exit(&q, None).await.unwrap();
+    graph.unload().await;
+    forward.abort();
 }
