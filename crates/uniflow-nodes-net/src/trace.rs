@@ -1,11 +1,11 @@
 //! Traces of requests, in OpenTelemetry's model and W3C's `traceparent`.
 //!
 //! Off until the binary calls [`enable`] (`[telemetry] otlp_endpoint`): a listener then asks
-//! [`start`] for every request whether it is traced. The decision is taken here, before any
+//! `start` for every request whether it is traced. The decision is taken here, before any
 //! span exists, so that a request left out by the sampling ratio costs a random number and a
 //! header lookup, not a span that is made and thrown away. A traced request runs inside its
 //! span's [`Context`]: the spans the nodes open (the runtime's wrapper) are its children, and
-//! `http` and `proxy` send the context upstream ([`inject`]).
+//! `http` and `proxy` send the context upstream (`inject`).
 //!
 //! The spans go to whatever provider the binary installed in `opentelemetry::global`; this
 //! crate uses the API only.
