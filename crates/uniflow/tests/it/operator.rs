@@ -5,24 +5,7 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
 
-use crate::support::{Instance, free_port, get};
-
-struct Server {
-    instance: Instance,
-    dir: std::path::PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-impl Server {
-    fn log(&self) -> String {
-        self.instance.log()
-    }
-}
+use crate::support::{Instance, Server, free_port, get};
 
 fn dir(test: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("uniflow-operator-{}-{test}", std::process::id()));

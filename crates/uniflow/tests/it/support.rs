@@ -236,6 +236,24 @@ impl Instance {
     }
 }
 
+/// An [`Instance`] with the directory it runs in, removed when dropped.
+pub(crate) struct Server {
+    pub(crate) instance: Instance,
+    pub(crate) dir: PathBuf,
+}
+
+impl Server {
+    pub(crate) fn log(&self) -> String {
+        self.instance.log()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 impl Drop for Instance {
     fn drop(&mut self) {
         let _ = self.child.kill();

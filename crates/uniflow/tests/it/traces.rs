@@ -15,7 +15,7 @@ use prost::Message as _;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-use crate::support::{Instance, free_port, get};
+use crate::support::{Instance, Server, free_port, get};
 
 /// A collector that keeps every span it is sent.
 struct Collector {
@@ -129,17 +129,6 @@ fn attribute(span: &Span, key: &str) -> Option<String> {
         Value::StringValue(s) => Some(s.clone()),
         Value::IntValue(i) => Some(i.to_string()),
         other => Some(format!("{other:?}")),
-    }
-}
-
-struct Server {
-    instance: Instance,
-    dir: std::path::PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -287,7 +276,7 @@ async fn spans_of_requests_reach_the_collector_with_their_parents() {
         attribute(one(&spans, "GET"), "http.response.status_code").as_deref(),
         Some("500")
     );
-    let log = server.instance.log();
+    let log = server.log();
     let line = log
         .lines()
         .find(|l| l.contains("unhandled error"))
