@@ -81,8 +81,12 @@ const MEMORY_LIMIT: usize = 64 << 20;
 /// abort the process, before QuickJS notices.
 const STACK_LIMIT: usize = 512 << 10;
 
-/// The global (frozen, not enumerable) under which an engine keeps its helpers.
+/// The global (frozen, not enumerable) under which an engine keeps its helpers: an array,
+/// read by index, which costs less than by name.
 const HIDDEN: &str = "__uniflow";
+
+/// The index in [`HIDDEN`] of the function that runs the module's function on an input.
+const RUN: u32 = 0;
 
 /// Installs the helpers, then locks the globals down. Called once per engine with the factory
 /// and the native traps of the input's proxies ([`input::natives`]).
@@ -115,10 +119,11 @@ const SETUP: &str = r#"(function (factory, natives) {
   // target. Reflect's functions are taken now, so replacing them later changes nothing here.
   const { set, defineProperty, deleteProperty, preventExtensions, setPrototypeOf } = Reflect;
   const fill = natives.fill;
+  // Indexes, not names: QuickJS reads an index without looking up an atom (see input.rs).
   const traps = Object.freeze({
     __proto__: null,
-    made: [],
-    error: (message) => new PayloadError(message),
+    0: [],
+    1: (message) => new PayloadError(message),
     get: natives.get,
     has: natives.has,
     ownKeys: natives.ownKeys,
@@ -129,12 +134,11 @@ const SETUP: &str = r#"(function (factory, natives) {
     preventExtensions(t) { fill(this, t); return preventExtensions(t); },
     setPrototypeOf(t, p) { fill(this, t); return setPrototypeOf(t, p); },
   });
+  // The helpers by index (see `RUN` and the others): the handlers' `Object.create(traps)`
+  // keeps their shape alive between runs, so QuickJS finds it rather than building it again
+  // for every run's first proxy.
   Object.defineProperty(globalThis, "__uniflow", {
-    value: Object.freeze({
-      run: (input) => exported()(input),
-      latin1,
-      traps,
-    }),
+    value: Object.freeze([(input) => exported()(input), latin1, traps, Object.create(traps)]),
   });
   for (const name of Object.getOwnPropertyNames(globalThis)) {
     const v = globalThis[name];
@@ -629,8 +633,7 @@ impl Engine {
     fn invoke(&self, ctx: &Ctx<'_>, input: &Value, lazy: bool) -> Result<Value, Failure> {
         let at = |stage: Stage| move |e: rquickjs::Error| thrown(ctx, &e, stage);
         let hidden: Object = ctx.globals().get(HIDDEN).map_err(at(Stage::Input))?;
-        let env = input::Env::new(hidden.get("traps").map_err(at(Stage::Input))?)
-            .map_err(at(Stage::Input))?;
+        let env = input::Env::new(hidden.clone());
         input::begin(&self.registry, lazy);
         let result = call(ctx, &hidden, &env, &self.registry, input);
         // Jobs a run queued but did not wait for run now, not at the start of the next run;
@@ -651,7 +654,7 @@ fn call<'js>(
 ) -> Result<Value, Failure> {
     let at = |stage: Stage| move |e: rquickjs::Error| thrown(ctx, &e, stage);
     let argument = input::to_js(ctx, env, registry, input).map_err(at(Stage::Input))?;
-    let run: Function = hidden.get("run").map_err(at(Stage::Call))?;
+    let run: Function = hidden.get(RUN).map_err(at(Stage::Call))?;
     let mut output: JsValue = run.call((argument,)).map_err(at(Stage::Call))?;
     if let Some(promise) = output.as_promise().cloned() {
         while promise.state() == PromiseState::Pending && ctx.execute_pending_job() {}

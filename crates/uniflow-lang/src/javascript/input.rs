@@ -33,7 +33,7 @@
 //! it survives the trip (numbers that JavaScript cannot tell from others, errors, keys that are
 //! not strings do not), else what the trip makes of it, computed without JavaScript.
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -54,6 +54,15 @@ pub(super) const MAX_NESTING: usize = 256;
 /// Maps with more entries than this are converted at once; see the module docs.
 const LAZY_ENTRIES: usize = 256;
 
+/// The index in the engine's helpers of `latin1` (bytes as a string of their codes).
+const LATIN1: u32 = 1;
+/// The index in the engine's helpers of `traps`, the prototype of the proxies' handlers.
+const TRAPS: u32 = 2;
+/// The index in `traps` of `made`, the array that keeps what the input became alive.
+const MADE: u32 = 0;
+/// The index in `traps` of the function that makes a `PayloadError`.
+const ERROR: u32 = 1;
+
 /// What a run's input became, shared by the run and its engine's proxy traps.
 pub(super) type Shared = Arc<Mutex<Registry>>;
 
@@ -65,8 +74,8 @@ pub(super) struct Registry {
     /// An object's address (a proxy's target's), to its index in `made`.
     by_address: HashMap<u64, usize, BuildHasherDefault<IdentityHasher>>,
     made: Vec<Made>,
-    /// The length of the engine's JavaScript `made` array. Slot 0 is never used, so 0 can
-    /// mean "not converted yet".
+    /// The length of the engine's JavaScript `made` array, which is only ever appended to, so
+    /// QuickJS keeps it a dense array that is cheap to grow and to clear.
     slots: u32,
 }
 
@@ -81,8 +90,8 @@ struct Made {
 }
 
 enum Kind {
-    /// A map behind a proxy: the slot of what each entry became (0: not read yet), and
-    /// whether the target was filled.
+    /// A map behind a proxy: the slot of what each entry became, plus one (0: not read
+    /// yet), and whether the target was filled.
     Lazy {
         entries: Vec<u32>,
         filled: bool,
@@ -105,7 +114,7 @@ impl Registry {
         self.lazy = lazy;
         self.by_address.clear();
         self.made.clear();
-        self.slots = 1;
+        self.slots = 0;
     }
 
     fn find(&self, object: &JsValue<'_>) -> Option<usize> {
@@ -155,22 +164,33 @@ impl Hasher for IdentityHasher {
 }
 
 /// The engine's objects conversions use: the prototype of the proxies' handlers (`traps`,
-/// built by the engine's setup script), and its `made` array.
+/// built by the engine's setup script), and its `made` array. Each is looked up when first
+/// needed: a run on a number needs neither.
 pub(super) struct Env<'js> {
-    traps: Object<'js>,
-    made: Array<'js>,
+    /// The engine's hidden helpers, which hold `traps`.
+    hidden: Option<Object<'js>>,
+    traps: OnceCell<Object<'js>>,
+    made: OnceCell<Array<'js>>,
 }
 
 impl<'js> Env<'js> {
-    pub(super) fn new(traps: Object<'js>) -> rquickjs::Result<Env<'js>> {
-        let made = traps.get("made")?;
-        Ok(Env { traps, made })
+    /// The environment of a run.
+    pub(super) fn new(hidden: Object<'js>) -> Env<'js> {
+        Env {
+            hidden: Some(hidden),
+            traps: OnceCell::new(),
+            made: OnceCell::new(),
+        }
     }
 
     /// The environment of a trap: its handler's prototype is `traps`.
     fn of(ctx: &Ctx<'js>, handler: &Object<'js>) -> rquickjs::Result<Env<'js>> {
         match handler.get_prototype() {
-            Some(traps) => Env::new(traps),
+            Some(traps) => Ok(Env {
+                hidden: None,
+                traps: OnceCell::from(traps),
+                made: OnceCell::new(),
+            }),
             None => Err(rquickjs::Exception::throw_internal(
                 ctx,
                 "the input's proxy has no traps",
@@ -178,20 +198,49 @@ impl<'js> Env<'js> {
         }
     }
 
+    fn traps(&self) -> rquickjs::Result<&Object<'js>> {
+        if let Some(traps) = self.traps.get() {
+            return Ok(traps);
+        }
+        let hidden = self
+            .hidden
+            .as_ref()
+            .expect("a run's environment has its helpers");
+        let traps: Object = hidden.get(TRAPS)?;
+        Ok(self.traps.get_or_init(|| traps))
+    }
+
+    fn made(&self) -> rquickjs::Result<&Array<'js>> {
+        if let Some(made) = self.made.get() {
+            return Ok(made);
+        }
+        let made: Array = self.traps()?.get(MADE)?;
+        Ok(self.made.get_or_init(|| made))
+    }
+
     /// Forgets what the run's input became.
     pub(super) fn end(&self, shared: &Shared) -> rquickjs::Result<()> {
-        lock(shared).begin(false);
-        self.made.as_object().set(PredefinedAtom::Length, 0)
+        let kept = {
+            let mut registry = lock(shared);
+            let kept = registry.slots > 0;
+            registry.begin(false);
+            kept
+        };
+        if kept {
+            self.made()?.as_object().set(PredefinedAtom::Length, 0)?;
+        }
+        Ok(())
     }
 
     /// Keeps `value` alive for the run; its slot.
     fn keep(&self, shared: &Shared, value: &JsValue<'js>) -> rquickjs::Result<u32> {
+        let made = self.made()?;
         let slot = {
             let mut registry = lock(shared);
             registry.slots += 1;
             registry.slots - 1
         };
-        self.made.set(slot as usize, value.clone())?;
+        made.set(slot as usize, value.clone())?;
         Ok(slot)
     }
 }
@@ -285,7 +334,7 @@ fn make<'js>(
         }
         Value::Map(map) if lazy && stays_lazy(map) => {
             let target = Object::new(ctx.clone())?;
-            let handler = Object::new_proto(ctx.clone(), Some(&env.traps))?;
+            let handler = Object::new_proto(ctx.clone(), Some(env.traps()?))?;
             let proxy = Proxy::new(
                 ctx.clone(),
                 target.clone(),
@@ -318,7 +367,7 @@ fn make<'js>(
             object.into_value()
         }
         Value::Error(e) => {
-            let make: Function = env.traps.get("error")?;
+            let make: Function = env.traps()?.get(ERROR)?;
             make.call((&**e.message(),))?
         }
     })
@@ -390,7 +439,7 @@ fn entry<'js>(
             && slot != 0
         {
             drop(registry);
-            return env.made.get(slot as usize);
+            return env.made()?.get(slot as usize - 1);
         }
         let Value::Map(map) = &made.value else {
             unreachable!("a proxy is made from a map")
@@ -406,7 +455,7 @@ fn entry<'js>(
         if entries.is_empty() {
             entries.resize(len, 0);
         }
-        entries[entry] = slot;
+        entries[entry] = slot + 1;
     }
     Ok(js)
 }
@@ -686,8 +735,8 @@ fn skipped(value: &JsValue<'_>) -> bool {
 
 /// A value that is not an array or an object (an `Error` is a leaf: it keeps only its
 /// message) as a payload.
-fn leaf(value: JsValue<'_>) -> rquickjs::Result<Value> {
-    Ok(match value.type_of() {
+fn leaf(value: JsValue<'_>, kind: Type) -> rquickjs::Result<Value> {
+    Ok(match kind {
         Type::Bool => Value::Bool(value.as_bool().unwrap_or_default()),
         Type::Int => Value::Int(i64::from(value.as_int().unwrap_or_default())),
         Type::Float => number(value.as_float().unwrap_or_default()),
@@ -744,10 +793,11 @@ impl<'js> Output<'_, 'js> {
         if depth > MAX_NESTING {
             return Err(too_deep(self.ctx));
         }
-        let array = match value.type_of() {
+        let kind = value.type_of();
+        let array = match kind {
             Type::Array => true,
             Type::Object | Type::Proxy | Type::Promise => false,
-            _ => return leaf(value).map(Back::New),
+            _ => return leaf(value, kind).map(Back::New),
         };
         // An object inside itself would nest without end: it fails as it would at the
         // deepest level, without the recursion (whose frames, with QuickJS's between them,
@@ -828,9 +878,8 @@ impl<'js> Output<'_, 'js> {
             let slot = read.get(at).copied().unwrap_or(0);
             let js = match slot {
                 0 => None,
-                slot => {
-                    Some(self.env.made.get::<JsValue>(slot as usize)?).filter(JsValue::is_object)
-                }
+                slot => Some(self.env.made()?.get::<JsValue>(slot as usize - 1)?)
+                    .filter(JsValue::is_object),
             };
             // An entry read is what it became (only a change can replace it, and a change
             // fills the target); an object it became may have been changed inside.
@@ -879,7 +928,7 @@ impl<'js> Output<'_, 'js> {
         }
         for (i, expected) in items.iter().enumerate() {
             let item: JsValue = array.get(i)?;
-            let put: JsValue = self.env.made.get(slot + 1 + i)?;
+            let put: JsValue = self.env.made()?.get(slot + 1 + i)?;
             if item != put {
                 return Ok(None);
             }
@@ -915,7 +964,7 @@ impl<'js> Output<'_, 'js> {
 
     /// A `Uint8Array` or `ArrayBuffer` as bytes.
     fn bytes(&self, object: &Object<'js>) -> rquickjs::Result<Value> {
-        let latin1: Function = self.hidden.get("latin1")?;
+        let latin1: Function = self.hidden.get(LATIN1)?;
         let text: String = latin1.call((object.clone(),))?;
         // Every character is below 256: it was built from bytes.
         Ok(Value::Bytes(text.chars().map(|c| c as u8).collect()))
