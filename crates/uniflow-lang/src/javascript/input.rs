@@ -84,7 +84,8 @@ struct Made {
     value: Value,
     /// Its nesting in the input.
     depth: usize,
-    /// Its slot in the JavaScript `made` array; an array's items follow it.
+    /// Its slot in the JavaScript `made` array, which an array's items follow (a proxy's
+    /// entries have slots of their own, and it needs none).
     slot: u32,
     kind: Kind,
 }
@@ -171,6 +172,8 @@ pub(super) struct Env<'js> {
     hidden: Option<Object<'js>>,
     traps: OnceCell<Object<'js>>,
     made: OnceCell<Array<'js>>,
+    /// The target of the input's proxy, when the input is a map, held for the run.
+    root: OnceCell<JsValue<'js>>,
 }
 
 impl<'js> Env<'js> {
@@ -180,6 +183,7 @@ impl<'js> Env<'js> {
             hidden: Some(hidden),
             traps: OnceCell::new(),
             made: OnceCell::new(),
+            root: OnceCell::new(),
         }
     }
 
@@ -190,6 +194,7 @@ impl<'js> Env<'js> {
                 hidden: None,
                 traps: OnceCell::from(traps),
                 made: OnceCell::new(),
+                root: OnceCell::new(),
             }),
             None => Err(rquickjs::Exception::throw_internal(
                 ctx,
@@ -341,11 +346,17 @@ fn make<'js>(
                 ProxyHandler::from_object(handler)?,
             )?;
             let target = target.into_value();
-            let slot = env.keep(shared, &target)?;
+            // The input's own target is kept alive by the run; the others by `made`. A proxy
+            // needs no slot of its own: its entries have theirs.
+            if depth == 0 {
+                let _ = env.root.set(target.clone());
+            } else {
+                env.keep(shared, &target)?;
+            }
             let made = Made {
                 value: value.clone(),
                 depth,
-                slot,
+                slot: 0,
                 kind: Kind::Lazy {
                     entries: Vec::new(),
                     filled: false,
@@ -656,17 +667,24 @@ fn comes_back(value: &Value) -> bool {
     }
 }
 
-/// [`comes_back`], for a payload and everything in it.
+/// [`comes_back`], for a payload and everything in it, at `depth` in the result. Written out
+/// rather than through [`comes_back`]: an identity checks every entry of the payload it hands
+/// back, once per node of a chain.
 fn comes_back_whole(value: &Value, depth: usize) -> bool {
-    depth <= MAX_NESTING
-        && comes_back(value)
-        && match value {
-            Value::List(items) => items.iter().all(|v| comes_back_whole(v, depth + 1)),
-            Value::Map(map) => map
-                .iter()
-                .all(|(k, v)| matches!(k, Value::String(_)) && comes_back_whole(v, depth + 1)),
-            _ => true,
-        }
+    if depth > MAX_NESTING {
+        return false;
+    }
+    match value {
+        Value::Null | Value::Bool(_) | Value::String(_) | Value::Bytes(_) => true,
+        Value::Int(i) => i.unsigned_abs() < 1 << 53,
+        Value::Float(f) => !f.is_nan() && number(*f) == Value::Float(*f),
+        Value::Uint(_) | Value::Error(_) => false,
+        Value::List(items) => items.iter().all(|v| comes_back_whole(v, depth + 1)),
+        Value::Map(map) => map
+            .entries()
+            .iter()
+            .all(|(k, v)| matches!(k, Value::String(_)) && comes_back_whole(v, depth + 1)),
+    }
 }
 
 /// What converting a payload into JavaScript and back gives, without JavaScript: the result
@@ -883,19 +901,25 @@ impl<'js> Output<'_, 'js> {
             };
             // An entry read is what it became (only a change can replace it, and a change
             // fills the target); an object it became may have been changed inside.
-            let back = match js {
-                Some(js) => self.back(js, depth + 1)?,
-                None if comes_back_whole(item, depth + 1) => Back::Same(item.clone()),
-                None => Back::New(round_trip(self.ctx, item, depth + 1)?),
+            // `None`: the entry comes back as it was (a part handed back untouched is that
+            // very entry).
+            let new = match js {
+                Some(js) => match self.back(js, depth + 1)? {
+                    Back::Same(_) => None,
+                    Back::New(v) => Some(v),
+                },
+                None if comes_back_whole(item, depth + 1) => None,
+                None => Some(round_trip(self.ctx, item, depth + 1)?),
             };
-            match (back, &mut changed) {
-                (Back::Same(_), None) => {}
-                (back, None) => {
+            match (new, &mut changed) {
+                (None, None) => {}
+                (None, Some(so_far)) => so_far.push((key.clone(), item.clone())),
+                (Some(new), None) => {
                     let mut so_far: Vec<(Value, Value)> = entries.entries()[..at].to_vec();
-                    so_far.push((key.clone(), back.into_value()));
+                    so_far.push((key.clone(), new));
                     changed = Some(so_far);
                 }
-                (back, Some(so_far)) => so_far.push((key.clone(), back.into_value())),
+                (Some(new), Some(so_far)) => so_far.push((key.clone(), new)),
             }
         }
         Ok(Some(match changed {
