@@ -22,6 +22,17 @@
 //! that is not a string (the key a script sees is then the key's text, and two keys may
 //! share it).
 //!
+//! **What a script may notice.** Reads, `in`, key order, `Object.keys`/`entries`, `for..in`,
+//! spread, `JSON.stringify`, descriptors, `Object.isFrozen`/`isExtensible`, prototypes, the
+//! identity of repeated reads, changes and the errors of failed changes are those of the plain
+//! objects (`a_lazy_input_is_observed_as_a_plain_one` compares them, lazy against eager).
+//! What differs, at the edges (also in `docs/decisions.md`): a proxy a script keeps past its
+//! run (in a replaced built-in method) reads as an empty object in later runs, because the
+//! registry is cleared; a heap that fills while an entry converts on its first read fails
+//! "while running" rather than "while converting its input"; and a getter a script defines on
+//! an index of an input array it returns is called twice while the result converts (once to
+//! compare, once to convert).
+//!
 //! **Handing the input back.** What the input became is noted in a [`Registry`] the engine's
 //! traps share: for each proxy (by its target), array and byte array, the payload it was made
 //! from, and in the engine's `made` array the values it was given, which also keeps them alive
