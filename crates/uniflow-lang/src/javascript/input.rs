@@ -261,7 +261,20 @@ impl<'js> Env<'js> {
     }
 }
 
-fn register(shared: &Shared, object: &JsValue<'_>, made: Made) {
+fn register(
+    shared: &Shared,
+    object: &JsValue<'_>,
+    value: &Value,
+    depth: usize,
+    slot: u32,
+    kind: Kind,
+) {
+    let made = Made {
+        value: value.clone(),
+        depth,
+        slot,
+        kind,
+    };
     let mut registry = lock(shared);
     let index = registry.made.len();
     registry.made.push(made);
@@ -312,13 +325,7 @@ fn make<'js>(
             let bytes = TypedArray::<u8>::new_copy(ctx.clone(), &b[..])?.into_value();
             if lazy {
                 let slot = env.keep(shared, &bytes)?;
-                let made = Made {
-                    value: value.clone(),
-                    depth,
-                    slot,
-                    kind: Kind::Bytes,
-                };
-                register(shared, &bytes, made);
+                register(shared, &bytes, value, depth, slot, Kind::Bytes);
             }
             bytes
         }
@@ -338,13 +345,7 @@ fn make<'js>(
                 for item in &made {
                     env.keep(shared, item)?;
                 }
-                let made = Made {
-                    value: value.clone(),
-                    depth,
-                    slot,
-                    kind: Kind::Array,
-                };
-                register(shared, &array, made);
+                register(shared, &array, value, depth, slot, Kind::Array);
             }
             array
         }
@@ -364,16 +365,17 @@ fn make<'js>(
             } else {
                 env.keep(shared, &target)?;
             }
-            let made = Made {
-                value: value.clone(),
+            register(
+                shared,
+                &target,
+                value,
                 depth,
-                slot: 0,
-                kind: Kind::Lazy {
+                0,
+                Kind::Lazy {
                     entries: Vec::new(),
                     filled: false,
                 },
-            };
-            register(shared, &target, made);
+            );
             proxy.into_value()
         }
         Value::Map(map) => {
@@ -482,18 +484,40 @@ fn entry<'js>(
     Ok(js)
 }
 
-/// The `get` trap: an entry of the map, else what the target's prototype has.
-fn get<'js>(
+/// What a trap that reads by key answers.
+#[derive(Clone, Copy)]
+enum Read {
+    /// `get`: an entry of the map, else what the target's prototype has.
+    Value,
+    /// `getOwnPropertyDescriptor`: an entry is a writable, enumerable, configurable data
+    /// property, as on a plain object.
+    Descriptor,
+}
+
+/// The `get` and `getOwnPropertyDescriptor` traps.
+fn read<'js>(
     ctx: Ctx<'js>,
     shared: &Shared,
-    handler: &Object<'js>,
-    target: &Object<'js>,
+    (handler, target): (&Object<'js>, &Object<'js>),
     key: &JsValue<'js>,
+    read: Read,
 ) -> rquickjs::Result<JsValue<'js>> {
-    if let Some(at) = own(shared, target, key)? {
-        return entry(&ctx, &Env::of(&ctx, handler)?, shared, at);
+    let Some(at) = own(shared, target, key)? else {
+        return match read {
+            Read::Value => target.get(Atom::from_value(ctx, key)?),
+            Read::Descriptor => Ok(JsValue::new_undefined(ctx)),
+        };
+    };
+    let value = entry(&ctx, &Env::of(&ctx, handler)?, shared, at)?;
+    if let Read::Value = read {
+        return Ok(value);
     }
-    target.get(Atom::from_value(ctx, key)?)
+    let descriptor = Object::new(ctx)?;
+    descriptor.set(PredefinedAtom::Value, value)?;
+    descriptor.set(PredefinedAtom::Writable, true)?;
+    descriptor.set(PredefinedAtom::Enumerable, true)?;
+    descriptor.set(PredefinedAtom::Configurable, true)?;
+    Ok(descriptor.into_value())
 }
 
 /// The `has` trap.
@@ -556,27 +580,6 @@ fn array_index(key: &str) -> Option<u32> {
     key.parse::<u32>().ok().filter(|&i| i != u32::MAX)
 }
 
-/// The `getOwnPropertyDescriptor` trap: an entry is a writable, enumerable, configurable
-/// data property, as on a plain object.
-fn describe<'js>(
-    ctx: Ctx<'js>,
-    shared: &Shared,
-    handler: &Object<'js>,
-    target: &Object<'js>,
-    key: &JsValue<'js>,
-) -> rquickjs::Result<JsValue<'js>> {
-    let Some(at) = own(shared, target, key)? else {
-        return Ok(JsValue::new_undefined(ctx));
-    };
-    let value = entry(&ctx, &Env::of(&ctx, handler)?, shared, at)?;
-    let descriptor = Object::new(ctx)?;
-    descriptor.set(PredefinedAtom::Value, value)?;
-    descriptor.set(PredefinedAtom::Writable, true)?;
-    descriptor.set(PredefinedAtom::Enumerable, true)?;
-    descriptor.set(PredefinedAtom::Configurable, true)?;
-    Ok(descriptor.into_value())
-}
-
 /// Before a change: defines every entry on the target, in the map's order, and takes the
 /// handler's traps away, so the proxy forwards everything to the target from then on.
 fn fill<'js>(
@@ -609,55 +612,27 @@ fn fill<'js>(
 /// The native half of the proxies' handlers, which the engine's setup script completes.
 pub(super) fn natives<'js>(ctx: &Ctx<'js>, shared: &Shared) -> rquickjs::Result<Object<'js>> {
     let natives = Object::new(ctx.clone())?;
-    let s = Arc::clone(shared);
-    natives.set(
-        "get",
-        Function::new(
-            ctx.clone(),
-            move |ctx: Ctx<'js>,
-                  this: This<Object<'js>>,
-                  target: Object<'js>,
-                  key: JsValue<'js>| get(ctx, &s, &this.0, &target, &key),
-        )?,
-    )?;
-    let s = Arc::clone(shared);
-    natives.set(
-        "has",
-        Function::new(
-            ctx.clone(),
-            move |ctx: Ctx<'js>, target: Object<'js>, key: JsValue<'js>| {
-                has(ctx, &s, &target, &key)
-            },
-        )?,
-    )?;
-    let s = Arc::clone(shared);
-    natives.set(
-        "ownKeys",
-        Function::new(ctx.clone(), move |ctx: Ctx<'js>, target: Object<'js>| {
-            own_keys(ctx, &s, &target)
-        })?,
-    )?;
-    let s = Arc::clone(shared);
-    natives.set(
-        "getOwnPropertyDescriptor",
-        Function::new(
-            ctx.clone(),
-            move |ctx: Ctx<'js>,
-                  this: This<Object<'js>>,
-                  target: Object<'js>,
-                  key: JsValue<'js>| describe(ctx, &s, &this.0, &target, &key),
-        )?,
-    )?;
-    let s = Arc::clone(shared);
-    natives.set(
-        "fill",
-        Function::new(
-            ctx.clone(),
-            move |ctx: Ctx<'js>, handler: Object<'js>, target: Object<'js>| {
-                fill(ctx, &s, &handler, &target)
-            },
-        )?,
-    )?;
+    // Each trap is a native function with its own handle on the engine's registry, `$s`.
+    macro_rules! trap {
+        ($name:literal, $s:ident, |$($arg:ident $(: $ty:ty)?),*| $call:expr) => {{
+            let $s = Arc::clone(shared);
+            natives.set($name, Function::new(ctx.clone(), move |$($arg $(: $ty)?),*| $call)?)?;
+        }};
+    }
+    for (name, what) in [
+        ("get", Read::Value),
+        ("getOwnPropertyDescriptor", Read::Descriptor),
+    ] {
+        let s = Arc::clone(shared);
+        let f =
+            move |ctx, this: This<_>, target, key| read(ctx, &s, (&this.0, &target), &key, what);
+        natives.set(name, Function::new(ctx.clone(), f)?)?;
+    }
+    trap!("has", s, |ctx, target, key| has(ctx, &s, &target, &key));
+    trap!("ownKeys", s, |ctx, target| own_keys(ctx, &s, &target));
+    trap!("fill", s, |ctx, handler, target| fill(
+        ctx, &s, &handler, &target
+    ));
     Ok(natives)
 }
 
