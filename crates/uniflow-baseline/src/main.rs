@@ -3,7 +3,8 @@
 //! It is the yardstick for `scripts/bench-ping`, which serves the same request
 //! from the uniflow engine (`uniflow start --from-specs examples/ping.yaml`) and
 //! from this binary side by side and compares throughput, latency and CPU per
-//! request. The server therefore does nothing but HTTP, and it sets up its
+//! request; `GET /sleep` answers the same after 4 seconds, for `scripts/bench-held` (memory
+//! per request held in flight). The server therefore does nothing but HTTP, and it sets up its
 //! connections exactly like the engine's HTTP listener does, so that the
 //! difference between the two measures only the engine:
 //!
@@ -148,10 +149,19 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     response
 }
 
-/// `GET /ping` -> 200 `pong`; `/ping` with another method -> 405; anything else -> 404.
+/// How long `GET /sleep` waits before it answers: what `scripts/bench-held` holds requests
+/// in flight with, as the engine's `sleep` node does (a timer, no thread).
+const SLEEP: Duration = Duration::from_secs(4);
+
+/// `GET /ping` -> 200 `pong`; `GET /sleep` -> 200 `pong` after [`SLEEP`]; `/ping` with
+/// another method -> 405; anything else -> 404.
 async fn handle(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let response = match (request.method(), request.uri().path()) {
         (&Method::GET, "/ping") => text(StatusCode::OK, "pong"),
+        (&Method::GET, "/sleep") => {
+            tokio::time::sleep(SLEEP).await;
+            text(StatusCode::OK, "pong")
+        }
         (_, "/ping") => {
             let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
             response

@@ -33,9 +33,12 @@
 //! stage: converting the input, running, converting the result), the native stack, the nesting
 //! of values, or the timeout.
 //!
-//! **Values.** The input arrives as plain JavaScript values: maps as objects, lists as arrays,
-//! bytes as a `Uint8Array`, and an error payload as an `Error` whose `error()` method returns
-//! its message (upstream's `e.error()`). The result comes back the way `JSON.stringify` sees
+//! **Values.** The input arrives as JavaScript values: maps as objects, lists as arrays, bytes
+//! as a `Uint8Array`, and an error payload as an `Error` whose `error()` method returns its
+//! message (upstream's `e.error()`). Maps are proxies whose entries convert when first read, so
+//! a script pays for what it reads, not for the whole payload; they behave as the plain,
+//! writable objects scripts were given before (see [`input`] for how, and for what differs
+//! at the edges). The result comes back the way `JSON.stringify` sees
 //! it: `undefined`, functions and symbols become `null` (and are left out of objects), objects
 //! with `toJSON` (a `Date`) are converted through it, a number with no fraction is an integer,
 //! a `Uint8Array` or `ArrayBuffer` is bytes, and a returned `Error` is an error payload. A
@@ -43,17 +46,12 @@
 //! A thrown exception fails the run with its message (prefixed with its name, unless it is a
 //! plain `Error`, so `throw new Error("unsupported type")` can be matched exactly).
 //!
-//! **Handing the input back.** Converting a request payload back took more than half of a run
-//! of `(a) => a`. So a run notes which objects its input became and what it put in each
-//! ([`Made`]); an object of the result that is one of those, with every entry still the very
-//! value put there, answers with the payload it came from instead of a copy. The comparison
-//! reads only what converting would read, in the same order, so a script cannot tell. A
-//! program whose results reuse nothing stops noting, but for one run in [`PROBE_EVERY`].
+//! **Handing the input back.** A result that is the input, or a part of it, untouched answers
+//! with the payload it came from instead of a copy, and a changed one shares the parts that
+//! did not change (see [`input`]).
 
-use std::cell::Cell;
-use std::collections::HashMap;
+use std::cell::RefCell;
 use std::fmt::Write as _;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -64,17 +62,13 @@ use oxc::diagnostics::OxcDiagnostic;
 use oxc::parser::Parser;
 use oxc::semantic::SemanticBuilder;
 use oxc::span::{GetSpan, SourceType, Span};
-use rquickjs::atom::PredefinedAtom;
-use rquickjs::function::This;
-use rquickjs::object::Property;
 use rquickjs::promise::PromiseState;
-use rquickjs::{
-    Array, Atom, Coerced, Context, Ctx, Filter, Function, Object, Runtime, Type, TypedArray,
-    Value as JsValue,
-};
-use uniflow_value::{ErrorValue, List, Map, Value};
+use rquickjs::{Coerced, Context, Ctx, Function, Object, Runtime, Value as JsValue};
+use uniflow_value::{ErrorValue, Value};
 
 use crate::{Error, Language, Options, Program};
+
+mod input;
 
 /// The heap one engine may use, built-ins included (about 120 KiB of it).
 const MEMORY_LIMIT: usize = 64 << 20;
@@ -87,15 +81,16 @@ const MEMORY_LIMIT: usize = 64 << 20;
 /// abort the process, before QuickJS notices.
 const STACK_LIMIT: usize = 512 << 10;
 
-/// Deeper values than this are refused rather than converted: a conversion recurses once per
-/// level, and a cyclic object must not overflow the stack.
-const MAX_NESTING: usize = 256;
-
-/// The global (frozen, not enumerable) under which an engine keeps its helpers.
+/// The global (frozen, not enumerable) under which an engine keeps its helpers: an array,
+/// read by index, which costs less than by name.
 const HIDDEN: &str = "__uniflow";
 
-/// Installs the helpers, then locks the globals down. Called once per engine with the factory.
-const SETUP: &str = r#"(function (factory) {
+/// The index in [`HIDDEN`] of the function that runs the module's function on an input.
+const RUN: u32 = 0;
+
+/// Installs the helpers, then locks the globals down. Called once per engine with the factory
+/// and the native traps of the input's proxies ([`input::natives`]).
+const SETUP: &str = r#"(function (factory, natives) {
   "use strict";
   class PayloadError extends Error {
     error() { return this.message; }
@@ -119,12 +114,31 @@ const SETUP: &str = r#"(function (factory) {
     }
     return s;
   };
+  // The prototype of the handlers of the input's proxies (see input.rs): reads are answered
+  // natively; a change first fills the target and takes the traps away, then is made on the
+  // target. Reflect's functions are taken now, so replacing them later changes nothing here.
+  const { set, defineProperty, deleteProperty, preventExtensions, setPrototypeOf } = Reflect;
+  const fill = natives.fill;
+  // Indexes, not names: QuickJS reads an index without looking up an atom (see input.rs).
+  const traps = Object.freeze({
+    __proto__: null,
+    0: [],
+    1: (message) => new PayloadError(message),
+    get: natives.get,
+    has: natives.has,
+    ownKeys: natives.ownKeys,
+    getOwnPropertyDescriptor: natives.getOwnPropertyDescriptor,
+    set(t, k, v, r) { fill(this, t); return set(t, k, v, r); },
+    defineProperty(t, k, d) { fill(this, t); return defineProperty(t, k, d); },
+    deleteProperty(t, k) { fill(this, t); return deleteProperty(t, k); },
+    preventExtensions(t) { fill(this, t); return preventExtensions(t); },
+    setPrototypeOf(t, p) { fill(this, t); return setPrototypeOf(t, p); },
+  });
+  // The helpers by index (see `RUN` and the others): the handlers' `Object.create(traps)`
+  // keeps their shape alive between runs, so QuickJS finds it rather than building it again
+  // for every run's first proxy.
   Object.defineProperty(globalThis, "__uniflow", {
-    value: Object.freeze({
-      run: (input) => exported()(input),
-      error: (message) => new PayloadError(message),
-      latin1,
-    }),
+    value: Object.freeze([(input) => exported()(input), latin1, traps, Object.create(traps)]),
   });
   for (const name of Object.getOwnPropertyNames(globalThis)) {
     const v = globalThis[name];
@@ -166,7 +180,6 @@ pub(crate) fn compile(
         idle: Mutex::new(vec![engine]),
         max_idle,
         slow: AtomicU32::new(0),
-        reuse: Reuse(AtomicU32::new(0)),
     }))
 }
 
@@ -335,7 +348,6 @@ struct JsProgram {
     max_idle: usize,
     /// How many more runs go straight to a thread of their own; see [`SLICE`].
     slow: AtomicU32,
-    reuse: Reuse,
 }
 
 /// How long a run may hold the thread it was called on. Scripts run where they are called, on
@@ -409,7 +421,7 @@ impl JsProgram {
                 Err(e) => return Some(Err(ErrorValue::new(e.to_string()))),
             },
         };
-        let (outcome, reusable) = engine.run(input, deadline, slice, self.timeout, &self.reuse);
+        let (outcome, reusable) = engine.run(input, deadline, slice, self.timeout);
         if reusable {
             let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
             if idle.len() < self.max_idle {
@@ -497,6 +509,8 @@ struct Engine {
     /// Kept for as long as the context: the context refers into it.
     _runtime: Runtime,
     clock: Arc<Clock>,
+    /// What the current run's input became, shared with the traps of its proxies.
+    registry: input::Shared,
 }
 
 /// Why a run failed, and whether its engine may run again.
@@ -562,11 +576,12 @@ impl Engine {
         let handler = Arc::clone(&clock);
         runtime.set_interrupt_handler(Some(Box::new(move || handler.expired())));
         let context = Context::full(&runtime).map_err(|e| failed(e.to_string()))?;
+        let registry = input::Shared::default();
         context.with(|ctx| {
             let installed: rquickjs::Result<()> = (|| {
                 let factory: Function = ctx.eval(source)?;
                 let setup: Function = ctx.eval(SETUP)?;
-                setup.call::<_, ()>((factory,))
+                setup.call::<_, ()>((factory, input::natives(&ctx, &registry)?))
             })();
             installed.map_err(|e| {
                 let message = caught(&ctx, &e).unwrap_or_else(|| e.to_string());
@@ -580,6 +595,7 @@ impl Engine {
             context,
             _runtime: runtime,
             clock,
+            registry,
         })
     }
 
@@ -591,15 +607,9 @@ impl Engine {
         deadline: u64,
         slice: u64,
         timeout: Option<Duration>,
-        reuse: &Reuse,
     ) -> (Option<Result<Value, ErrorValue>>, bool) {
         self.clock.arm(deadline, slice);
-        let result = self.context.with(|ctx| {
-            let result = invoke(&ctx, input, reuse);
-            // Jobs a run queued but did not wait for run now, not at the start of the next run.
-            while ctx.execute_pending_job() {}
-            result
-        });
+        let result = self.context.with(|ctx| self.invoke(&ctx, input, true));
         let stopped = self.clock.disarm();
         match result {
             Ok(value) => (Some(Ok(value)), true),
@@ -617,13 +627,34 @@ impl Engine {
     }
 }
 
-/// Converts the input, calls the module's function and converts its result.
-fn invoke(ctx: &Ctx<'_>, input: &Value, reuse: &Reuse) -> Result<Value, Failure> {
+impl Engine {
+    /// Converts the input (its maps lazily, unless `lazy` is false), calls the module's
+    /// function and converts its result.
+    fn invoke(&self, ctx: &Ctx<'_>, input: &Value, lazy: bool) -> Result<Value, Failure> {
+        let at = |stage: Stage| move |e: rquickjs::Error| thrown(ctx, &e, stage);
+        let hidden: Object = ctx.globals().get(HIDDEN).map_err(at(Stage::Input))?;
+        let env = input::Env::new(hidden.clone());
+        input::begin(&self.registry, lazy);
+        let result = call(ctx, &hidden, &env, &self.registry, input);
+        // Jobs a run queued but did not wait for run now, not at the start of the next run;
+        // they may still read the input, which is forgotten only after them.
+        while ctx.execute_pending_job() {}
+        let _ = env.end(&self.registry);
+        result
+    }
+}
+
+/// See [`Engine::invoke`].
+fn call<'js>(
+    ctx: &Ctx<'js>,
+    hidden: &Object<'js>,
+    env: &input::Env<'js>,
+    registry: &input::Shared,
+    input: &Value,
+) -> Result<Value, Failure> {
     let at = |stage: Stage| move |e: rquickjs::Error| thrown(ctx, &e, stage);
-    let hidden: Object = ctx.globals().get(HIDDEN).map_err(at(Stage::Input))?;
-    let mut made = Made::new(reuse.record());
-    let argument = to_js(ctx, &hidden, &mut made, input, 0).map_err(at(Stage::Input))?;
-    let run: Function = hidden.get("run").map_err(at(Stage::Call))?;
+    let argument = input::to_js(ctx, env, registry, input).map_err(at(Stage::Input))?;
+    let run: Function = hidden.get(RUN).map_err(at(Stage::Call))?;
     let mut output: JsValue = run.call((argument,)).map_err(at(Stage::Call))?;
     if let Some(promise) = output.as_promise().cloned() {
         while promise.state() == PromiseState::Pending && ctx.execute_pending_job() {}
@@ -636,11 +667,14 @@ fn invoke(ctx: &Ctx<'_>, input: &Value, reuse: &Reuse) -> Result<Value, Failure>
             }
         };
     }
-    let output = from_js(ctx, &hidden, &made, output, 0)
-        .map(Back::into_value)
-        .map_err(at(Stage::Output));
-    reuse.ran(made.record, made.reused.get());
-    output
+    let back = input::Output {
+        ctx,
+        hidden,
+        env,
+        shared: registry,
+        path: RefCell::default(),
+    };
+    back.convert(output).map_err(at(Stage::Output))
 }
 
 /// Turns an rquickjs error into a failure, taking the pending exception if there is one.
@@ -706,472 +740,10 @@ fn caught(ctx: &Ctx<'_>, error: &rquickjs::Error) -> Option<String> {
     }
 }
 
-fn too_deep<'js>(ctx: &Ctx<'js>) -> rquickjs::Error {
-    rquickjs::Exception::throw_range(
-        ctx,
-        &format!("value nests deeper than {MAX_NESTING} levels"),
-    )
-}
-
-/// What a run's input became: for each object, array and byte array made from a payload, that
-/// payload and what each of its entries was given, so that one the result holds untouched is
-/// recognised by identity, entry by entry, and answered with that payload rather than
-/// converted back. They are held until the result has converted, which the function's
-/// parameter mostly does anyway.
-struct Made<'js, 'v> {
-    /// Whether this run notes anything: see [`Reuse`].
-    record: bool,
-    origins: HashMap<JsValue<'js>, Origin<'js, 'v>, BuildHasherDefault<IdentityHasher>>,
-    /// Whether the result reused a part of the input.
-    reused: Cell<bool>,
-}
-
-impl<'js, 'v> Made<'js, 'v> {
-    fn new(record: bool) -> Made<'js, 'v> {
-        Made {
-            record,
-            origins: HashMap::default(),
-            reused: Cell::new(false),
-        }
-    }
-
-    fn origin(&self, value: &JsValue<'js>) -> Option<&Origin<'js, 'v>> {
-        if self.origins.is_empty() {
-            return None;
-        }
-        self.origins.get(value)
-    }
-
-    /// `value`, noting that a part of the input was reused.
-    fn same(&self, value: &'v Value) -> Back<'v> {
-        self.reused.set(true);
-        Back::Same(value)
-    }
-}
-
-/// Whether a program's runs note what their input became ([`Made`]). Noting costs about a
-/// fifth of converting the input, and pays only when results hand parts of it back, as
-/// `(a) => a` or `(a) => ({ ...a, status: 201 })` do; a program whose results reuse nothing
-/// notes only one run in [`PROBE_EVERY`], to find out whether that has changed.
-struct Reuse(AtomicU32);
-
-/// See [`Reuse`].
-const PROBE_EVERY: u32 = 32;
-
-impl Reuse {
-    fn record(&self) -> bool {
-        self.0.load(Ordering::Relaxed).is_multiple_of(PROBE_EVERY)
-    }
-
-    fn ran(&self, recorded: bool, reused: bool) {
-        if recorded {
-            self.0.store(u32::from(!reused), Ordering::Relaxed);
-        } else {
-            self.0.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
-
-/// The payload an object, array or byte array was made from, and its entries in the order they
-/// were defined: an entry's key (for a map) and value, or `None` for one that does not convert
-/// back to the entry it came from (an error, a number that comes back as another kind, a key
-/// that is not a string).
-struct Origin<'js, 'v> {
-    value: &'v Value,
-    entries: Vec<Option<(Option<Atom<'js>>, JsValue<'js>)>>,
-}
-
-/// Hashes a JavaScript value's tag and bits (all [`JsValue`]'s `Hash` writes): an object's
-/// identity is its address, so a multiply-and-rotate mix spreads it well enough, at a tenth of
-/// SipHash's cost.
-#[derive(Default)]
-struct IdentityHasher(u64);
-
-impl Hasher for IdentityHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.write_u64(u64::from(*b));
-        }
-    }
-
-    fn write_i32(&mut self, i: i32) {
-        self.write_u64(i as u64);
-    }
-
-    fn write_u64(&mut self, i: u64) {
-        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-}
-
-/// Converts a payload into a JavaScript value, noting in `made` what each object came from.
-fn to_js<'js, 'v>(
-    ctx: &Ctx<'js>,
-    hidden: &Object<'js>,
-    made: &mut Made<'js, 'v>,
-    value: &'v Value,
-    depth: usize,
-) -> rquickjs::Result<JsValue<'js>> {
-    if depth > MAX_NESTING {
-        return Err(too_deep(ctx));
-    }
-    Ok(match value {
-        Value::Null => JsValue::new_null(ctx.clone()),
-        Value::Bool(b) => JsValue::new_bool(ctx.clone(), *b),
-        Value::Int(i) => match i32::try_from(*i) {
-            Ok(i) => JsValue::new_int(ctx.clone(), i),
-            Err(_) => JsValue::new_float(ctx.clone(), *i as f64),
-        },
-        Value::Uint(u) => JsValue::new_float(ctx.clone(), *u as f64),
-        Value::Float(f) => JsValue::new_float(ctx.clone(), *f),
-        Value::String(s) => rquickjs::String::from_str(ctx.clone(), s)?.into_value(),
-        Value::Bytes(b) => {
-            let bytes = TypedArray::<u8>::new_copy(ctx.clone(), &b[..])?.into_value();
-            if made.record {
-                let origin = Origin {
-                    value,
-                    entries: Vec::new(),
-                };
-                made.origins.insert(bytes.clone(), origin);
-            }
-            bytes
-        }
-        Value::List(items) => {
-            let array = Array::new(ctx.clone())?;
-            let mut entries = Vec::with_capacity(if made.record { items.len() } else { 0 });
-            for (i, item) in items.iter().enumerate() {
-                let js = to_js(ctx, hidden, made, item, depth + 1)?;
-                if made.record {
-                    entries.push(comes_back(item).then(|| (None, js.clone())));
-                }
-                array.set(i, js)?;
-            }
-            let array = array.into_value();
-            if made.record {
-                made.origins
-                    .insert(array.clone(), Origin { value, entries });
-            }
-            array
-        }
-        Value::Map(map) => {
-            let object = Object::new(ctx.clone())?;
-            let mut entries = Vec::with_capacity(if made.record { map.len() } else { 0 });
-            for (key, item) in map.iter() {
-                let js = to_js(ctx, hidden, made, item, depth + 1)?;
-                let (atom, string_key) = match key {
-                    Value::String(s) => (Atom::from_str(ctx.clone(), s)?, true),
-                    other => (Atom::from_str(ctx.clone(), &key_text(other))?, false),
-                };
-                if made.record {
-                    let entry = string_key && comes_back(item);
-                    entries.push(entry.then(|| (Some(atom.clone()), js.clone())));
-                }
-                // Defined, not assigned: assigning `__proto__` (a JSON body may carry that
-                // key) would set the object's prototype instead of adding an entry.
-                let item = Property::from(js).writable().enumerable().configurable();
-                object.prop(atom, item)?;
-            }
-            let object = object.into_value();
-            if made.record {
-                made.origins
-                    .insert(object.clone(), Origin { value, entries });
-            }
-            object
-        }
-        Value::Error(e) => {
-            let make: Function = hidden.get("error")?;
-            make.call((&**e.message(),))?
-        }
-    })
-}
-
-/// Whether [`from_js`] makes of what [`to_js`] made of `value` the same payload again. Numbers
-/// come back as integers when they are integral and within 2^53 (a NaN may not keep its bits),
-/// and an error keeps only its message.
-fn comes_back(value: &Value) -> bool {
-    match value {
-        Value::Int(i) => i.unsigned_abs() < 1 << 53,
-        Value::Uint(_) | Value::Error(_) => false,
-        Value::Float(f) => !f.is_nan() && number(*f) == Value::Float(*f),
-        Value::Null
-        | Value::Bool(_)
-        | Value::String(_)
-        | Value::Bytes(_)
-        | Value::List(_)
-        | Value::Map(_) => true,
-    }
-}
-
-/// A non-string map key as a property name: JavaScript keys are strings.
-fn key_text(key: &Value) -> String {
-    match key {
-        Value::Null => "null".to_owned(),
-        Value::Bool(b) => b.to_string(),
-        Value::Int(i) => i.to_string(),
-        Value::Uint(u) => u.to_string(),
-        Value::Float(f) => f.to_string(),
-        Value::String(s) => s.to_string(),
-        other => format!("{other:?}"),
-    }
-}
-
-/// A JavaScript number as a payload: integral numbers are integers, as JavaScript cannot tell
-/// `2` from `2.0` and upstream's goja exported them as integers too.
-fn number(f: f64) -> Value {
-    const SAFE: f64 = 9_007_199_254_740_992.0; // 2^53
-    if f.fract() == 0.0 && f.abs() < SAFE && !(f == 0.0 && f.is_sign_negative()) {
-        Value::Int(f as i64)
-    } else {
-        Value::Float(f)
-    }
-}
-
-/// Whether `JSON.stringify` would leave a property with this value out.
-fn skipped(value: &JsValue<'_>) -> bool {
-    matches!(
-        value.type_of(),
-        Type::Undefined | Type::Uninitialized | Type::Function | Type::Constructor | Type::Symbol
-    )
-}
-
-/// A result converted back: the payload an untouched part of the input came from, or a new one.
-enum Back<'v> {
-    Same(&'v Value),
-    New(Value),
-}
-
-impl Back<'_> {
-    fn into_value(self) -> Value {
-        match self {
-            Back::Same(v) => v.clone(),
-            Back::New(v) => v,
-        }
-    }
-}
-
-/// Converts a JavaScript value into a payload. An object, array or byte array the input became
-/// (see [`Made`]) is compared, entry by entry, with what it was made with while it converts;
-/// when nothing differs the payload it came from is the answer, and nothing is built: a script
-/// that hands back its input, or a part of it, untouched does not pay for converting it back.
-fn from_js<'js, 'v>(
-    ctx: &Ctx<'js>,
-    hidden: &Object<'js>,
-    made: &Made<'js, 'v>,
-    value: JsValue<'js>,
-    depth: usize,
-) -> rquickjs::Result<Back<'v>> {
-    if depth > MAX_NESTING {
-        return Err(too_deep(ctx));
-    }
-    Ok(Back::New(match value.type_of() {
-        Type::Bool => Value::Bool(value.as_bool().unwrap_or_default()),
-        Type::Int => Value::Int(i64::from(value.as_int().unwrap_or_default())),
-        Type::Float => number(value.as_float().unwrap_or_default()),
-        Type::String => Value::from(value.get::<String>()?),
-        Type::BigInt => {
-            let big = value.get::<rquickjs::BigInt>()?;
-            Value::Int(big.to_i64()?)
-        }
-        Type::Array => {
-            let origin = made.origin(&value);
-            let array = value.into_array().expect("the value is an array");
-            return from_array(ctx, hidden, made, &array, origin, depth);
-        }
-        Type::Exception => {
-            let message = value
-                .as_object()
-                .and_then(|o| o.get::<_, Coerced<String>>("message").ok())
-                .map(|c| c.0)
-                .unwrap_or_default();
-            Value::Error(ErrorValue::new(message))
-        }
-        Type::Object | Type::Proxy | Type::Promise => {
-            let origin = made.origin(&value);
-            let object = value.into_object().expect("the value is an object");
-            return from_object(ctx, hidden, made, object, origin, depth);
-        }
-        Type::Null
-        | Type::Undefined
-        | Type::Uninitialized
-        | Type::Function
-        | Type::Constructor
-        | Type::Symbol
-        | Type::Module
-        | Type::Unknown => Value::Null,
-    }))
-}
-
-/// What `found` (a key, for an object's entry, and a value) converts to when it is what `entry`
-/// put there: `expected`, the payload the entry came from, for the very same value, unless it
-/// is an object of the input whose own entries changed. `None` when it is not, and it converts
-/// as any value does.
-fn untouched<'js, 'v>(
-    ctx: &Ctx<'js>,
-    hidden: &Object<'js>,
-    made: &Made<'js, 'v>,
-    entry: Option<&(Option<Atom<'js>>, JsValue<'js>)>,
-    found: (Option<&Atom<'js>>, &JsValue<'js>),
-    expected: &'v Value,
-    depth: usize,
-) -> rquickjs::Result<Option<Back<'v>>> {
-    let (key, item) = found;
-    let Some((put_key, put)) = entry else {
-        return Ok(None);
-    };
-    if put != item || put_key.as_ref() != key {
-        return Ok(None);
-    }
-    if !item.is_object() {
-        return Ok(Some(made.same(expected)));
-    }
-    // The same object: it may still have been changed inside.
-    Ok(Some(
-        match from_js(ctx, hidden, made, item.clone(), depth + 1)? {
-            Back::Same(v) if std::ptr::eq(v, expected) => Back::Same(v),
-            other => Back::New(other.into_value()),
-        },
-    ))
-}
-
-/// An array; one made from a list is compared with it item by item.
-fn from_array<'js, 'v>(
-    ctx: &Ctx<'js>,
-    hidden: &Object<'js>,
-    made: &Made<'js, 'v>,
-    array: &Array<'js>,
-    origin: Option<&Origin<'js, 'v>>,
-    depth: usize,
-) -> rquickjs::Result<Back<'v>> {
-    let (expected, put) = match origin.map(|o| (o.value, &o.entries)) {
-        Some((Value::List(l), put)) => (&l[..], &put[..]),
-        _ => (&[][..], &[][..]),
-    };
-    // Whether every item so far is untouched.
-    let mut same = origin.is_some_and(|o| o.value.as_list().is_some());
-    let mut items = Vec::new();
-    let mut count = 0;
-    for item in array.iter::<JsValue>() {
-        let item = item?;
-        count += 1;
-        let back = match (same, expected.get(count - 1)) {
-            (true, Some(e)) => untouched(
-                ctx,
-                hidden,
-                made,
-                put[count - 1].as_ref(),
-                (None, &item),
-                e,
-                depth,
-            )?,
-            _ => None,
-        };
-        let back = match back {
-            Some(Back::Same(_)) => continue,
-            Some(changed) => changed,
-            None if skipped(&item) => Back::New(Value::Null),
-            None => from_js(ctx, hidden, made, item, depth + 1)?,
-        };
-        if same {
-            same = false;
-            items.extend_from_slice(&expected[..count - 1]);
-        }
-        items.push(back.into_value());
-    }
-    if same {
-        if count == expected.len() {
-            return Ok(made.same(origin.expect("only an origin can match").value));
-        }
-        items.extend_from_slice(&expected[..count]);
-    }
-    Ok(Back::New(Value::List(List::from(items))))
-}
-
-/// An object; one made from a map is compared with it entry by entry.
-fn from_object<'js, 'v>(
-    ctx: &Ctx<'js>,
-    hidden: &Object<'js>,
-    made: &Made<'js, 'v>,
-    object: Object<'js>,
-    origin: Option<&Origin<'js, 'v>>,
-    depth: usize,
-) -> rquickjs::Result<Back<'v>> {
-    // What an object is made as (a plain object, a byte array) never changes, so only other
-    // objects are asked whether they hold bytes, which costs a thrown and caught exception
-    // when they do not.
-    let from_map = origin.and_then(|o| o.value.as_map().map(|m| (o.value, m, &o.entries)));
-    if from_map.is_none() && (object.is_typed_array::<u8>() || object.is_array_buffer()) {
-        let latin1: Function = hidden.get("latin1")?;
-        let text: String = latin1.call((object,))?;
-        // Every character is below 256: it was built from bytes.
-        let bytes = Value::Bytes(text.chars().map(|c| c as u8).collect());
-        return Ok(match origin {
-            Some(o) if *o.value == bytes => made.same(o.value),
-            _ => Back::New(bytes),
-        });
-    }
-    let to_json: JsValue = object.get(PredefinedAtom::ToJSON)?;
-    if let Some(to_json) = to_json.as_function() {
-        let json: JsValue = to_json.call((This(object), ""))?;
-        return from_js(ctx, hidden, made, json, depth + 1);
-    }
-    let (expected, put) = match from_map {
-        Some((_, map, put)) => (map.entries(), &put[..]),
-        None => (&[][..], &[][..]),
-    };
-    // Whether every entry so far is untouched.
-    let mut same = from_map.is_some();
-    let mut matched = 0;
-    let mut entries = Vec::new();
-    for entry in object.own_props::<Atom, JsValue>(Filter::new().string().enum_only()) {
-        let (key, item) = entry?;
-        let back = match (same, expected.get(matched)) {
-            (true, Some((_, e))) => untouched(
-                ctx,
-                hidden,
-                made,
-                put[matched].as_ref(),
-                (Some(&key), &item),
-                e,
-                depth,
-            )?,
-            _ => None,
-        };
-        let back = match back {
-            Some(Back::Same(_)) => {
-                matched += 1;
-                continue;
-            }
-            Some(changed) => changed,
-            None if skipped(&item) => continue,
-            None => from_js(ctx, hidden, made, item, depth + 1)?,
-        };
-        if same {
-            same = false;
-            entries.extend_from_slice(&expected[..matched]);
-        }
-        // Keys are read as JavaScript strings, whose conversion keeps their length: read as
-        // Rust strings they go through a C string and a key with a NUL in it would be cut
-        // short.
-        entries.push((
-            Value::from(key.to_js_string()?.to_string()?),
-            back.into_value(),
-        ));
-    }
-    if same {
-        if matched == expected.len() {
-            return Ok(made.same(from_map.expect("only an origin can match").0));
-        }
-        entries.extend_from_slice(&expected[..matched]);
-    }
-    Ok(Back::New(Value::Map(Map::from_iter(entries))))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use uniflow_value::Map;
 
     /// What one pooled engine costs in memory, as QuickJS counts it.
     #[test]
@@ -1183,31 +755,13 @@ mod tests {
         assert!(used < 1 << 20, "{used} bytes");
     }
 
-    #[test]
-    fn a_program_whose_results_reuse_nothing_notes_one_run_in_a_probe() {
-        let reuse = Reuse(AtomicU32::new(0));
-        assert!(reuse.record());
-        reuse.ran(true, false);
-        let noted = (0..PROBE_EVERY * 2)
-            .filter(|_| {
-                let record = reuse.record();
-                reuse.ran(record, false);
-                record
-            })
-            .count();
-        assert_eq!(noted, 2);
-        reuse.ran(true, true);
-        assert!(reuse.record());
-    }
-
-    /// Runs `code` on `input` once, noting what the input became or not.
-    fn run_noting(code: &str, input: &Value, record: bool) -> Result<Value, String> {
+    /// Runs `code` on `input` once, its maps made into proxies or into plain objects.
+    fn run_noting(code: &str, input: &Value, lazy: bool) -> Result<Value, String> {
         let source = factory("javascript", code).unwrap();
         let engine = Engine::new("javascript", &source).unwrap();
-        let reuse = Reuse(AtomicU32::new(u32::from(!record)));
         engine
             .context
-            .with(|ctx| invoke(&ctx, input, &reuse))
+            .with(|ctx| engine.invoke(&ctx, input, lazy))
             .map_err(|f| f.error.to_string())
     }
 
@@ -1294,5 +848,171 @@ mod tests {
             unreachable!()
         };
         assert!(std::ptr::eq(noted.entries(), plain.entries()));
+    }
+
+    /// A payload with what a request carries and the edges: keys JavaScript orders first, a
+    /// `__proto__` key, keys with NUL, nested maps and lists, bytes, an error, numbers that do
+    /// not come back as they were.
+    fn observed_input() -> Value {
+        let json = r#"{
+            "s": "text", "n": 7, "half": 0.5, "no": null, "t": true,
+            "body": {"name": "uniflow", "score": 3, "tags": ["a", "b"], "deep": {"er": {"est": 1}}},
+            "header": {"Accept": ["*/*"], "Content-Type": ["application/json"]},
+            "list": ["a", 2, null, {"k": 1}, [1, [2]]],
+            "ordered": {"b": 1, "10": 2, "9": 3, "a": 4, "4294967295": 5, "01": 6},
+            "weird": {"__proto__": 1, "": 2, "a\u0000b": 3, "constructor": 4},
+            "empty": {}, "none": []
+        }"#;
+        let Value::Map(map) = serde_json::from_str::<Value>(json).unwrap() else {
+            unreachable!()
+        };
+        let mut entries = map.entries().to_vec();
+        entries.extend([
+            (Value::from("bytes"), Value::Bytes(vec![1u8, 2, 255].into())),
+            (Value::from("error"), Value::Error(ErrorValue::new("boom"))),
+            (Value::from("float"), Value::Float(2.0)),
+            (Value::from("big"), Value::Int(1 << 60)),
+            (Value::from("huge"), Value::Uint(u64::MAX)),
+            (
+                Value::from("keys"),
+                Value::Map([(Value::Int(1), Value::from("one"))].into_iter().collect()),
+            ),
+        ]);
+        Value::Map(Map::from_iter(entries))
+    }
+
+    /// What a script can observe of its input is the same whether its maps are proxies or
+    /// plain objects: reads, `in`, key order, enumeration, arrays, `JSON.stringify`, bytes,
+    /// errors, identity of repeated reads, changes (which succeed, as on the plain objects a
+    /// script has always been given) and what a failed change throws.
+    #[test]
+    fn a_lazy_input_is_observed_as_a_plain_one() {
+        let scripts = [
+            // Reads and `in`.
+            "(a) => [a.s, a.n, a.half, a.no, a.t, a.missing, a.body.name, a.body.deep.er.est]",
+            "(a) => ['s' in a, 'missing' in a, 'toString' in a, 'hasOwnProperty' in a, a.hasOwnProperty('s'), a.hasOwnProperty('toString')]",
+            "(a) => [typeof a, typeof a.body, String(a), a + '', Object.prototype.toString.call(a), Object.prototype.toString.call(a.list)]",
+            "(a) => [a.weird.__proto__, a.weird[''], a.weird['a\\0b'], a.weird.constructor, Object.getPrototypeOf(a.weird) === Object.prototype]",
+            "(a) => { try { return a.missing.field; } catch (e) { return String(e); } }",
+            // Key order and enumeration.
+            "(a) => [Object.keys(a), Object.keys(a.ordered), Object.keys(a.weird), Object.keys(a.empty), Object.keys(a.keys)]",
+            "(a) => [Object.getOwnPropertyNames(a.ordered), Reflect.ownKeys(a.weird), Object.getOwnPropertySymbols(a)]",
+            "(a) => [Object.entries(a.body), Object.values(a.ordered)]",
+            "(a) => { const k = []; for (const x in a.ordered) k.push(x); for (const x in a) k.push(x); return k; }",
+            "(a) => ({ ...a.body, extra: 1, ...a.ordered })",
+            "(a) => Object.assign({}, a.header, { more: true })",
+            // Lists.
+            "(a) => [Array.isArray(a.list), Array.isArray(a.body), a.list.length, a.list.map((x) => typeof x), [...a.list].length]",
+            "(a) => [a.list.includes('a'), a.list.indexOf(2), a.list.slice(3), a.list[3].k, a.list[4][1][0], a.none.length]",
+            "(a) => { const r = []; for (const x of a.body.tags) r.push(x + '!'); return r; }",
+            "(a) => Object.entries(a.header).map(([k, v]) => k + '=' + v.join(','))",
+            // JSON.
+            "(a) => JSON.stringify(a)",
+            "(a) => JSON.stringify(a.body, null, 2)",
+            "(a) => JSON.stringify(a, ['s', 'body', 'name'])",
+            "(a) => JSON.parse(JSON.stringify(a.ordered))",
+            // Bytes and errors.
+            "(a) => [a.bytes instanceof Uint8Array, a.bytes.length, Array.from(a.bytes), a.bytes[2]]",
+            "(a) => [a.error instanceof Error, a.error.error(), a.error.message, String(a.error)]",
+            "(a) => [a.float, a.big, a.huge, a.keys[1]]",
+            // Identity.
+            "(a) => [a.body === a.body, a.header === a.header, a.list === a.list, a.bytes === a.bytes, a.error === a.error, a.list[3] === a.list[3]]",
+            "(a) => { const b = a.body; a.body.x = 1; return [b === a.body, b.x]; }",
+            // Descriptors, extensibility, prototypes.
+            "(a) => [Object.getOwnPropertyDescriptor(a, 's'), Object.getOwnPropertyDescriptor(a, 'missing'), Object.getOwnPropertyDescriptors(a.body).name]",
+            "(a) => [Object.isFrozen(a), Object.isSealed(a), Object.isExtensible(a), Object.getPrototypeOf(a.body) === Object.prototype]",
+            "(a) => [a.propertyIsEnumerable('s'), Object.hasOwn(a, 'body'), Object.hasOwn(a, 'nope')]",
+            // Changes succeed, on the script's own copy.
+            "(a) => { a.s = 'changed'; a.added = [1]; return a; }",
+            "(a) => { a.body.score += 1; a.body.tags.push('c'); return [a.body, a]; }",
+            "(a) => { delete a.s; delete a.body.deep; return [Object.keys(a), a.body]; }",
+            "(a) => { Object.defineProperty(a.body, 'hidden', { value: 1 }); return [a.body.hidden, Object.keys(a.body), Object.getOwnPropertyDescriptor(a.body, 'hidden')]; }",
+            "(a) => { Object.setPrototypeOf(a.body, null); return [Object.getPrototypeOf(a.body), 'toString' in a.body, Object.keys(a.body)]; }",
+            "(a) => { Object.setPrototypeOf(a.body, { toJSON() { return 'j'; } }); return a; }",
+            "(a) => { const o = Object.create(a); o.x = 1; return [o.x, o.s, Object.keys(a).length, Object.keys(o)]; }",
+            "(a) => { a.weird.__proto__ = 5; return [a.weird.__proto__, Object.keys(a.weird)]; }",
+            // Failed changes throw what they throw on a plain object.
+            "(a) => { Object.freeze(a); try { a.s = 1; } catch (e) { return [String(e), Object.isFrozen(a), a.s]; } }",
+            "(a) => { Object.freeze(a.body); try { delete a.body.name; } catch (e) { return [String(e), a.body.name]; } }",
+            "(a) => { Object.preventExtensions(a.body); try { a.body.fresh = 1; } catch (e) { return [String(e), Object.isExtensible(a.body)]; } }",
+            "(a) => { Object.seal(a); try { Object.defineProperty(a, 's', { get() { return 1; } }); } catch (e) { return [String(e), Object.isSealed(a)]; } }",
+        ];
+        let inputs = [
+            observed_input(),
+            Value::Map([("body", Value::Map([("k", 1)].into()))].into()),
+        ];
+        for code in scripts {
+            let code = format!("export default {code};");
+            for input in &inputs {
+                let lazy = run_noting(&code, input, true);
+                let eager = run_noting(&code, input, false);
+                assert_eq!(lazy, eager, "{code} on {input:?}");
+            }
+        }
+        // A list of maps, as `reduce` and `split` hand over.
+        let list = Value::List((0..3).map(|i| Value::Map([("k", i)].into())).collect());
+        for code in [
+            "(a) => a.map((x) => x.k)",
+            "(a) => a",
+            "(a) => a.filter((x) => x.k > 0)",
+            "(a) => { a[0].k = 9; return a; }",
+            "(a) => JSON.stringify(a)",
+        ] {
+            let code = format!("export default {code};");
+            assert_eq!(
+                run_noting(&code, &list, true),
+                run_noting(&code, &list, false),
+                "{code}"
+            );
+        }
+    }
+
+    /// An input handed back, whole or in part, untouched answers with the payload it came
+    /// from, not a copy, and a copy of it with the parts that were not touched shared.
+    #[test]
+    fn an_untouched_input_is_handed_back_as_it_came() {
+        let input = observed_input();
+        let Value::Map(map) = &input else {
+            unreachable!()
+        };
+        let shares = |a: &Value, b: &Value| match (a, b) {
+            (Value::Map(a), Value::Map(b)) => std::ptr::eq(a.entries(), b.entries()),
+            (Value::List(a), Value::List(b)) => std::ptr::eq(&a[..], &b[..]),
+            _ => false,
+        };
+        let body = map.get("body").unwrap();
+        let header = map.get("header").unwrap();
+        let out = run_noting("export default (a) => a.body;", &input, true).unwrap();
+        assert!(shares(&out, body), "{out:?}");
+        let out = run_noting(
+            "export default (a) => [a.header, a.body.tags, a.body.deep.er];",
+            &input,
+            true,
+        )
+        .unwrap();
+        let Value::List(out) = out else {
+            unreachable!()
+        };
+        assert!(shares(&out[0], header));
+        let body = body.as_map().unwrap();
+        assert!(shares(&out[1], body.get("tags").unwrap()));
+        // Read through, then handed back: still the payload.
+        let out = run_noting(
+            "export default (a) => { JSON.stringify(a.header); Object.keys(a.body); return [a.header, a.body.name]; };",
+            &input,
+            true,
+        )
+        .unwrap();
+        assert!(shares(&out.as_list().unwrap()[0], header));
+        // A changed map is a new one, with the maps inside it that did not change shared.
+        let out = run_noting(
+            "export default (a) => { a.status = 201; return a; };",
+            &input,
+            true,
+        )
+        .unwrap();
+        let out = out.as_map().unwrap();
+        assert_eq!(out.get("status"), Some(&Value::Int(201)));
+        assert!(shares(out.get("header").unwrap(), header));
     }
 }
