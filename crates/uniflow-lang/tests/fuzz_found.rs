@@ -38,3 +38,29 @@ fn javascript_keeps_a_proto_key_as_a_plain_entry() {
         Value::from(vec![Value::Int(2), Value::Bool(true)])
     );
 }
+
+/// A list nested 250 deep, its innermost holding a float that comes back as an integer: each
+/// level checked whether its items came back as they were, and on finding one that did not,
+/// converted them all again, so the work doubled at every level and the run never ended. The
+/// run is watched from another thread, so a regression fails here instead of hanging.
+#[test]
+fn javascript_hands_back_a_deeply_nested_changed_list() {
+    let mut input = Value::from(vec![Value::Null, Value::Float(0.0), Value::Null]);
+    let mut expected = Value::from(vec![Value::Null, Value::Int(0), Value::Null]);
+    for _ in 0..250 {
+        input = Value::from(vec![input]);
+        expected = Value::from(vec![expected]);
+    }
+    let (done, outcome) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(identity(
+            "javascript",
+            "export default (input) => input",
+            &input,
+        ));
+    });
+    let output = outcome
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the identity came back within a minute");
+    assert_eq!(output, expected);
+}

@@ -828,9 +828,9 @@ impl<'js> Output<'_, 'js> {
         let made = self.made(&value);
         let array = value.into_array().expect("the value is an array");
         if let Some(index) = made
-            && let Some(same) = self.same_array(&array, index, depth)?
+            && let Some(back) = self.same_array(&array, index, depth)?
         {
-            return Ok(Back::Same(same));
+            return Ok(back);
         }
         self.array(&array, depth).map(Back::New)
     }
@@ -914,14 +914,19 @@ impl<'js> Output<'_, 'js> {
         }))
     }
 
-    /// An array made from a list, when it still holds exactly the items it was given and
-    /// each converts back as it was: the list.
+    /// An array made from a list that still holds exactly the items it was given: the list
+    /// when each converts back as it was, else the list with the items that changed inside
+    /// converted. `None` when the array is not one made from a list, or an item was replaced:
+    /// it then converts as any array does.
+    ///
+    /// Each item converts back once, whatever the outcome: checking an item and converting it
+    /// again when it changed would double the work at every level of nested lists.
     fn same_array(
         &self,
         array: &Array<'js>,
         index: usize,
         depth: usize,
-    ) -> rquickjs::Result<Option<Value>> {
+    ) -> rquickjs::Result<Option<Back>> {
         let (list, slot) = {
             let registry = lock(self.shared);
             let made = &registry.made[index];
@@ -936,22 +941,43 @@ impl<'js> Output<'_, 'js> {
         if array.len() != items.len() {
             return Ok(None);
         }
-        for (i, expected) in items.iter().enumerate() {
+        let made = self.env.made()?;
+        for i in 0..items.len() {
             let item: JsValue = array.get(i)?;
-            let put: JsValue = self.env.made()?.get(slot + 1 + i)?;
+            let put: JsValue = made.get(slot + 1 + i)?;
             if item != put {
                 return Ok(None);
             }
-            let same = if item.is_object() {
-                matches!(self.back(item, depth + 1)?, Back::Same(_))
+        }
+        // The items so far, once one differs.
+        let mut changed: Option<Vec<Value>> = None;
+        for (i, expected) in items.iter().enumerate() {
+            let item: JsValue = array.get(i)?;
+            let new = if item.is_object() {
+                match self.back(item, depth + 1)? {
+                    Back::Same(_) => None,
+                    Back::New(v) => Some(v),
+                }
+            } else if comes_back(expected) {
+                None
             } else {
-                comes_back(expected)
+                Some(self.back(item, depth + 1)?.into_value())
             };
-            if !same {
-                return Ok(None);
+            match (new, &mut changed) {
+                (None, None) => {}
+                (None, Some(so_far)) => so_far.push(expected.clone()),
+                (Some(new), None) => {
+                    let mut so_far: Vec<Value> = items.iter().take(i).cloned().collect();
+                    so_far.push(new);
+                    changed = Some(so_far);
+                }
+                (Some(new), Some(so_far)) => so_far.push(new),
             }
         }
-        Ok(Some(list))
+        Ok(Some(match changed {
+            None => Back::Same(list),
+            Some(items) => Back::New(Value::List(List::from(items))),
+        }))
     }
 
     /// Bytes made from a byte string, when their content did not change: that byte string.
