@@ -45,11 +45,6 @@ pub fn enable(ratio: f64) {
     });
 }
 
-/// Whether requests are traced at all.
-pub fn enabled() -> bool {
-    TRACING.get().is_some()
-}
-
 /// A traced request: its span, current while the request runs.
 pub(crate) struct Traced {
     context: Context,
@@ -68,30 +63,27 @@ pub(crate) fn start(head: &http::request::Parts) -> Option<Traced> {
 
 #[inline(never)]
 fn start_with(tracing: &Tracing, head: &http::request::Parts) -> Option<Traced> {
-    if !head.headers.contains_key(TRACEPARENT) {
-        // Most requests: no caller's decision to follow, so the ratio decides.
-        return (fastrand::f64() < tracing.ratio).then(|| open(tracing, head, &Context::new()));
+    if head.headers.contains_key(TRACEPARENT) {
+        let parent =
+            global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(&head.headers)));
+        let (valid, sampled) = {
+            let span = parent.span();
+            let context = span.span_context();
+            (context.is_valid(), context.is_sampled())
+        };
+        if valid && sampled {
+            return Some(open(tracing, head, &parent));
+        }
+        if valid {
+            // Nothing recorded here, but the caller's decision travels on.
+            return Some(Traced {
+                context: parent,
+                log: tracing::Span::none(),
+            });
+        }
+        // A malformed `traceparent` is ignored, as W3C asks: the ratio decides.
     }
-    let parent = global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(&head.headers)));
-    let (valid, sampled) = {
-        let span = parent.span();
-        (
-            span.span_context().is_valid(),
-            span.span_context().is_sampled(),
-        )
-    };
-    if !valid {
-        // A malformed `traceparent` is ignored, as W3C asks.
-        return (fastrand::f64() < tracing.ratio).then(|| open(tracing, head, &Context::new()));
-    }
-    if sampled {
-        return Some(open(tracing, head, &parent));
-    }
-    // Nothing recorded here, but the caller's decision travels on.
-    Some(Traced {
-        context: parent,
-        log: tracing::Span::none(),
-    })
+    (fastrand::f64() < tracing.ratio).then(|| open(tracing, head, &Context::new()))
 }
 
 /// Opens the span of a traced request, a child of `parent`.

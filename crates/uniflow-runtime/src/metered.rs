@@ -53,16 +53,9 @@ impl Observer for Meters {
     ) -> Flow<'a> {
         self.packets.increment(1);
         let started = Instant::now();
-        match node.handle(cx, port, packet) {
-            Flow::Ready(answer) => {
-                self.answered(started, &answer);
-                Flow::Ready(answer)
-            }
-            Flow::Pending(flow) => Flow::pending(async move {
-                let answer = flow.await;
-                self.answered(started, &answer);
-                answer
-            }),
-        }
+        node.handle(cx, port, packet).map(move |answer| {
+            self.answered(started, &answer);
+            answer
+        })
     }
 }

@@ -24,17 +24,18 @@ pub(crate) struct Spans {
 
 /// Wraps a node compiled from `spec` of `namespace`.
 pub(crate) fn wrap(namespace: &str, spec: &Spec, node: Box<dyn Node>) -> Box<dyn Node> {
+    let label = spec.label(0);
     Box::new(Observed {
         node,
         observer: Spans {
             tracer: global::tracer_provider().tracer("uniflow"),
-            name: Cow::Owned(spec.label(0)),
             // Shared strings: each span clones the attributes, and a clone is then a count.
             attributes: [
                 KeyValue::new("uniflow.namespace", shared(namespace)),
-                KeyValue::new("uniflow.node.name", shared(&spec.label(0))),
+                KeyValue::new("uniflow.node.name", shared(&label)),
                 KeyValue::new("uniflow.node.kind", shared(&spec.kind)),
             ],
+            name: Cow::Owned(label),
         },
     })
 }
