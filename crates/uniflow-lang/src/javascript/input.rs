@@ -761,6 +761,33 @@ fn leaf(value: JsValue<'_>, kind: Type) -> rquickjs::Result<Value> {
     })
 }
 
+/// The parts of a map or list being converted back, copied only once one of them differs
+/// from the input's: while every part comes back as it was, the input itself is the answer.
+struct Changed<T>(Option<Vec<T>>);
+
+impl<T> Default for Changed<T> {
+    fn default() -> Self {
+        Changed(None)
+    }
+}
+
+impl<T: Clone> Changed<T> {
+    /// Notes part `at` of `original`: `new` when it converted to something else, `None`
+    /// when it came back as it was.
+    fn note(&mut self, original: &[T], at: usize, new: Option<T>) {
+        match (new, &mut self.0) {
+            (None, None) => {}
+            (None, Some(so_far)) => so_far.push(original[at].clone()),
+            (Some(new), None) => {
+                let mut so_far = original[..at].to_vec();
+                so_far.push(new);
+                self.0 = Some(so_far);
+            }
+            (Some(new), Some(so_far)) => so_far.push(new),
+        }
+    }
+}
+
 /// A result converted back: the payload an untouched part of the input came from, or a new one.
 enum Back {
     Same(Value),
@@ -876,8 +903,7 @@ impl<'js> Output<'_, 'js> {
         let Value::Map(entries) = &map else {
             unreachable!("a proxy is made from a map")
         };
-        // The entries so far, once one differs.
-        let mut changed: Option<Vec<(Value, Value)>> = None;
+        let mut changed = Changed::default();
         for (at, (key, item)) in entries.iter().enumerate() {
             let slot = read.get(at).copied().unwrap_or(0);
             let js = match slot {
@@ -897,18 +923,9 @@ impl<'js> Output<'_, 'js> {
                 None if comes_back_whole(item, depth + 1) => None,
                 None => Some(round_trip(self.ctx, item, depth + 1)?),
             };
-            match (new, &mut changed) {
-                (None, None) => {}
-                (None, Some(so_far)) => so_far.push((key.clone(), item.clone())),
-                (Some(new), None) => {
-                    let mut so_far: Vec<(Value, Value)> = entries.entries()[..at].to_vec();
-                    so_far.push((key.clone(), new));
-                    changed = Some(so_far);
-                }
-                (Some(new), Some(so_far)) => so_far.push((key.clone(), new)),
-            }
+            changed.note(entries.entries(), at, new.map(|new| (key.clone(), new)));
         }
-        Ok(Some(match changed {
+        Ok(Some(match changed.0 {
             None => Back::Same(map),
             Some(entries) => Back::New(Value::Map(Map::from_iter(entries))),
         }))
@@ -949,8 +966,7 @@ impl<'js> Output<'_, 'js> {
                 return Ok(None);
             }
         }
-        // The items so far, once one differs.
-        let mut changed: Option<Vec<Value>> = None;
+        let mut changed = Changed::default();
         for (i, expected) in items.iter().enumerate() {
             let item: JsValue = array.get(i)?;
             let new = if item.is_object() {
@@ -963,18 +979,9 @@ impl<'js> Output<'_, 'js> {
             } else {
                 Some(self.back(item, depth + 1)?.into_value())
             };
-            match (new, &mut changed) {
-                (None, None) => {}
-                (None, Some(so_far)) => so_far.push(expected.clone()),
-                (Some(new), None) => {
-                    let mut so_far: Vec<Value> = items.iter().take(i).cloned().collect();
-                    so_far.push(new);
-                    changed = Some(so_far);
-                }
-                (Some(new), Some(so_far)) => so_far.push(new),
-            }
+            changed.note(items.as_slice(), i, new);
         }
-        Ok(Some(match changed {
+        Ok(Some(match changed.0 {
             None => Back::Same(list),
             Some(items) => Back::New(Value::List(List::from(items))),
         }))
