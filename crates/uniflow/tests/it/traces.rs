@@ -69,34 +69,43 @@ impl Collector {
         }
     }
 
-    /// Waits until the spans of trace `trace_id` include every name in `names`; returns them.
-    async fn trace(&mut self, trace_id: &[u8], names: &[&str]) -> Vec<Span> {
+    /// Waits (at most 30 s) until the spans seen so far satisfy `done`; fails naming `what`
+    /// when they never do.
+    async fn until(&mut self, what: &str, done: impl Fn(&[Span]) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let trace: Vec<Span> = self
-                .seen
-                .iter()
-                .filter(|s| s.trace_id == trace_id)
-                .cloned()
-                .collect();
-            let count = |name: &str| trace.iter().filter(|s| s.name == name).count();
-            let mut wanted: HashMap<&str, usize> = HashMap::new();
-            for name in names {
-                *wanted.entry(name).or_default() += 1;
-            }
-            if wanted.iter().all(|(name, n)| count(name) >= *n) {
-                return trace;
-            }
+        while !done(&self.seen) {
             let left = deadline.saturating_duration_since(Instant::now());
             match tokio::time::timeout(left, self.spans.recv()).await {
                 Ok(Some(span)) => self.seen.push(span),
                 _ => panic!(
-                    "trace {} never had {names:?}; it had {:?}",
-                    hex(trace_id),
-                    trace.iter().map(|s| &s.name).collect::<Vec<_>>()
+                    "never saw {what}; saw {:?}",
+                    self.seen.iter().map(|s| &s.name).collect::<Vec<_>>()
                 ),
             }
         }
+    }
+
+    /// Waits until the spans of trace `trace_id` include every name in `names`; returns them.
+    async fn trace(&mut self, trace_id: &[u8], names: &[&str]) -> Vec<Span> {
+        let mut wanted: HashMap<&str, usize> = HashMap::new();
+        for name in names {
+            *wanted.entry(name).or_default() += 1;
+        }
+        let complete = |seen: &[Span]| {
+            wanted.iter().all(|(name, n)| {
+                seen.iter()
+                    .filter(|s| s.trace_id == trace_id && s.name == *name)
+                    .count()
+                    >= *n
+            })
+        };
+        let what = format!("trace {} with {names:?}", hex(trace_id));
+        self.until(&what, complete).await;
+        self.seen
+            .iter()
+            .filter(|s| s.trace_id == trace_id)
+            .cloned()
+            .collect()
     }
 }
 
@@ -237,13 +246,11 @@ async fn spans_of_requests_reach_the_collector_with_their_parents() {
     // No caller: a new trace (the ratio is 1 by default), sent on by `http` to the second
     // request, whose listener span is the `http` node's child.
     assert_eq!(get(port, "/chain", &[]).await, (200, b"pong".to_vec()));
-    let chain = loop {
-        let span = collector.spans.recv().await.unwrap();
-        collector.seen.push(span.clone());
-        if span.name == "call" {
-            break span;
-        }
-    };
+    let is_call = |s: &Span| s.name == "call";
+    collector
+        .until("the `http` node's span", |seen| seen.iter().any(is_call))
+        .await;
+    let chain = collector.seen.iter().find(|s| is_call(s)).unwrap().clone();
     let spans = collector
         .trace(
             &chain.trace_id,
@@ -297,14 +304,11 @@ async fn spans_of_requests_reach_the_collector_with_their_parents() {
             && s.parent_span_id.is_empty()
             && attribute(s, "url.path").as_deref() == Some("/ping")
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !collector.seen.iter().any(is_root_ping) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, collector.spans.recv()).await {
-            Ok(Some(span)) => collector.seen.push(span),
-            _ => panic!("no root span for the request with a malformed traceparent"),
-        }
-    }
+    collector
+        .until("a root span for the malformed traceparent", |seen| {
+            seen.iter().any(is_root_ping)
+        })
+        .await;
 
     assert_eq!(collector.paths.recv().await.as_deref(), Some("/v1/traces"));
 }
