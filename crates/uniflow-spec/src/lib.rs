@@ -15,6 +15,7 @@
 pub mod duration;
 
 mod check;
+mod credentials;
 mod diagnostic;
 mod load;
 mod resource;
@@ -22,6 +23,7 @@ mod spec;
 mod template;
 
 pub use check::{check, check_unique};
+pub use credentials::redact_credentials;
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use load::{
     Format, load_charts_file, load_file, load_secrets_file, parse, parse_charts, parse_in,

@@ -70,7 +70,7 @@ impl Store {
             Backend::Postgres(postgres::PostgresStore::open(url).await?)
         } else {
             return Err(Error::UnsupportedUrl {
-                url: redact_url(url),
+                url: uniflow_spec::redact_credentials(url),
             });
         };
         Ok(Store { backend })
@@ -331,53 +331,9 @@ impl Watch {
     }
 }
 
-/// A URL with its password (in the user info or a `password=` parameter) replaced by `***`.
-pub(crate) fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(end);
-    let authority = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{user}:***@{host}"),
-            None => authority.to_owned(),
-        },
-        None => authority.to_owned(),
-    };
-    let tail = match tail.split_once('?') {
-        Some((path, query)) => {
-            let query: Vec<String> = query
-                .split('&')
-                .map(|pair| match pair.split_once('=') {
-                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
-                    _ => pair.to_owned(),
-                })
-                .collect();
-            format!("{path}?{}", query.join("&"))
-        }
-        None => tail.to_owned(),
-    };
-    format!("{scheme}://{authority}{tail}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls_lose_their_passwords() {
-        assert_eq!(
-            redact_url("postgres://u:s3cr%40t@db.local:5432/app?sslmode=disable"),
-            "postgres://u:***@db.local:5432/app?sslmode=disable"
-        );
-        assert_eq!(
-            redact_url("postgresql://db/app?user=u&password=pw&x=1"),
-            "postgresql://db/app?user=u&password=***&x=1"
-        );
-        assert_eq!(redact_url("postgres://u@db"), "postgres://u@db");
-        assert_eq!(redact_url("what"), "what");
-    }
 
     #[tokio::test]
     async fn a_memory_watch_ends_with_its_store() {

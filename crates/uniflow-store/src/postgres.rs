@@ -17,7 +17,7 @@ use sqlx::{Connection as _, PgConnection, Postgres, Row as _};
 use uniflow_spec::Resource;
 
 use crate::sql::{self, Cursor, Dialect, Found, Page, Row, Stored};
-use crate::{Change, Error, Example, redact_url};
+use crate::{Change, Error, Example};
 
 /// How long opening the store (or reconnecting a watcher) may wait for the server.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -101,7 +101,7 @@ fn password(url: &str) -> Option<String> {
 
 impl PostgresStore {
     pub(crate) async fn open(url: &str) -> Result<PostgresStore, Error> {
-        let redacted = redact_url(url);
+        let redacted = uniflow_spec::redact_credentials(url);
         let shared = |options| Shared {
             url: redacted.clone(),
             options,

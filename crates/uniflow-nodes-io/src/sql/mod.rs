@@ -258,7 +258,7 @@ where
         source: &str,
         level: usize,
     ) -> Result<Box<dyn Node>, Vec<Diagnostic>> {
-        let shown = redact(source);
+        let shown = uniflow_spec::redact_credentials(source);
         let mut problems = Vec::new();
         let options = D::options(source)
             .map_err(|why| {
@@ -661,65 +661,9 @@ impl<'a> ArgSet<'a> {
     }
 }
 
-/// `source` with the password of a URL (`scheme://user:password@host`) or of `password=...`
-/// pairs masked: a source is often templated from a secret, and errors and logs must not show
-/// it.
-pub(crate) fn redact(source: &str) -> String {
-    if let Some((scheme, rest)) = source.split_once("://") {
-        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-        let (authority, tail) = rest.split_at(authority_end);
-        if let Some((userinfo, host)) = authority.rsplit_once('@')
-            && let Some((user, _)) = userinfo.split_once(':')
-        {
-            return format!("{scheme}://{user}:***@{host}{}", redact_query(tail));
-        }
-        return format!("{scheme}://{authority}{}", redact_query(tail));
-    }
-    source
-        .split(' ')
-        .map(|pair| match pair.split_once('=') {
-            Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
-            _ => pair.to_owned(),
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// A URL's tail with a `password=` query parameter masked.
-fn redact_query(tail: &str) -> String {
-    let Some((path, query)) = tail.split_once('?') else {
-        return tail.to_owned();
-    };
-    let query: Vec<String> = query
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
-            _ => pair.to_owned(),
-        })
-        .collect();
-    format!("{path}?{}", query.join("&"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sources_show_no_password() {
-        assert_eq!(
-            redact("postgres://app:s3cret@db:5432/app?sslmode=disable"),
-            "postgres://app:***@db:5432/app?sslmode=disable"
-        );
-        assert_eq!(
-            redact("postgres://db/app?password=s3cret&x=1"),
-            "postgres://db/app?password=***&x=1"
-        );
-        assert_eq!(
-            redact("host=db user=app password=s3cret dbname=app"),
-            "host=db user=app password=*** dbname=app"
-        );
-        assert_eq!(redact("/var/lib/app.db"), "/var/lib/app.db");
-    }
 
     #[test]
     fn isolation_levels_by_number_or_name() {

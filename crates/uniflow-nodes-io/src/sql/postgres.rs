@@ -82,7 +82,7 @@ impl Dialect for Postgres {
             let Some((key, value)) = pair.split_once('=') else {
                 return Err(format!(
                     "`{}` is not a postgres:// URL nor key=value pairs",
-                    super::redact(pair)
+                    uniflow_spec::redact_credentials(pair)
                 ));
             };
             options = match key {
