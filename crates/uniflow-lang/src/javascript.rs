@@ -9,6 +9,10 @@
 //! **State.** Every run calls the factory afresh and then the function it exports, so the
 //! module's top-level bindings are new on every run and nothing a run keeps there reaches the
 //! next one; the price is that top-level code runs once per packet, so it should stay cheap.
+//! A module whose top level cannot hold state (it only declares functions that are only ever
+//! called, constants of primitive values, and the exported function; see [`stateless`]) is
+//! the exception: its factory runs once per engine and every run calls the same function, which
+//! no script can tell apart from a fresh one and saves a third of a small run.
 //! The global object is frozen and the built-in constructors and their prototypes cannot gain
 //! properties, so a run cannot leave globals behind either. What is not isolated: a run that
 //! *replaces* an existing method of a built-in prototype (`Array.prototype.map = ...`) changes
@@ -57,10 +61,14 @@ use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use oxc::allocator::Allocator;
-use oxc::ast::ast::{ExportDefaultDeclarationKind, Statement};
+use oxc::ast::AstKind;
+use oxc::ast::ast::{
+    BindingPattern, Declaration, ExportDefaultDeclarationKind, Expression, Statement,
+    UnaryOperator, VariableDeclaration, VariableDeclarationKind,
+};
 use oxc::diagnostics::OxcDiagnostic;
 use oxc::parser::Parser;
-use oxc::semantic::SemanticBuilder;
+use oxc::semantic::{Semantic, SemanticBuilder};
 use oxc::span::{GetSpan, SourceType, Span};
 use rquickjs::promise::PromiseState;
 use rquickjs::{Coerced, Context, Ctx, Function, Object, Runtime, Value as JsValue};
@@ -85,12 +93,13 @@ const STACK_LIMIT: usize = 512 << 10;
 /// read by index, which costs less than by name.
 const HIDDEN: &str = "__uniflow";
 
-/// The index in [`HIDDEN`] of the function that runs the module's function on an input.
+/// The index in [`HIDDEN`] of the function a run calls with its input: the module's function
+/// itself when its factory is reused, else one that calls the factory first.
 const RUN: u32 = 0;
 
 /// Installs the helpers, then locks the globals down. Called once per engine with the factory
 /// and the native traps of the input's proxies ([`input::natives`]).
-const SETUP: &str = r#"(function (factory, natives) {
+const SETUP: &str = r#"(function (factory, natives, reuse) {
   "use strict";
   class PayloadError extends Error {
     error() { return this.message; }
@@ -138,7 +147,7 @@ const SETUP: &str = r#"(function (factory, natives) {
   // keeps their shape alive between runs, so QuickJS finds it rather than building it again
   // for every run's first proxy.
   Object.defineProperty(globalThis, "__uniflow", {
-    value: Object.freeze([(input) => exported()(input), latin1, traps, Object.create(traps)]),
+    value: Object.freeze([reuse ? exported() : (input) => exported()(input), latin1, traps, Object.create(traps)]),
   });
   for (const name of Object.getOwnPropertyNames(globalThis)) {
     const v = globalThis[name];
@@ -168,14 +177,14 @@ pub(crate) fn compile(
     code: &str,
     options: &Options,
 ) -> Result<Arc<dyn Program>, Error> {
-    let source = factory(language, code)?;
+    let factory = factory(language, code)?;
     // Building the first engine now surfaces anything QuickJS rejects at load, not on the
     // first packet, and leaves that engine warm for it.
-    let engine = Engine::new(language, &source)?;
+    let engine = Engine::new(language, &factory)?;
     let max_idle = std::thread::available_parallelism().map_or(2, |n| n.get());
     Ok(Arc::new(JsProgram {
         language,
-        source,
+        factory,
         timeout: options.timeout,
         idle: Mutex::new(vec![engine]),
         max_idle,
@@ -222,9 +231,17 @@ fn position(code: &str, offset: u32) -> (usize, usize) {
     (line, column)
 }
 
+/// A module rewritten into a factory (see [`factory`]).
+struct Factory {
+    source: String,
+    /// Whether the module's top level holds no state a run could change or observe, so one
+    /// call of the factory per engine serves every run (see [`stateless`]).
+    reusable: bool,
+}
+
 /// Parses a module and rewrites it into the source of a factory function (see the module
 /// docs). The rewrite only replaces `export` keywords, so every line keeps its number.
-fn factory(language: &str, code: &str) -> Result<String, Error> {
+fn factory(language: &str, code: &str) -> Result<Factory, Error> {
     let allocator = Allocator::default();
     let parsed = Parser::new(&allocator, code, SourceType::mjs()).parse();
     if let Some(diagnostic) = parsed.diagnostics.first() {
@@ -236,8 +253,10 @@ fn factory(language: &str, code: &str) -> Result<String, Error> {
             message: "the parser gave up".to_owned(),
         });
     }
+    // The nodes are needed to tell how a function is used (see `stateless`).
     let semantic = SemanticBuilder::new()
         .with_check_syntax_error(true)
+        .with_build_nodes(true)
         .build(&parsed.program);
     if let Some(diagnostic) = semantic.diagnostics.first() {
         return Err(syntax_error(language, code, diagnostic));
@@ -336,13 +355,99 @@ fn factory(language: &str, code: &str) -> Result<String, Error> {
     source.push_str("\n;");
     source.push_str(&tail);
     source.push_str("\nreturn module.exports;\n})");
-    Ok(source)
+    let reusable = !commonjs && stateless(&parsed.program, &semantic.semantic);
+    Ok(Factory { source, reusable })
+}
+
+/// Whether calling the module's factory once and its function for every run is the same, to
+/// anything a script can observe, as calling both afresh per run: true when the top level only
+/// declares functions, constants of primitive values and the default export (a function), and
+/// no function declared there is used other than by calling it. Such a module has no binding a
+/// run could change (a constant holds a primitive, and a function object never escapes, so no
+/// property can be set on it), and its top level does nothing but declare. Anything else (a
+/// `let`, an object or class, a statement with effects, a function passed or read as a value)
+/// keeps the factory per run.
+fn stateless(program: &oxc::ast::ast::Program<'_>, semantic: &Semantic<'_>) -> bool {
+    let mut functions = Vec::new();
+    for statement in &program.body {
+        let declaration = match statement {
+            Statement::EmptyStatement(_) => continue,
+            Statement::FunctionDeclaration(f) => {
+                functions.push(&**f);
+                continue;
+            }
+            Statement::VariableDeclaration(d) => Some(d),
+            Statement::ExportDeclaration(d) => match &d.declaration {
+                Declaration::FunctionDeclaration(f) => {
+                    functions.push(&**f);
+                    continue;
+                }
+                Declaration::VariableDeclaration(d) => Some(d),
+                _ => None,
+            },
+            Statement::ExportDefaultDeclaration(d) => match &d.declaration {
+                ExportDefaultDeclarationKind::FunctionDeclaration(f)
+                | ExportDefaultDeclarationKind::FunctionExpression(f) => {
+                    functions.push(&**f);
+                    continue;
+                }
+                ExportDefaultDeclarationKind::ArrowFunctionExpression(_) => continue,
+                _ => None,
+            },
+            _ => None,
+        };
+        if !declaration.is_some_and(|d| constant_primitives(d)) {
+            return false;
+        }
+    }
+    let scoping = semantic.scoping();
+    let nodes = semantic.nodes();
+    functions.iter().filter_map(|f| f.id.as_ref()).all(|id| {
+        scoping
+            .get_resolved_reference_ids(id.symbol_id())
+            .iter()
+            .all(|&reference| {
+                let node = scoping.get_reference(reference).node_id();
+                let AstKind::IdentifierReference(name) = nodes.kind(node) else {
+                    return false;
+                };
+                matches!(nodes.parent_kind(node), AstKind::CallExpression(call)
+                    if matches!(&call.callee, Expression::Identifier(callee) if callee.span == name.span))
+            })
+    })
+}
+
+/// Whether a declaration is `const` names bound to primitive literals, which no run can change.
+fn constant_primitives(declaration: &VariableDeclaration<'_>) -> bool {
+    fn primitive(e: &Expression<'_>) -> bool {
+        match e {
+            Expression::BooleanLiteral(_)
+            | Expression::NullLiteral(_)
+            | Expression::NumericLiteral(_)
+            | Expression::BigIntLiteral(_)
+            | Expression::StringLiteral(_) => true,
+            Expression::TemplateLiteral(t) => t.expressions.is_empty(),
+            Expression::UnaryExpression(u) => {
+                matches!(u.operator, UnaryOperator::UnaryNegation)
+                    && matches!(
+                        u.argument,
+                        Expression::NumericLiteral(_) | Expression::BigIntLiteral(_)
+                    )
+            }
+            _ => false,
+        }
+    }
+    declaration.kind == VariableDeclarationKind::Const
+        && declaration.declarations.iter().all(|d| {
+            matches!(d.id, BindingPattern::BindingIdentifier(_))
+                && d.init.as_ref().is_some_and(primitive)
+        })
 }
 
 /// A compiled module and its pool of engines.
 struct JsProgram {
     language: &'static str,
-    source: String,
+    factory: Factory,
     timeout: Option<Duration>,
     idle: Mutex<Vec<Engine>>,
     max_idle: usize,
@@ -416,7 +521,7 @@ impl JsProgram {
             .pop();
         let engine = match engine {
             Some(engine) => engine,
-            None => match Engine::new(self.language, &self.source) {
+            None => match Engine::new(self.language, &self.factory) {
                 Ok(engine) => engine,
                 Err(e) => return Some(Err(ErrorValue::new(e.to_string()))),
             },
@@ -559,7 +664,7 @@ impl std::fmt::Display for Stage {
 }
 
 impl Engine {
-    fn new(language: &str, source: &str) -> Result<Engine, Error> {
+    fn new(language: &str, factory: &Factory) -> Result<Engine, Error> {
         let failed = |message: String| Error::Engine {
             language: language.to_owned(),
             message,
@@ -579,9 +684,10 @@ impl Engine {
         let registry = input::Shared::default();
         context.with(|ctx| {
             let installed: rquickjs::Result<()> = (|| {
-                let factory: Function = ctx.eval(source)?;
+                let function: Function = ctx.eval(factory.source.as_str())?;
                 let setup: Function = ctx.eval(SETUP)?;
-                setup.call::<_, ()>((factory, input::natives(&ctx, &registry)?))
+                let natives = input::natives(&ctx, &registry)?;
+                setup.call::<_, ()>((function, natives, factory.reusable))
             })();
             installed.map_err(|e| {
                 let message = caught(&ctx, &e).unwrap_or_else(|| e.to_string());
@@ -753,6 +859,57 @@ mod tests {
         let used = engine._runtime.memory_usage().malloc_size;
         println!("one engine: {} KiB", used >> 10);
         assert!(used < 1 << 20, "{used} bytes");
+    }
+
+    /// Which modules call their factory once per engine: only those whose top level cannot
+    /// hold anything a run changes.
+    #[test]
+    fn a_factory_is_reused_only_when_the_module_is_stateless() {
+        let cases = [
+            ("export default (x) => x", true),
+            ("export default function (x) { return x; }", true),
+            (
+                "export default async function f(x) { return x > 0 ? f(x - 1) : 0; }",
+                true,
+            ),
+            (
+                "const K = 1, S = 'a', T = `t`, N = -2, B = 1n, Z = null, Y = true;\nexport default (x) => K",
+                true,
+            ),
+            (
+                "function h(x) { return x; }\nexport default (x) => h(x)",
+                true,
+            ),
+            (
+                "export function h(x) { return x; }\nexport const K = 2;\nexport default (x) => h(K)",
+                true,
+            ),
+            (";\nexport default (x) => x;", true),
+            ("let n = 0;\nexport default (x) => ++n", false),
+            ("var n = 0;\nexport default (x) => n", false),
+            ("const seen = [];\nexport default (x) => seen", false),
+            ("const K = `${1}`;\nexport default (x) => K", false),
+            ("const { a } = { a: 1 };\nexport default (x) => a", false),
+            ("export default function f(x) { f.n = 1; return f; }", false),
+            ("function h() {}\nexport default (x) => h", false),
+            ("function h() {}\nexport default (x) => [1].map(h)", false),
+            ("function h() {}\nexport default (x) => (h)()", false),
+            ("function h() {}\nexport default (x) => new h()", false),
+            (
+                "function h(x) { return x; }\nexport { h as default };",
+                false,
+            ),
+            ("class C {}\nexport default (x) => new C()", false),
+            ("export default class { }", false),
+            ("export default { run: (x) => x }", false),
+            ("console.log(1);\nexport default (x) => x", false),
+            ("module.exports = (x) => x", false),
+            ("export default (x) => x;\nexports.n = 1;", false),
+        ];
+        for (code, want) in cases {
+            let made = factory("javascript", code).unwrap();
+            assert_eq!(made.reusable, want, "{code}");
+        }
     }
 
     /// Runs `code` on `input` once, its maps made into proxies or into plain objects.

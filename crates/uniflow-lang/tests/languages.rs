@@ -171,6 +171,40 @@ fn no_state_leaks_between_runs() {
     }
 }
 
+/// A module whose function is made once per engine (see `stateless` in javascript.rs) must
+/// not let state through the function objects it keeps: each of these counts its calls on a
+/// function object, and must count one call per run.
+#[test]
+fn no_state_leaks_through_function_objects() {
+    for code in [
+        "export default function f(x) { f.calls = (f.calls || 0) + 1; return f.calls; }",
+        "function h() { h.n = (h.n || 0) + 1; return h.n; }\nexport default (x) => h();",
+        "function h() { return h; }\nexport default (x) => { const f = h(); f.n = (f.n || 0) + 1; return f.n; };",
+        "export default function (x) { const p = Object.getPrototypeOf(this || {}); return 1; }",
+    ] {
+        let program = compile("javascript", code, None);
+        for i in 0..3 {
+            assert_eq!(
+                program.run(Value::Int(i)).unwrap(),
+                Value::Int(1),
+                "{code}: run {i}"
+            );
+        }
+    }
+    // One that is reused gives the same answers on every run.
+    let program = compile(
+        "javascript",
+        "const K = 10, NAME = `k`;\nfunction twice(x) { return x * 2; }\n\
+         export function plus(a, b) { return a + b; }\n\
+         export default function (x) { return { [NAME]: plus(twice(x), K) }; }",
+        None,
+    );
+    for i in 0..3 {
+        let want = Value::Map([("k", Value::Int(i * 2 + 10))].into());
+        assert_eq!(program.run(Value::Int(i)).unwrap(), want, "run {i}");
+    }
+}
+
 #[test]
 fn programs_run_from_many_threads_at_once() {
     let program = compile(
