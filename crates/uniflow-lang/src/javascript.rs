@@ -355,7 +355,10 @@ fn factory(language: &str, code: &str) -> Result<Factory, Error> {
     source.push_str("\n;");
     source.push_str(&tail);
     source.push_str("\nreturn module.exports;\n})");
-    let reusable = !commonjs && stateless(&parsed.program, &semantic.semantic);
+    // A direct `eval` can read a function by its name without a reference oxc could see.
+    let reusable = !commonjs
+        && !unresolved.contains_key("eval")
+        && stateless(&parsed.program, &semantic.semantic);
     Ok(Factory { source, reusable })
 }
 
@@ -905,6 +908,7 @@ mod tests {
             ("console.log(1);\nexport default (x) => x", false),
             ("module.exports = (x) => x", false),
             ("export default (x) => x;\nexports.n = 1;", false),
+            ("function h() {}\nexport default (x) => eval('h')", false),
         ];
         for (code, want) in cases {
             let made = factory("javascript", code).unwrap();
