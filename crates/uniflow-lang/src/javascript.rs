@@ -355,21 +355,24 @@ fn factory(language: &str, code: &str) -> Result<Factory, Error> {
     source.push_str("\n;");
     source.push_str(&tail);
     source.push_str("\nreturn module.exports;\n})");
-    // A direct `eval` can read a function by its name without a reference oxc could see.
+    // A direct `eval` can read a function by its name without a reference oxc could see, and
+    // an arrow function at the top level sees the factory's own `arguments`.
     let reusable = !commonjs
         && !unresolved.contains_key("eval")
+        && !unresolved.contains_key("arguments")
         && stateless(&parsed.program, &semantic.semantic);
     Ok(Factory { source, reusable })
 }
 
 /// Whether calling the module's factory once and its function for every run is the same, to
 /// anything a script can observe, as calling both afresh per run: true when the top level only
-/// declares functions, constants of primitive values and the default export (a function), and
-/// no function declared there is used other than by calling it. Such a module has no binding a
-/// run could change (a constant holds a primitive, and a function object never escapes, so no
-/// property can be set on it), and its top level does nothing but declare. Anything else (a
-/// `let`, an object or class, a statement with effects, a function passed or read as a value)
-/// keeps the factory per run.
+/// declares functions (not generators), constants of primitive values and the default export
+/// (a function), and no function declared there is used other than by calling it. Such a module
+/// has no binding a run could change (a constant holds a primitive, and a function object never
+/// escapes, so no property can be set on it), and its top level does nothing but declare.
+/// Anything else (a `let`, an object or class, a statement with effects, a function passed or
+/// read as a value, a generator, whose results share its `prototype`) keeps the factory per
+/// run, as does a module that names `eval` or `arguments` (checked by the caller).
 fn stateless(program: &oxc::ast::ast::Program<'_>, semantic: &Semantic<'_>) -> bool {
     let mut functions = Vec::new();
     for statement in &program.body {
@@ -402,6 +405,11 @@ fn stateless(program: &oxc::ast::ast::Program<'_>, semantic: &Semantic<'_>) -> b
         if !declaration.is_some_and(|d| constant_primitives(d)) {
             return false;
         }
+    }
+    // What a generator returns has the function's own `prototype` object as its prototype,
+    // which a call would hand out.
+    if functions.iter().any(|f| f.generator) {
+        return false;
     }
     let scoping = semantic.scoping();
     let nodes = semantic.nodes();
@@ -909,6 +917,13 @@ mod tests {
             ("module.exports = (x) => x", false),
             ("export default (x) => x;\nexports.n = 1;", false),
             ("function h() {}\nexport default (x) => eval('h')", false),
+            ("function* g() {}\nexport default (x) => g()", false),
+            ("export default (x) => arguments.length", false),
+            (
+                "export default function (x) { return arguments.length; }",
+                false,
+            ),
+            ("export default function* (x) { yield x; }", false),
         ];
         for (code, want) in cases {
             let made = factory("javascript", code).unwrap();

@@ -181,6 +181,8 @@ fn no_state_leaks_through_function_objects() {
         "function h() { h.n = (h.n || 0) + 1; return h.n; }\nexport default (x) => h();",
         "function h() { return h; }\nexport default (x) => { const f = h(); f.n = (f.n || 0) + 1; return f.n; };",
         "function h() {}\nexport default (x) => { const f = eval('h'); f.n = (f.n || 0) + 1; return f.n; };",
+        "function* g() {}\nexport default (x) => { const p = Object.getPrototypeOf(g()); p.n = (p.n || 0) + 1; return p.n; };",
+        "export default (x) => { const m = arguments[0]; m.n = (m.n || 0) + 1; return m.n; };",
     ] {
         let program = compile("javascript", code, None);
         for i in 0..3 {
