@@ -12,7 +12,7 @@
 //! A module whose top level cannot hold state (it only declares functions that are only ever
 //! called, constants of primitive values, and the exported function; see [`stateless`]) is
 //! the exception: its factory runs once per engine and every run calls the same function, which
-//! no script can tell apart from a fresh one and saves a third of a small run.
+//! no script can tell apart from a fresh one and saves about half of what a small run costs.
 //! The global object is frozen and the built-in constructors and their prototypes cannot gain
 //! properties, so a run cannot leave globals behind either. What is not isolated: a run that
 //! *replaces* an existing method of a built-in prototype (`Array.prototype.map = ...`) changes
@@ -97,8 +97,9 @@ const HIDDEN: &str = "__uniflow";
 /// itself when its factory is reused, else one that calls the factory first.
 const RUN: u32 = 0;
 
-/// Installs the helpers, then locks the globals down. Called once per engine with the factory
-/// and the native traps of the input's proxies ([`input::natives`]).
+/// Installs the helpers, then locks the globals down. Called once per engine with the factory,
+/// the native traps of the input's proxies ([`input::natives`]) and whether the factory is
+/// called once here rather than once per run ([`Factory::reusable`]).
 const SETUP: &str = r#"(function (factory, natives, reuse) {
   "use strict";
   class PayloadError extends Error {
