@@ -33,7 +33,7 @@ pub use error::Error;
 pub use generation::{Build, Failed, Generation, Retired, Wrap, key};
 pub use graph::{Graph, Symbol, Target};
 pub use node::{
-    BoxFlow, Cx, Flow, FlowFuture, InPort, LoadCx, MAX_DEPTH, Needs, Node, NodeId, OutPort,
+    BoxFlow, Cx, Flow, FlowFuture, InPort, LoadCx, MAX_DEPTH, Needs, Node, NodeId, OutPort, Place,
 };
 pub use packet::{Packet, merge};
 pub use process::{Local, Process, ProcessSlot, Settle, Settling};

@@ -9,7 +9,7 @@
 use std::any::Any;
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 
 use uniflow_value::{ErrorValue, Value};
@@ -303,6 +303,36 @@ pub struct LoadCx {
     pub node: NodeId,
     /// The node whose subgraph `graph` is, when it is one.
     pub outer: Option<Arc<LoadCx>>,
+}
+
+/// Where a node that starts work of its own (a timer, a store watcher, a test run) writes from:
+/// set by [`Node::load`] and by every [`Node::moved`] into a new generation, cleared by
+/// [`Node::unload`], and read for each event, so an event after a reload starts in the graph
+/// that runs then. Clones share one place. A lock rather than a snapshot swap, because it is
+/// read once per event of such a source, never per packet.
+#[derive(Clone, Default)]
+pub struct Place(Arc<Mutex<Option<LoadCx>>>);
+
+impl Place {
+    /// Puts the node at `cx`.
+    pub fn set(&self, cx: LoadCx) {
+        *self.lock() = Some(cx);
+    }
+
+    /// Forgets where the node was: it is unloaded.
+    pub fn clear(&self) {
+        self.lock().take();
+    }
+
+    /// Where the node is now; `None` before it is loaded and after it is unloaded.
+    pub fn get(&self) -> Option<LoadCx> {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<LoadCx>> {
+        // A panic while the lock was held cannot leave an `Option` half-written.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// A write from outside any call, boxed: see [`LoadCx::run`]. The second argument only says

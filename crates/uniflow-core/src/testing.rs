@@ -15,7 +15,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
@@ -23,7 +22,7 @@ use serde::Deserialize;
 use uniflow_spec::Diagnostic;
 use uniflow_value::{ErrorValue, Value};
 
-use crate::node::{Cx, Flow, InPort, LoadCx, Node, OutPort};
+use crate::node::{Cx, Flow, InPort, LoadCx, Node, OutPort, Place};
 use crate::packet::Packet;
 use crate::process::Process;
 use crate::registry::{CompileCx, NodeSpec, Registry};
@@ -202,7 +201,7 @@ impl NodeSpec for SourceSpec {
         Ok(Box::new(SourceNode {
             tag: self.tag,
             fail: self.fail,
-            place: Mutex::new(None),
+            place: Place::default(),
             count: AtomicI64::new(0),
         }))
     }
@@ -212,7 +211,7 @@ impl NodeSpec for SourceSpec {
 pub struct SourceNode {
     tag: String,
     fail: bool,
-    place: Mutex<Option<LoadCx>>,
+    place: Place,
     count: AtomicI64,
 }
 
@@ -223,12 +222,7 @@ impl SourceNode {
     /// # Panics
     /// If the node is not loaded.
     pub async fn fire(&self, value: Value) -> Packet {
-        let place = self
-            .place
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .expect("the source is loaded");
+        let place = self.place.get().expect("the source is loaded");
         let proc = Process::new();
         let answer = place.run(&proc, |cx| cx.send(OUT, value)).await;
         proc.exit(None);
@@ -260,7 +254,7 @@ impl Node for SourceNode {
     }
     fn load(&self, cx: LoadCx) -> Result<(), crate::Error> {
         self.log("load");
-        *self.place.lock().unwrap_or_else(|e| e.into_inner()) = Some(cx);
+        self.place.set(cx);
         if self.fail {
             return Err(crate::Error::Start(format!(
                 "{} was told to fail",
@@ -271,11 +265,11 @@ impl Node for SourceNode {
     }
     fn moved(&self, cx: LoadCx) {
         self.log("moved");
-        *self.place.lock().unwrap_or_else(|e| e.into_inner()) = Some(cx);
+        self.place.set(cx);
     }
     fn unload(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         self.log("unload");
-        self.place.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.place.clear();
         Box::pin(std::future::ready(()))
     }
 }

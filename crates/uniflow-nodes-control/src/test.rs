@@ -9,10 +9,10 @@
 //! A test with nothing linked on `out[0]` tests nothing, so it fails the spec at load, naming
 //! the field, instead of passing for ever.
 
-use std::sync::Mutex;
-
 use serde::Deserialize;
-use uniflow_core::{CompileCx, Cx, Flow, InPort, LoadCx, Node, NodeSpec, OutPort, Packet, Process};
+use uniflow_core::{
+    CompileCx, Cx, Flow, InPort, LoadCx, Node, NodeSpec, OutPort, Packet, Place, Process,
+};
 use uniflow_spec::{Diagnostic, PortName};
 use uniflow_value::{ErrorValue, Value};
 
@@ -30,7 +30,7 @@ const CHECK: OutPort = OutPort(1);
 /// The compiled `test`.
 pub struct TestNode {
     /// Where the node sits, once loaded: a run writes from there.
-    place: Mutex<Option<LoadCx>>,
+    place: Place,
 }
 
 impl NodeSpec for TestSpec {
@@ -48,7 +48,7 @@ impl NodeSpec for TestSpec {
             )]);
         }
         Ok(Box::new(TestNode {
-            place: Mutex::new(None),
+            place: Place::default(),
         }))
     }
 }
@@ -58,9 +58,7 @@ impl TestNode {
     pub async fn run(&self) -> Result<(), ErrorValue> {
         let place = self
             .place
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .get()
             .ok_or_else(|| ErrorValue::new("the test is not loaded"))?;
         let proc = Process::new();
         let answer = place.run(&proc, |cx| cx.send(RUN, Value::Null)).await;
@@ -99,11 +97,11 @@ impl Node for TestNode {
     }
 
     fn load(&self, cx: LoadCx) -> Result<(), uniflow_core::Error> {
-        *self.place.lock().unwrap_or_else(|e| e.into_inner()) = Some(cx);
+        self.place.set(cx);
         Ok(())
     }
 
     fn moved(&self, cx: LoadCx) {
-        *self.place.lock().unwrap_or_else(|e| e.into_inner()) = Some(cx);
+        self.place.set(cx);
     }
 }

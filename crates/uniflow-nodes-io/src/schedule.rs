@@ -10,7 +10,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -18,7 +18,8 @@ use serde::Deserialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use uniflow_core::{
-    CompileCx, Cx, Error, Flow, InPort, LoadCx, Node, NodeSpec, OutPort, Packet, Process, shape,
+    CompileCx, Cx, Error, Flow, InPort, LoadCx, Node, NodeSpec, OutPort, Packet, Place, Process,
+    shape,
 };
 use uniflow_spec::Diagnostic;
 use uniflow_value::{Map, Value};
@@ -117,7 +118,7 @@ impl NodeSpec for ScheduleSpec {
             Some(when) if problems.is_empty() => Ok(Box::new(ScheduleNode {
                 when,
                 payload: self.payload,
-                place: Arc::new(Mutex::new(None)),
+                place: Place::default(),
                 running: Mutex::new(None),
             })),
             _ => Err(problems),
@@ -130,7 +131,7 @@ pub struct ScheduleNode {
     when: When,
     payload: Option<Value>,
     /// Where its runs start: set at load, and by a reload that keeps it.
-    place: Arc<Mutex<Option<LoadCx>>>,
+    place: Place,
     /// The timer's task and the sender that stops it, from load to unload.
     running: Mutex<Option<(watch::Sender<bool>, JoinHandle<()>)>>,
 }
@@ -153,12 +154,12 @@ impl Node for ScheduleNode {
     }
 
     fn load(&self, cx: LoadCx) -> Result<(), Error> {
-        *lock(&self.place) = Some(cx);
+        self.place.set(cx);
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(ticks(
             self.when.clone(),
             self.payload.clone(),
-            Arc::clone(&self.place),
+            self.place.clone(),
             stopped,
         ));
         *lock(&self.running) = Some((stop, task));
@@ -166,7 +167,7 @@ impl Node for ScheduleNode {
     }
 
     fn moved(&self, cx: LoadCx) {
-        *lock(&self.place) = Some(cx);
+        self.place.set(cx);
     }
 
     fn unload(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
@@ -177,7 +178,7 @@ impl Node for ScheduleNode {
                 let _ = stop.send(true);
                 let _ = task.await;
             }
-            lock(&self.place).take();
+            self.place.clear();
         })
     }
 }
@@ -186,7 +187,7 @@ impl Node for ScheduleNode {
 async fn ticks(
     when: When,
     payload: Option<Value>,
-    place: Arc<Mutex<Option<LoadCx>>>,
+    place: Place,
     mut stopped: watch::Receiver<bool>,
 ) {
     let (mut count, mut skipped) = (0u64, 0u64);
@@ -215,7 +216,7 @@ async fn ticks(
                 ),
             ]))
         });
-        let Some(place) = lock(&place).clone() else {
+        let Some(place) = place.get() else {
             return;
         };
         run(&place, value).await;

@@ -8,12 +8,13 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use serde::Deserialize;
 use tokio::task::JoinHandle;
 use uniflow_core::{
-    CompileCx, Cx, Error, Flow, InPort, LoadCx, Node, OutPort, Packet, Process, Registry, shape,
+    CompileCx, Cx, Error, Flow, InPort, LoadCx, Node, OutPort, Packet, Place, Process, Registry,
+    shape,
 };
 use uniflow_spec::ResourceKind;
 use uniflow_store::Change;
@@ -46,7 +47,7 @@ pub(crate) fn register(registry: &mut Registry, system: &System) {
         Ok(Box::new(SignalNode {
             topic,
             system: system.clone(),
-            place: Arc::new(Mutex::new(None)),
+            place: Place::default(),
             task: Mutex::new(None),
         }) as Box<dyn Node>)
     });
@@ -57,7 +58,7 @@ pub struct SignalNode {
     topic: ResourceKind,
     system: System,
     /// Where its writes start: set at load, and by a reload that keeps it.
-    place: Arc<Mutex<Option<LoadCx>>>,
+    place: Place,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -75,13 +76,13 @@ impl Node for SignalNode {
     }
 
     fn load(&self, cx: LoadCx) -> Result<(), Error> {
-        *self.place.lock().unwrap_or_else(|e| e.into_inner()) = Some(cx);
+        self.place.set(cx);
         let (store, namespace, topic) = (
             self.system.store.clone(),
             self.system.namespace.clone(),
             self.topic,
         );
-        let place = Arc::clone(&self.place);
+        let place = self.place.clone();
         let task = tokio::spawn(async move {
             let mut changes = match store.watch(Some(&namespace)).await {
                 Ok(changes) => changes,
@@ -106,7 +107,7 @@ impl Node for SignalNode {
                     Change::Event(_) => continue,
                     Change::Resync => Value::Map(Map::from([("op", Value::from("resync"))])),
                 };
-                let Some(place) = place.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
+                let Some(place) = place.get() else {
                     return;
                 };
                 let proc = Process::new();
@@ -127,12 +128,12 @@ impl Node for SignalNode {
     }
 
     fn moved(&self, cx: LoadCx) {
-        *self.place.lock().unwrap_or_else(|e| e.into_inner()) = Some(cx);
+        self.place.set(cx);
     }
 
     fn unload(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
-        self.place.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.place.clear();
         Box::pin(async move {
             if let Some(task) = task {
                 task.abort();
