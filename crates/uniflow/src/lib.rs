@@ -3,6 +3,7 @@
 //! reports errors; tests drive the same functions.
 
 pub mod debug;
+pub mod limits;
 pub mod operator;
 pub mod profile;
 pub mod resources;

@@ -205,6 +205,24 @@ fn main() -> ExitCode {
     }
 }
 
+/// Raises the limit on open files for a server (see `uniflow::limits`), and says when it
+/// stays low enough to cap the connections the server can hold.
+fn open_files() {
+    match uniflow::limits::raise_open_files() {
+        Ok(limits) => {
+            if limits.before != limits.now {
+                tracing::debug!(before = ?limits.before, now = ?limits.now, "raised the open files limit");
+            }
+            if let Some(now) = limits.now.filter(|n| *n < uniflow::limits::FEW) {
+                tracing::warn!(
+                    "the open files limit is {now}: the server holds fewer connections at once than that; raise the hard limit (`ulimit -Hn`, `LimitNOFILE=` in a systemd unit) to serve more"
+                );
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open files limit"),
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let cpu = cli
         .cpuprofile
@@ -237,6 +255,7 @@ async fn command(command: Command) -> anyhow::Result<ExitCode> {
             if admin.is_some() {
                 config.admin.address = admin;
             }
+            open_files();
             let agent = debug.then(Agent::new);
             let running = start(&config, &load.options(agent.clone())).await?;
             match agent {

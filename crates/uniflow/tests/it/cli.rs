@@ -415,3 +415,145 @@ fn a_shutdown_timeout_without_a_unit_is_refused() {
     assert!(!out.status.success());
     assert!(stderr.contains("`30` has no unit"), "{stderr}");
 }
+
+/// Started with a soft limit of 256 open files, `start` raises it to the hard limit, so 600
+/// connections held open at once are all answered. Without the raise, `accept` fails past
+/// about 250 descriptors and the rest wait for a connection to close, which none of these does
+/// within the test's 20 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_raises_the_open_files_limit_and_serves_more_connections_than_it_started_with() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const HELD: usize = 600;
+    // The test holds the client ends, so it needs the room itself.
+    let room = uniflow::limits::raise_open_files().unwrap().now;
+    if room.is_some_and(|n| n < 2 * HELD as u64) {
+        eprintln!(
+            "skipped: the hard limit on open files ({room:?}) leaves no room for {HELD} connections"
+        );
+        return;
+    }
+    let port = free_port();
+    let path = spec_file(
+        &format!("files-{port}.yaml"),
+        &format!(
+            "- {{kind: listener, name: web, protocol: http, host: 127.0.0.1, port: {port}, ports: {{out: [{{name: pong, port: in}}]}}}}\n\
+             - {{kind: snippet, name: pong, language: text, code: pong}}\n"
+        ),
+    );
+    let log = path.with_extension("log");
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(r#"ulimit -Sn 256 && exec "$0" "$@""#)
+        .arg(env!("CARGO_BIN_EXE_uniflow"))
+        .args(["start", "--from-specs"])
+        .arg(&path)
+        .current_dir(std::env::temp_dir())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "uniflow did not listen:\n{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+
+    // /proc/PID/limits: "Max open files            <soft>    <hard>    files".
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let files: Vec<&str> = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .skip(3)
+        .take(2)
+        .collect();
+    assert_eq!(
+        files[0], files[1],
+        "the soft limit is not the hard one:\n{limits}"
+    );
+    assert_ne!(files[0], "256", "the soft limit was not raised:\n{limits}");
+
+    let mut held = Vec::with_capacity(HELD);
+    for _ in 0..HELD {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        held.push(stream);
+    }
+    let answers = futures_util::future::join_all(held.iter_mut().map(|stream| async move {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 512];
+        while !got.ends_with(b"\r\n\r\npong") {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        got
+    }));
+    let answers = tokio::time::timeout(Duration::from_secs(20), answers).await;
+    drop(held);
+    terminate(&child);
+    child.wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let answers = answers
+        .unwrap_or_else(|_| panic!("not every held connection was answered in 20 s:\n{text}"));
+    let answered = answers
+        .iter()
+        .filter(|a| a.starts_with(b"HTTP/1.1 200"))
+        .count();
+    assert_eq!(answered, HELD, "{text}");
+}
+
+/// A hard limit on open files too low for a server is named in a warning at start.
+#[tokio::test]
+async fn start_warns_when_the_hard_limit_on_open_files_is_low() {
+    let port = free_port();
+    let path = spec_file(
+        &format!("few-files-{port}.yaml"),
+        &format!(
+            "- {{kind: listener, name: web, protocol: http, host: 127.0.0.1, port: {port}, ports: {{out: [{{name: pong, port: in}}]}}}}\n\
+             - {{kind: snippet, name: pong, language: text, code: pong}}\n"
+        ),
+    );
+    let log = path.with_extension("log");
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(r#"ulimit -n 1000 && exec "$0" "$@""#)
+        .arg(env!("CARGO_BIN_EXE_uniflow"))
+        .args(["start", "--from-specs"])
+        .arg(&path)
+        .current_dir(std::env::temp_dir())
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "uniflow did not listen");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    terminate(&child);
+    child.wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("WARN") && text.contains("the open files limit is 1000"),
+        "{text}"
+    );
+}
