@@ -54,15 +54,30 @@ pub(super) async fn serve(
     // removed (a lock each way) on every accept.
     let stop = stopped.changed();
     tokio::pin!(stop);
+    // Failed accepts in a row.
+    let mut failures: u64 = 0;
     loop {
         // Not biased: under a flood of connections a biased accept would starve the sweep and
         // the stop signal.
         let (stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
+                Ok(conn) => {
+                    if failures > 0 {
+                        tracing::info!(failures, "accepting connections again");
+                        failures = 0;
+                    }
+                    conn
+                }
                 Err(e) => {
-                    // Running out of file descriptors must not spin the loop.
-                    tracing::warn!(error = %e, "accept failed");
+                    // Running out of file descriptors must not spin the loop, nor fill the
+                    // log: a streak of failures is told once, and its end.
+                    if failures == 0 {
+                        tracing::warn!(
+                            error = %e,
+                            "accept failed; retrying every 10 ms (at the limit on open files, connections wait until one closes)"
+                        );
+                    }
+                    failures += 1;
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 }

@@ -557,3 +557,82 @@ async fn start_warns_when_the_hard_limit_on_open_files_is_low() {
         "{text}"
     );
 }
+
+/// At its limit on open files a server waits for connections to close rather than failing,
+/// says so once per streak of failed accepts rather than every 10 ms, and serves again after.
+#[tokio::test]
+async fn at_the_open_files_limit_the_server_waits_tells_once_and_recovers() {
+    use tokio::io::AsyncWriteExt;
+    let port = free_port();
+    let path = spec_file(
+        &format!("no-files-{port}.yaml"),
+        &format!(
+            "- {{kind: listener, name: web, protocol: http, host: 127.0.0.1, port: {port}, ports: {{out: [{{name: pong, port: in}}]}}}}\n\
+             - {{kind: snippet, name: pong, language: text, code: pong}}\n"
+        ),
+    );
+    let log = path.with_extension("log");
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(r#"ulimit -n 64 && exec "$0" "$@""#)
+        .arg(env!("CARGO_BIN_EXE_uniflow"))
+        .args(["start", "--from-specs"])
+        .arg(&path)
+        .current_dir(std::env::temp_dir())
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "uniflow did not listen");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    // More connections than the server has descriptors left, held open for half a second.
+    let mut held = Vec::new();
+    for _ in 0..100 {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        held.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap();
+        if text.contains("accepting connections again") || Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let answer = crate::support::get(port, "/", &[]).await;
+    terminate(&child);
+    child.wait().unwrap();
+    let told = text.matches("accept failed").count();
+    let failures: u64 = text
+        .lines()
+        .filter(|l| l.contains("accepting connections again"))
+        .filter_map(|l| {
+            l.split("failures=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    assert!(
+        (1..=3).contains(&told) && failures >= 20,
+        "{told} warnings for {failures} failed accepts:\n{text}"
+    );
+    assert_eq!(answer, (200, b"pong".to_vec()), "{text}");
+}
