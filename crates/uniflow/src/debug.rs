@@ -1,13 +1,13 @@
 //! `start --debug`: a prompt on the terminal to set breakpoints on nodes and ports, and to look
 //! at the symbols, processes and frames of the running namespace (see `docs/debugging.md`).
 //!
-//! Commands are read a line at a time, from a terminal or a pipe alike, so a session can be
-//! scripted. One item prints as JSON indented by 4 spaces, a list as the table `get` prints.
+//! Commands are read a line at a time: on a terminal through a line editor (editing, history,
+//! Esc or Ctrl-C to quit), from a pipe as they come, so a session can be scripted. One item prints as JSON indented by 4 spaces, a list as the table `get` prints.
 //! Whatever is shown passes through the namespace's secret masking: a spec or a payload may
 //! hold a secret's data once bound.
 //!
 //! When a packet pauses at a breakpoint its frame is printed as it happens; `continue` lets it
-//! go on and shows the next paused one, if any. Leaving the prompt (`quit`, end of input,
+//! go on and shows the next paused one, if any. Leaving the prompt (`quit`, end of input, Esc,
 //! Ctrl-C) releases every paused packet and stops pausing, so the server can stop gracefully.
 
 use std::io::{BufRead as _, Write as _};
@@ -276,7 +276,9 @@ fn list(rows: impl Iterator<Item = Value>) -> String {
 }
 
 /// Runs the prompt on stdin and stdout until `quit`, the end of input or `stop` resolves
-/// (Ctrl-C or SIGTERM); then releases every paused packet.
+/// (Ctrl-C or SIGTERM); then releases every paused packet. On a terminal the line can be
+/// edited, earlier lines come back with the arrows, and Esc or Ctrl-C quits, as upstream's
+/// prompt does; from a pipe, lines are read as they come.
 ///
 /// # Errors
 /// When stdout cannot be written.
@@ -285,27 +287,173 @@ pub async fn run(
     agent: Arc<Agent>,
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    use std::io::IsTerminal as _;
     // Lines come from a thread of their own: stdin has no asynchronous reader that a pipe and
     // a terminal both serve, and the thread blocked on it ends with the process.
-    let (lines, mut input) = tokio::sync::mpsc::channel::<String>(16);
-    std::thread::Builder::new()
-        .name("debug-input".to_owned())
-        .spawn(move || {
-            for line in std::io::stdin().lock().lines() {
-                let Ok(line) = line else { break };
-                if lines.blocking_send(line).is_err() {
-                    break;
+    let (lines, input) = tokio::sync::mpsc::channel::<String>(16);
+    let terminal = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    let prompt = if terminal {
+        Prompt::editor(lines)?
+    } else {
+        std::thread::Builder::new()
+            .name("debug-input".to_owned())
+            .spawn(move || {
+                for line in std::io::stdin().lock().lines() {
+                    let Ok(line) = line else { break };
+                    if lines.blocking_send(line).is_err() {
+                        break;
+                    }
                 }
+            })?;
+        Prompt::Plain
+    };
+    let result = session(running, &agent, stop, input, prompt).await;
+    agent.release_all();
+    result
+}
+
+/// How the prompt is shown and what it prints between lines.
+enum Prompt {
+    /// Written after every reply; for a pipe.
+    Plain,
+    /// A line editor on another thread shows it. It waits for `next` after each line, so a
+    /// reply is printed before the prompt comes back; what comes meanwhile (a packet pausing)
+    /// goes through `printer`, which prints above the line being edited.
+    Editor {
+        next: std::sync::mpsc::Sender<()>,
+        printer: Box<dyn rustyline::ExternalPrinter + Send>,
+        /// The terminal's settings before the editor took it over, restored however the
+        /// session ends: a stop signal leaves the editor waiting for a key, with the
+        /// terminal still in its raw mode.
+        saved: Option<rustix::termios::Termios>,
+    },
+}
+
+impl Prompt {
+    /// Starts the line editor on a thread of its own, sending each line to `lines`; the
+    /// thread ends (and so the session) at Esc, Ctrl-C or Ctrl-D.
+    fn editor(lines: tokio::sync::mpsc::Sender<String>) -> anyhow::Result<Prompt> {
+        use rustyline::{Cmd, Config, Editor, KeyCode, KeyEvent, Modifiers, error::ReadlineError};
+        let saved = rustix::termios::tcgetattr(std::io::stdin()).ok();
+        let (next, ready) = std::sync::mpsc::channel::<()>();
+        let (printer_to, printer) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("debug-input".to_owned())
+            .spawn(move || {
+                // A lone Esc is told from the start of an arrow key's sequence by the 50 ms
+                // after it in which nothing else comes.
+                let config = Config::builder()
+                    .keyseq_timeout(Some(50))
+                    .auto_add_history(true)
+                    .build();
+                let mut editor = match Editor::<(), rustyline::history::MemHistory>::with_history(
+                    config,
+                    rustyline::history::MemHistory::new(),
+                ) {
+                    Ok(editor) => editor,
+                    Err(e) => {
+                        let _ = printer_to.send(Err(e));
+                        return;
+                    }
+                };
+                editor.bind_sequence(KeyEvent(KeyCode::Esc, Modifiers::NONE), Cmd::Interrupt);
+                let made = editor.create_external_printer();
+                if printer_to
+                    .send(made.map(|p| Box::new(p) as Box<_>))
+                    .is_err()
+                {
+                    return;
+                }
+                loop {
+                    match editor.readline(PROMPT) {
+                        Ok(line) => {
+                            if lines.blocking_send(line).is_err() || ready.recv().is_err() {
+                                break;
+                            }
+                        }
+                        // Esc, Ctrl-C and Ctrl-D end the input, which quits.
+                        Err(ReadlineError::Interrupted | ReadlineError::Eof) => break,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "the debugger's prompt failed");
+                            break;
+                        }
+                    }
+                }
+            })?;
+        let printer = printer
+            .recv()
+            .map_err(|_| anyhow::anyhow!("the debugger's prompt did not start"))??;
+        Ok(Prompt::Editor {
+            next,
+            printer,
+            saved,
+        })
+    }
+
+    /// After a command's reply: shows the prompt again.
+    fn again(&mut self, stdout: &mut std::io::Stdout) -> std::io::Result<()> {
+        match self {
+            Prompt::Plain => {
+                write!(stdout, "{PROMPT}")?;
+                stdout.flush()
             }
-        })?;
-    let mut debugger = Debugger::new(running, Arc::clone(&agent));
+            Prompt::Editor { next, .. } => {
+                stdout.flush()?;
+                // The editor is gone when its input ended; the session sees that next.
+                let _ = next.send(());
+                Ok(())
+            }
+        }
+    }
+
+    /// Prints `text` while the prompt is showing.
+    fn interject(&mut self, stdout: &mut std::io::Stdout, text: &str) -> std::io::Result<()> {
+        match self {
+            Prompt::Plain => {
+                writeln!(stdout, "\n{text}")?;
+                write!(stdout, "{PROMPT}")?;
+                stdout.flush()
+            }
+            Prompt::Editor { printer, .. } => printer
+                .print(format!("{text}\n"))
+                .map_err(std::io::Error::other),
+        }
+    }
+}
+
+impl Drop for Prompt {
+    fn drop(&mut self) {
+        if let Prompt::Editor {
+            saved: Some(saved), ..
+        } = self
+        {
+            let _ = rustix::termios::tcsetattr(
+                std::io::stdin(),
+                rustix::termios::OptionalActions::Now,
+                saved,
+            );
+        }
+    }
+}
+
+/// The session's loop: see [`run`].
+async fn session(
+    running: &Running,
+    agent: &Arc<Agent>,
+    stop: impl std::future::Future<Output = ()>,
+    mut input: tokio::sync::mpsc::Receiver<String>,
+    mut prompt: Prompt,
+) -> anyhow::Result<()> {
+    let mut debugger = Debugger::new(running, Arc::clone(agent));
     let mut pauses = agent.pauses();
     let mut stdout = std::io::stdout();
-    write!(stdout, "{PROMPT}")?;
-    stdout.flush()?;
+    if let Prompt::Plain = prompt {
+        write!(stdout, "{PROMPT}")?;
+        stdout.flush()?;
+    }
     tokio::pin!(stop);
     loop {
-        let shown = tokio::select! {
+        tokio::select! {
             line = input.recv() => match line {
                 // The end of input quits, as `quit` does.
                 None => {
@@ -314,23 +462,25 @@ pub async fn run(
                 }
                 Some(line) => match debugger.command(&line) {
                     Reply::Quit => break,
-                    Reply::Show(text) => Some(text),
+                    Reply::Show(text) => {
+                        if !text.is_empty() {
+                            writeln!(stdout, "{text}")?;
+                        }
+                        prompt.again(&mut stdout)?;
+                    }
                 },
             },
-            Ok(()) = pauses.changed() => debugger.newly_paused().map(|text| format!("\n{text}")),
+            Ok(()) = pauses.changed() => {
+                if let Some(text) = debugger.newly_paused() {
+                    prompt.interject(&mut stdout, &text)?;
+                }
+            }
             () = &mut stop => {
                 writeln!(stdout)?;
                 break;
             }
-        };
-        let Some(text) = shown else { continue };
-        if !text.is_empty() {
-            writeln!(stdout, "{text}")?;
         }
-        write!(stdout, "{PROMPT}")?;
-        stdout.flush()?;
     }
     stdout.flush()?;
-    agent.release_all();
     Ok(())
 }

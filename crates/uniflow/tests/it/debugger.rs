@@ -1,5 +1,5 @@
-//! `start --debug`, driven as a user drives it: through a pipe (a script), and once under tmux
-//! (a terminal), with real requests paused at a breakpoint and released.
+//! `start --debug`, driven as a user drives it: through a pipe (a script), and under tmux (a
+//! terminal, with its line editor), with real requests paused at a breakpoint and released.
 
 use std::io::{BufRead as _, Write as _};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -286,76 +286,163 @@ async fn ctrl_c_while_paused_releases_the_request_and_stops_gracefully() {
     );
 }
 
-/// Under tmux, as a person at a terminal: the prompt, a breakpoint, `continue`, `quit`.
-/// Skipped when tmux is not installed, unless `UNIFLOW_REQUIRE_TMUX=1` (as `.ci/run` sets).
-#[tokio::test]
-async fn the_prompt_works_on_a_terminal_under_tmux() {
-    if Command::new("tmux").arg("-V").output().is_err() {
-        assert!(
-            std::env::var_os("UNIFLOW_REQUIRE_TMUX").is_none_or(|v| v != "1"),
-            "tmux is required (UNIFLOW_REQUIRE_TMUX=1) but not installed"
+/// `uniflow start --debug` in a tmux session of its own, as a person at a terminal runs it;
+/// the session is killed when dropped.
+struct Tmux {
+    name: String,
+}
+
+impl Tmux {
+    /// Starts the session, or `None` when tmux is not installed (a failure instead when
+    /// `UNIFLOW_REQUIRE_TMUX=1`, as `.ci/run` sets).
+    fn start(specs: &std::path::Path, port: u16) -> Option<Tmux> {
+        if Command::new("tmux").arg("-V").output().is_err() {
+            assert!(
+                std::env::var_os("UNIFLOW_REQUIRE_TMUX").is_none_or(|v| v != "1"),
+                "tmux is required (UNIFLOW_REQUIRE_TMUX=1) but not installed"
+            );
+            eprintln!("skipped: tmux is not installed");
+            return None;
+        }
+        let tmux = Tmux {
+            name: format!("uniflow-debug-{}-{port}", std::process::id()),
+        };
+        let command = format!(
+            "{} start --debug --from-specs {}; sleep 30",
+            env!("CARGO_BIN_EXE_uniflow"),
+            specs.display()
         );
-        eprintln!("skipped: tmux is not installed");
-        return;
+        let started = tmux.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            &tmux.name,
+            "-x",
+            "200",
+            "-y",
+            "60",
+            &command,
+        ]);
+        assert!(started.status.success(), "{started:?}");
+        Some(tmux)
     }
-    let port = free_port();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let specs = two_routes(port);
-    let name = format!("uniflow-debug-{}-{port}", std::process::id());
-    let tmux = |args: &[&str]| {
+
+    fn run(&self, args: &[&str]) -> std::process::Output {
         Command::new("tmux")
-            .args(["-L", &name])
+            .args(["-L", &self.name])
             .args(args)
             .output()
             .unwrap()
-    };
-    let command = format!(
-        "{} start --debug --from-specs {}; sleep 30",
-        env!("CARGO_BIN_EXE_uniflow"),
-        specs.display()
-    );
-    let started = tmux(&[
-        "new-session",
-        "-d",
-        "-s",
-        &name,
-        "-x",
-        "200",
-        "-y",
-        "60",
-        &command,
-    ]);
-    assert!(started.status.success(), "{started:?}");
-    struct Kill<'a>(&'a dyn Fn(&[&str]) -> std::process::Output);
-    impl Drop for Kill<'_> {
-        fn drop(&mut self) {
-            (self.0)(&["kill-server"]);
-        }
     }
-    let _kill = Kill(&tmux);
-    let screen = || {
-        String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-J", "-S", "-200"]).stdout)
+
+    /// Types `keys` (tmux's names: `Enter`, `Home`, `Up`, `Escape`; anything else as text).
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", &self.name];
+        args.extend_from_slice(keys);
+        assert!(self.run(&args).status.success());
+    }
+
+    fn screen(&self) -> String {
+        String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-J", "-S", "-200"]).stdout)
             .into_owned()
-    };
-    let wait_for = |wanted: &'static [&'static str]| {
-        let screen = &screen;
+    }
+
+    /// The screen once it shows each of `wanted` at least `times` times.
+    async fn wait_for(&self, wanted: &[&str], times: usize) -> String {
         eventually(
-            move || {
-                let text = screen();
-                wanted.iter().all(|w| text.contains(w)).then_some(text)
+            || {
+                let text = self.screen();
+                wanted
+                    .iter()
+                    .all(|w| text.matches(w).count() >= times)
+                    .then_some(text)
             },
-            move || format!("{wanted:?} on the screen:\n{}", screen()),
+            || format!("{wanted:?} {times} times on the screen:\n{}", self.screen()),
         )
+        .await
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        self.run(&["kill-server"]);
+    }
+}
+
+/// Under tmux: the prompt, a line edited before it is sent, one recalled from the history, a
+/// breakpoint, `continue`, `quit`.
+#[tokio::test]
+async fn the_prompt_works_on_a_terminal_under_tmux() {
+    let port = free_port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let Some(tmux) = Tmux::start(&two_routes(port), port) else {
+        return;
     };
     wait_for_listener(addr).await;
-    wait_for(&["(debug) "]).await;
-    tmux(&["send-keys", "-t", &name, "break pong", "Enter"]);
-    wait_for(&["\"symbol\": \"pong\""]).await;
+    tmux.wait_for(&["(debug) "], 1).await;
+    // The line is edited: its start is typed last, after Home.
+    tmux.keys(&["ymbols", "Home", "s", "Enter"]);
+    tmux.wait_for(&["NAMESPACE", "router"], 1).await;
+    // The arrow brings the line back.
+    tmux.keys(&["Up", "Enter"]);
+    tmux.wait_for(&["NAMESPACE"], 2).await;
+    tmux.keys(&["break pong", "Enter"]);
+    tmux.wait_for(&["\"symbol\": \"pong\""], 1).await;
     let paused = tokio::spawn(send(addr, request("GET", "/ping", &[], b"").leak()));
-    wait_for(&["\"port\": \"in\"", "\"process\""]).await;
-    tmux(&["send-keys", "-t", &name, "continue", "Enter"]);
+    tmux.wait_for(&["\"port\": \"in\"", "\"process\""], 1).await;
+    tmux.keys(&["continue", "Enter"]);
     answers_pong(paused, "continue releases the request").await;
-    tmux(&["send-keys", "-t", &name, "quit", "Enter"]);
+    tmux.keys(&["quit", "Enter"]);
     // Quitting stops the server.
     wait_for_listener_to_be(addr, false).await;
+}
+
+/// Under tmux, Esc quits the prompt, as upstream's does, and the terminal is itself again.
+#[tokio::test]
+async fn escape_quits_the_prompt_under_tmux() {
+    let port = free_port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let Some(tmux) = Tmux::start(&two_routes(port), port) else {
+        return;
+    };
+    wait_for_listener(addr).await;
+    tmux.wait_for(&["(debug) "], 1).await;
+    tmux.keys(&["Escape"]);
+    wait_for_listener_to_be(addr, false).await;
+    // The shell's `sleep 30` runs now: what is typed echoes as a cooked terminal echoes it,
+    // line and all, which a terminal left raw would not.
+    tmux.keys(&["typed", "Enter", "after"]);
+    tmux.wait_for(&["typed\nafter"], 1).await;
+}
+
+/// Under tmux, a stop signal while the prompt waits for a key ends the session and leaves the
+/// terminal as it was found: what is typed after echoes, line and all.
+#[tokio::test]
+async fn a_stop_signal_under_tmux_leaves_the_terminal_as_it_was() {
+    let port = free_port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let Some(tmux) = Tmux::start(&two_routes(port), port) else {
+        return;
+    };
+    wait_for_listener(addr).await;
+    tmux.wait_for(&["(debug) "], 1).await;
+    // The pane runs a shell, whose child is uniflow.
+    let shell = String::from_utf8(tmux.run(&["display", "-p", "#{pane_pid}"]).stdout).unwrap();
+    let children = Command::new("pgrep")
+        .args(["-P", shell.trim()])
+        .output()
+        .unwrap();
+    let uniflow = String::from_utf8(children.stdout).unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", uniflow.trim()])
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "no uniflow under the pane's shell {shell}"
+    );
+    wait_for_listener_to_be(addr, false).await;
+    tmux.wait_for(&["stopped"], 1).await;
+    tmux.keys(&["typed", "Enter", "after"]);
+    tmux.wait_for(&["typed\nafter"], 1).await;
 }
