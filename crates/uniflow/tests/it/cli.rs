@@ -416,22 +416,9 @@ fn a_shutdown_timeout_without_a_unit_is_refused() {
     assert!(stderr.contains("`30` has no unit"), "{stderr}");
 }
 
-/// Started with a soft limit of 256 open files, `start` raises it to the hard limit, so 600
-/// connections held open at once are all answered. Without the raise, `accept` fails past
-/// about 250 descriptors and the rest wait for a connection to close, which none of these does
-/// within the test's 20 s.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn start_raises_the_open_files_limit_and_serves_more_connections_than_it_started_with() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    const HELD: usize = 600;
-    // The test holds the client ends, so it needs the room itself.
-    let room = uniflow::limits::raise_open_files().unwrap().now;
-    if room.is_some_and(|n| n < 2 * HELD as u64) {
-        eprintln!(
-            "skipped: the hard limit on open files ({room:?}) leaves no room for {HELD} connections"
-        );
-        return;
-    }
+/// `uniflow start` serving `GET /` -> `pong` on a free port, run by `sh` after `ulimit`
+/// with `limit` (such as `-Sn 256`); returns once it listens, with the port and its log.
+async fn start_under_ulimit(limit: &str) -> (std::process::Child, u16, std::path::PathBuf) {
     let port = free_port();
     let path = spec_file(
         &format!("files-{port}.yaml"),
@@ -441,13 +428,14 @@ async fn start_raises_the_open_files_limit_and_serves_more_connections_than_it_s
         ),
     );
     let log = path.with_extension("log");
-    let mut child = Command::new("sh")
+    let child = Command::new("sh")
         .arg("-c")
-        .arg(r#"ulimit -Sn 256 && exec "$0" "$@""#)
+        .arg(format!(r#"ulimit {limit} && exec "$0" "$@""#))
         .arg(env!("CARGO_BIN_EXE_uniflow"))
         .args(["start", "--from-specs"])
         .arg(&path)
         .current_dir(std::env::temp_dir())
+        .env("NO_COLOR", "1")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
@@ -464,6 +452,43 @@ async fn start_raises_the_open_files_limit_and_serves_more_connections_than_it_s
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+    (child, port, log)
+}
+
+/// `n` connections to `port`, each with a `GET /` sent and its answer not read.
+async fn hold(port: u16, n: usize) -> Vec<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt;
+    let mut held = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        held.push(stream);
+    }
+    held
+}
+
+/// Started with a soft limit of 256 open files, `start` raises it to the hard limit, so 600
+/// connections held open at once are all answered. Without the raise, `accept` fails past
+/// about 250 descriptors and the rest wait for a connection to close, which none of these does
+/// within the test's 20 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_raises_the_open_files_limit_and_serves_more_connections_than_it_started_with() {
+    use tokio::io::AsyncReadExt;
+    const HELD: usize = 600;
+    // The test holds the client ends, so it needs the room itself.
+    let room = uniflow::limits::raise_open_files().unwrap().now;
+    if room.is_some_and(|n| n < 2 * HELD as u64) {
+        eprintln!(
+            "skipped: the hard limit on open files ({room:?}) leaves no room for {HELD} connections"
+        );
+        return;
+    }
+    let (mut child, port, log) = start_under_ulimit("-Sn 256").await;
 
     // /proc/PID/limits: "Max open files            <soft>    <hard>    files".
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
@@ -481,17 +506,7 @@ async fn start_raises_the_open_files_limit_and_serves_more_connections_than_it_s
     );
     assert_ne!(files[0], "256", "the soft limit was not raised:\n{limits}");
 
-    let mut held = Vec::with_capacity(HELD);
-    for _ in 0..HELD {
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .unwrap();
-        stream
-            .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            .await
-            .unwrap();
-        held.push(stream);
-    }
+    let mut held = hold(port, HELD).await;
     let answers = futures_util::future::join_all(held.iter_mut().map(|stream| async move {
         let mut got = Vec::new();
         let mut buf = [0u8; 512];
@@ -520,35 +535,7 @@ async fn start_raises_the_open_files_limit_and_serves_more_connections_than_it_s
 /// A hard limit on open files too low for a server is named in a warning at start.
 #[tokio::test]
 async fn start_warns_when_the_hard_limit_on_open_files_is_low() {
-    let port = free_port();
-    let path = spec_file(
-        &format!("few-files-{port}.yaml"),
-        &format!(
-            "- {{kind: listener, name: web, protocol: http, host: 127.0.0.1, port: {port}, ports: {{out: [{{name: pong, port: in}}]}}}}\n\
-             - {{kind: snippet, name: pong, language: text, code: pong}}\n"
-        ),
-    );
-    let log = path.with_extension("log");
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(r#"ulimit -n 1000 && exec "$0" "$@""#)
-        .arg(env!("CARGO_BIN_EXE_uniflow"))
-        .args(["start", "--from-specs"])
-        .arg(&path)
-        .current_dir(std::env::temp_dir())
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "uniflow did not listen");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let (mut child, _, log) = start_under_ulimit("-n 1000").await;
     terminate(&child);
     child.wait().unwrap();
     let text = std::fs::read_to_string(&log).unwrap();
@@ -562,59 +549,24 @@ async fn start_warns_when_the_hard_limit_on_open_files_is_low() {
 /// says so once per streak of failed accepts rather than every 10 ms, and serves again after.
 #[tokio::test]
 async fn at_the_open_files_limit_the_server_waits_tells_once_and_recovers() {
-    use tokio::io::AsyncWriteExt;
-    let port = free_port();
-    let path = spec_file(
-        &format!("no-files-{port}.yaml"),
-        &format!(
-            "- {{kind: listener, name: web, protocol: http, host: 127.0.0.1, port: {port}, ports: {{out: [{{name: pong, port: in}}]}}}}\n\
-             - {{kind: snippet, name: pong, language: text, code: pong}}\n"
-        ),
-    );
-    let log = path.with_extension("log");
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(r#"ulimit -n 64 && exec "$0" "$@""#)
-        .arg(env!("CARGO_BIN_EXE_uniflow"))
-        .args(["start", "--from-specs"])
-        .arg(&path)
-        .current_dir(std::env::temp_dir())
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "uniflow did not listen");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let (mut child, port, log) = start_under_ulimit("-n 64").await;
     // More connections than the server has descriptors left, held open for half a second.
-    let mut held = Vec::new();
-    for _ in 0..100 {
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .unwrap();
-        stream
-            .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            .await
-            .unwrap();
-        held.push(stream);
-    }
+    let held = hold(port, 100).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     drop(held);
+    // Served again, and every streak of failures has ended.
+    let answer = crate::support::get(port, "/", &[]).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     let text = loop {
         let text = std::fs::read_to_string(&log).unwrap();
-        if text.contains("accepting connections again") || Instant::now() > deadline {
+        let streaks = text.matches("accept failed").count();
+        if streaks > 0 && streaks == text.matches("accepting connections again").count()
+            || Instant::now() > deadline
+        {
             break text;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let answer = crate::support::get(port, "/", &[]).await;
     terminate(&child);
     child.wait().unwrap();
     let told = text.matches("accept failed").count();
@@ -630,8 +582,11 @@ async fn at_the_open_files_limit_the_server_waits_tells_once_and_recovers() {
                 .ok()
         })
         .sum();
+    // Half a second of retries every 10 ms is some 50 failures; a warning each would be
+    // as many lines. A connection that closes meanwhile ends a streak, so there may be more
+    // than one, but a few.
     assert!(
-        (1..=3).contains(&told) && failures >= 20,
+        told >= 1 && failures >= 20 && told * 5 <= failures as usize,
         "{told} warnings for {failures} failed accepts:\n{text}"
     );
     assert_eq!(answer, (200, b"pong".to_vec()), "{text}");

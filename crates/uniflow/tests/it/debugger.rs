@@ -293,8 +293,18 @@ struct Tmux {
 }
 
 impl Tmux {
-    /// Starts the session, or `None` when tmux is not installed (a failure instead when
-    /// `UNIFLOW_REQUIRE_TMUX=1`, as `.ci/run` sets).
+    /// Starts the session on [`two_routes`] and waits for its server and prompt; `None` when
+    /// tmux is not installed (a failure instead when `UNIFLOW_REQUIRE_TMUX=1`, as `.ci/run`
+    /// sets).
+    async fn prompt() -> Option<(Tmux, std::net::SocketAddr)> {
+        let port = free_port();
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let tmux = Tmux::start(&two_routes(port), port)?;
+        wait_for_listener(addr).await;
+        tmux.wait_for(&["(debug) "], 1).await;
+        Some((tmux, addr))
+    }
+
     fn start(specs: &std::path::Path, port: u16) -> Option<Tmux> {
         if Command::new("tmux").arg("-V").output().is_err() {
             assert!(
@@ -373,13 +383,9 @@ impl Drop for Tmux {
 /// breakpoint, `continue`, `quit`.
 #[tokio::test]
 async fn the_prompt_works_on_a_terminal_under_tmux() {
-    let port = free_port();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let Some(tmux) = Tmux::start(&two_routes(port), port) else {
+    let Some((tmux, addr)) = Tmux::prompt().await else {
         return;
     };
-    wait_for_listener(addr).await;
-    tmux.wait_for(&["(debug) "], 1).await;
     // The line is edited: its start is typed last, after Home.
     tmux.keys(&["ymbols", "Home", "s", "Enter"]);
     tmux.wait_for(&["NAMESPACE", "router"], 1).await;
@@ -400,13 +406,9 @@ async fn the_prompt_works_on_a_terminal_under_tmux() {
 /// Under tmux, Esc quits the prompt, as upstream's does, and the terminal is itself again.
 #[tokio::test]
 async fn escape_quits_the_prompt_under_tmux() {
-    let port = free_port();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let Some(tmux) = Tmux::start(&two_routes(port), port) else {
+    let Some((tmux, addr)) = Tmux::prompt().await else {
         return;
     };
-    wait_for_listener(addr).await;
-    tmux.wait_for(&["(debug) "], 1).await;
     tmux.keys(&["Escape"]);
     wait_for_listener_to_be(addr, false).await;
     // The shell's `sleep 30` runs now: what is typed echoes as a cooked terminal echoes it,
@@ -419,13 +421,9 @@ async fn escape_quits_the_prompt_under_tmux() {
 /// terminal as it was found: what is typed after echoes, line and all.
 #[tokio::test]
 async fn a_stop_signal_under_tmux_leaves_the_terminal_as_it_was() {
-    let port = free_port();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let Some(tmux) = Tmux::start(&two_routes(port), port) else {
+    let Some((tmux, addr)) = Tmux::prompt().await else {
         return;
     };
-    wait_for_listener(addr).await;
-    tmux.wait_for(&["(debug) "], 1).await;
     // The pane runs a shell, whose child is uniflow.
     let shell = String::from_utf8(tmux.run(&["display", "-p", "#{pane_pid}"]).stdout).unwrap();
     let children = Command::new("pgrep")
