@@ -2,7 +2,8 @@
 //! at the symbols, processes and frames of the running namespace (see `docs/debugging.md`).
 //!
 //! Commands are read a line at a time: on a terminal through a line editor (editing, history,
-//! Esc or Ctrl-C to quit), from a pipe as they come, so a session can be scripted. One item prints as JSON indented by 4 spaces, a list as the table `get` prints.
+//! Esc or Ctrl-C to quit), from a pipe as they come, so a session can be scripted. One item
+//! prints as JSON indented by 4 spaces, a list as the table `get` prints.
 //! Whatever is shown passes through the namespace's secret masking: a spec or a payload may
 //! hold a secret's data once bound.
 //!
