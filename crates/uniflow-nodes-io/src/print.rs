@@ -58,10 +58,7 @@ impl Sink {
                 out.flush()
             }
             Sink::Stderr => std::io::stderr().lock().write_all(text.as_bytes()),
-            Sink::File(file) => file
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .write_all(text.as_bytes()),
+            Sink::File(file) => crate::lock(file).write_all(text.as_bytes()),
         }
     }
 }

@@ -94,7 +94,7 @@ impl Node for ScanNode {
             let read = tokio::task::spawn_blocking(move || match &*source {
                 Source::Stdin => scan(&mut std::io::stdin().lock(), &format),
                 Source::File(file) => {
-                    let mut file = file.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut file = crate::lock(file);
                     scan(&mut *file, &format)
                 }
             })

@@ -24,6 +24,8 @@ use uniflow_core::{
 use uniflow_spec::Diagnostic;
 use uniflow_value::{Map, Value};
 
+use crate::lock;
+
 /// The fields of a `schedule` spec.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -134,10 +136,6 @@ pub struct ScheduleNode {
     place: Place,
     /// The timer's task and the sender that stops it, from load to unload.
     running: Mutex<Option<(watch::Sender<bool>, JoinHandle<()>)>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Node for ScheduleNode {

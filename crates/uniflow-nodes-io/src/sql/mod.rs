@@ -36,6 +36,8 @@ use uniflow_core::{
 use uniflow_spec::Diagnostic;
 use uniflow_value::{ErrorValue, Map, Str, Value};
 
+use crate::lock;
+
 /// The fields of a `sql` spec.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -499,10 +501,6 @@ fn message(e: &sqlx::Error) -> String {
         sqlx::Error::Database(db) => db.message().to_owned(),
         other => other.to_string(),
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl<D: Dialect> Node for SqlNode<D>
