@@ -27,18 +27,21 @@ pub fn raise_open_files() -> std::io::Result<OpenFiles> {
     let limit = getrlimit(Resource::Nofile);
     let before = limit.current;
     // An unlimited hard limit is left alone: Linux refuses an unlimited number of open files.
-    if matches!((limit.current, limit.maximum), (Some(current), Some(maximum)) if current < maximum)
-    {
-        setrlimit(
-            Resource::Nofile,
-            rustix::process::Rlimit {
-                current: limit.maximum,
-                maximum: limit.maximum,
-            },
-        )?;
-    }
+    let Some(maximum) = limit.maximum.filter(|m| before.is_some_and(|b| b < *m)) else {
+        return Ok(OpenFiles {
+            before,
+            now: before,
+        });
+    };
+    setrlimit(
+        Resource::Nofile,
+        rustix::process::Rlimit {
+            current: Some(maximum),
+            maximum: Some(maximum),
+        },
+    )?;
     Ok(OpenFiles {
         before,
-        now: getrlimit(Resource::Nofile).current,
+        now: Some(maximum),
     })
 }
