@@ -103,6 +103,13 @@ impl Session {
         .await
     }
 
+    /// Sends `line`, then waits for what it prints to have every one of `wanted`; that.
+    async fn ask(&mut self, line: &str, wanted: &[&str]) -> String {
+        let mark = self.mark();
+        self.send(line);
+        self.wait_for(mark, wanted).await
+    }
+
     /// Waits for the process to end; its exit status.
     async fn ended(&mut self) -> std::process::ExitStatus {
         let (child, err) = (&mut self.child, &self.err);
@@ -167,9 +174,7 @@ async fn a_breakpoint_pauses_one_request_until_continue_while_others_are_served(
     wait_for_listener(addr).await;
     session.wait_for(0, &["(debug) "]).await;
 
-    let mark = session.mark();
-    session.send("break pong");
-    let shown = session.wait_for(mark, &["\"symbol\": \"pong\""]).await;
+    let shown = session.ask("break pong", &["\"symbol\": \"pong\""]).await;
     assert!(shown.contains("\"id\": 1"), "{shown}");
 
     let mark = session.mark();
@@ -194,32 +199,25 @@ async fn a_breakpoint_pauses_one_request_until_continue_while_others_are_served(
         "the paused request must wait for `continue`"
     );
 
-    let mark = session.mark();
-    session.send("frame");
     let frame = session
-        .wait_for(mark, &["\"symbol\": \"pong\"", "\"port\": \"in\""])
+        .ask("frame", &["\"symbol\": \"pong\"", "\"port\": \"in\""])
         .await;
     assert!(!frame.contains("\"output\""), "not answered yet: {frame}");
 
-    let mark = session.mark();
-    session.send("symbol nope");
     session
-        .wait_for(mark, &["Error: symbol 'nope' not found."])
+        .ask("symbol nope", &["Error: symbol 'nope' not found."])
         .await;
-    let mark = session.mark();
-    session.send("break nope");
     session
-        .wait_for(mark, &["Error: symbol 'nope' not found."])
+        .ask("break nope", &["Error: symbol 'nope' not found."])
         .await;
-    let mark = session.mark();
-    session.send("b pong nope");
     session
-        .wait_for(mark, &["Error: port 'nope' not found on symbol 'pong'."])
+        .ask(
+            "b pong nope",
+            &["Error: port 'nope' not found on symbol 'pong'."],
+        )
         .await;
 
-    let mark = session.mark();
-    session.send("bps");
-    let table = session.wait_for(mark, &["ID", "SYMBOL", "pong"]).await;
+    let table = session.ask("bps", &["ID", "SYMBOL", "pong"]).await;
     assert!(!table.contains("nope"), "{table}");
 
     let mark = session.mark();
@@ -228,18 +226,16 @@ async fn a_breakpoint_pauses_one_request_until_continue_while_others_are_served(
     session.wait_for(mark, &["(debug) "]).await;
 
     // The ended request's process is listed, with its frames.
-    let mark = session.mark();
-    session.send("procs");
-    let procs = session.wait_for(mark, &["ID", "STATUS", "exited"]).await;
+    let procs = session.ask("procs", &["ID", "STATUS", "exited"]).await;
     let id = procs
         .lines()
         .find(|l| l.contains("exited"))
         .and_then(|l| l.split_whitespace().find(|w| w.len() == 36))
         .unwrap_or_else(|| panic!("a process id in:\n{procs}"))
         .to_owned();
-    let mark = session.mark();
-    session.send(&format!("frms {id}"));
-    let frames = session.wait_for(mark, &["PROCESS", "pong", "router"]).await;
+    let frames = session
+        .ask(&format!("frms {id}"), &["PROCESS", "pong", "router"])
+        .await;
     assert!(
         frames.contains("out[0]"),
         "the router's out-port frame: {frames}"
@@ -266,9 +262,7 @@ async fn ctrl_c_while_paused_releases_the_request_and_stops_gracefully() {
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut session = Session::start(&two_routes(port));
     wait_for_listener(addr).await;
-    let mark = session.mark();
-    session.send("b");
-    session.wait_for(mark, &["\"id\": 1"]).await;
+    session.ask("b", &["\"id\": 1"]).await;
     let mark = session.mark();
     let paused = tokio::spawn(send(addr, request("GET", "/ping", &[], b"").leak()));
     session.wait_for(mark, &["\"process\""]).await;
